@@ -1,1 +1,181 @@
-def main(): print("hi")
+"""The ``eowatch`` command line: archive, serve, run, demo, models.
+
+User errors (``EowatchError``) print one line ``error: ...`` and exit non-zero; nothing else is printed
+for them (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from eowatch import __version__
+from eowatch.errors import EowatchError
+
+DEMO_SEED = 42
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"malformed date {text!r}; use YYYY-MM-DD") from None
+
+
+def _floats4(text: str) -> tuple[float, float, float, float]:
+    parts = text.replace(" ", "").split(",")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bbox {text!r} must be 4 comma-separated numbers") from None
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(
+            f"bbox {text!r} must be 4 comma-separated numbers, got {len(values)}"
+        )
+    return values  # type: ignore[return-value]
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """Human-readable end-of-run report on stdout."""
+    out = summary["output"]
+    ch = summary.get("changes_found", {})
+    print()
+    print(f"Change cube:   {out['change_cube']}")
+    for key in ("analysis_cube", "quicklook", "summary"):
+        if key in out:
+            print(f"{key.replace('_', ' ').capitalize() + ':':<15}{out[key]}")
+    if ch:
+        print(f"Area processed: {summary['area_km2']:.2f} km²; changed (model): {ch['changed_km2']:.3f} km²")
+        for name, km2 in ch["by_type_km2"].items():
+            print(f"  {name:<16} {km2:8.4f} km²")
+    ev = summary.get("evaluation")
+    if ev:
+        m, c = ev["model"]["per_pixel"], ev["cva_baseline"]["per_pixel"]
+        print(f"Against planted truth ({ev['scope']}):")
+        print(f"  model        precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}")
+        print(f"  CVA baseline precision {c['precision']:.3f}  recall {c['recall']:.3f}  F1 {c['f1']:.3f}")
+    if "timings_s" in summary:
+        print("Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in summary["timings_s"].items()))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from eowatch.infra.cluster import ClusterConfig
+    from eowatch.pipelines.params import parse_params
+
+    params = parse_params(
+        stac_url=args.stac_url,
+        start=args.start,
+        end=args.end,
+        out=args.out,
+        bbox=args.bbox,
+        geojson=args.geojson,
+        crs=args.crs,
+        bounds=args.bounds,
+        resolution=args.resolution,
+        model=args.model,
+        truth_dir=args.truth,
+        max_cloud_cover=args.max_cloud_cover,
+    )
+    from flows import monitor
+
+    summary = monitor(params, ClusterConfig(n_workers=args.workers))
+    print_summary(summary)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from eowatch.demo import run_demo
+
+    summary = run_demo(Path(args.workdir), seed=args.seed, workers=args.workers)
+    print_summary(summary)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from eowatch.demo import serve_archive
+
+    serve_archive(Path(args.archive))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from eowatch.models.registry import list_models
+
+    for card in list_models():
+        if args.json:
+            print(card.to_json())
+        else:
+            bands = ", ".join(card.bands)
+            print(f"{card.name} v{card.version}: {card.task}; bands {bands} at {card.resolution_m} m")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eowatch", description="Satellite archives → change maps.")
+    parser.add_argument("--version", action="version", version=f"eowatch {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    from eowatch.archive import add_cli
+
+    add_cli(sub)
+
+    run = sub.add_parser("run", help="run the monitoring flow against a STAC API")
+    run.add_argument("--stac-url", required=True)
+    run.add_argument("--bbox", type=_floats4, help="min_lon,min_lat,max_lon,max_lat")
+    run.add_argument("--geojson", help="AOI GeoJSON file (EPSG:4326)")
+    run.add_argument("--start", type=_date, required=True)
+    run.add_argument("--end", type=_date, required=True)
+    run.add_argument("--out", required=True, help="output folder")
+    run.add_argument("--crs", help="target CRS (default: UTM zone of the AOI)")
+    run.add_argument("--bounds", type=_floats4, help="target grid bounds in the target CRS")
+    run.add_argument("--resolution", type=float, default=10.0)
+    run.add_argument("--max-cloud-cover", type=float, default=90.0)
+    run.add_argument("--model", default="siamese-s2s1-change")
+    run.add_argument("--truth", help="planted-truth folder to score against")
+    run.add_argument("--workers", type=int, default=2)
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="make the synthetic archive, start the services, run the flow")
+    demo.add_argument("--workdir", default="eowatch-demo", help="folder for the archive and the outputs")
+    demo.add_argument("--seed", type=int, default=DEMO_SEED, help="archive seed (not used in training)")
+    demo.add_argument("--workers", type=int, default=2)
+    demo.set_defaults(func=cmd_demo)
+
+    serve = sub.add_parser("serve", help="serve an archive through a local STAC API and asset server")
+    serve.add_argument("archive")
+    serve.set_defaults(func=cmd_serve)
+
+    models = sub.add_parser("models", help="list the shipped models and their cards")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if not args.verbose:
+        warnings.filterwarnings("ignore")
+        for name in ("distributed", "rasterio", "httpx", "prefect._internal"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    try:
+        return int(args.func(args) or 0)
+    except EowatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Change inference stage: the analysis cube → a change cube, chunk by chunk with a halo.
+
+Each chunk is read with a halo of at least the model's receptive radius, so the result of a chunk equals
+the result of whole-image inference on its pixels (no seams). The model is loaded once per worker
+process (``models.registry.get`` is cached) and every transition of a chunk runs as one batch.
+Besides the model, two unsupervised baselines are written: change-vector analysis on the optical
+composites and the VV log-ratio on SAR.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from eowatch.operators.change import change_vector_magnitude, cva_change_probability, log_ratio_db
+from eowatch.pipelines.grid import ChunkKey, GridSpec
+from eowatch.pipelines.ledger import ChunkLedger, RunLayout
+from eowatch.pipelines.spec import ChangeSpec, CubeSpec
+from eowatch.pipelines.zarr_store import create_template, set_attrs, write_region
+
+
+@dataclass(frozen=True)
+class InferenceInputs:
+    """References an inference task needs (picklable, no arrays)."""
+
+    cube_spec: dict[str, Any]
+    change: ChangeSpec
+    cube_path: str
+    store_path: str
+    ledger_path: str
+    halo: int
+    torch_threads: int = 1
+
+
+def change_variables() -> dict[str, tuple[np.dtype, Any, dict[str, Any]]]:
+    f32, u8 = np.dtype("float32"), np.dtype("uint8")
+    return {
+        "change_probability": (
+            f32,
+            np.nan,
+            {"long_name": "probability of any change since the previous period", "units": "1"},
+        ),
+        "change_mask": (u8, 0, {"long_name": "change detected (1) or not (0)", "flag_values": [0, 1]}),
+        "change_type": (u8, 0, {"long_name": "most likely change type where changed (eowatch legend code)"}),
+        "cva_magnitude": (
+            f32,
+            np.nan,
+            {"long_name": "change-vector magnitude of optical composites", "units": "1"},
+        ),
+        "cva_probability": (f32, np.nan, {"long_name": "unsupervised CVA change probability", "units": "1"}),
+        "cva_mask": (u8, 0, {"long_name": "unsupervised CVA change mask"}),
+        "sar_log_ratio_db": (
+            f32,
+            np.nan,
+            {"long_name": "VV backscatter log-ratio, after minus before", "units": "dB"},
+        ),
+        "sar_mask": (u8, 0, {"long_name": "unsupervised SAR log-ratio change mask"}),
+    }
+
+
+def read_window(cube: zarr.Group, names: Sequence[str], ys: slice, xs: slice) -> np.ndarray:
+    """Read variables over a window: array (period, channel, y, x) float32."""
+    return np.stack([np.asarray(cube[n][:, ys, xs], dtype=np.float32) for n in names], axis=1)
+
+
+def halo_window(grid: GridSpec, key: ChunkKey, halo: int) -> tuple[slice, slice, slice, slice]:
+    """Read slices (clipped to the grid) and the crop slices that recover the chunk from them."""
+    h, w = grid.shape
+    ys, xs = grid.chunk_slices(key)
+    ry = slice(max(ys.start - halo, 0), min(ys.stop + halo, h))
+    rx = slice(max(xs.start - halo, 0), min(xs.stop + halo, w))
+    cy = slice(ys.start - ry.start, ys.start - ry.start + (ys.stop - ys.start))
+    cx = slice(xs.start - rx.start, xs.start - rx.start + (xs.stop - xs.start))
+    return ry, rx, cy, cx
+
+
+def infer_region(
+    key: ChunkKey, spec: CubeSpec, change: ChangeSpec, cube: zarr.Group, halo: int
+) -> dict[str, np.ndarray]:
+    """All change variables for one chunk: arrays (transition, y, x)."""
+    from eowatch.models.predict import predict_change_batch
+    from eowatch.models.registry import get
+
+    model = get(change.model)
+    ry, rx, cy, cx = halo_window(spec.grid, key, halo)
+    x = read_window(cube, model.card.bands, ry, rx)  # (period, C, Hh, Wh)
+    probs = predict_change_batch(model, x[:-1], x[1:])[:, :, cy, cx]  # (T-1, K, h, w)
+    p_change = (1.0 - probs[:, 0]).astype(np.float32)
+    mask = (p_change >= change.threshold).astype(np.uint8)
+    ctype = (np.argmax(probs[:, 1:], axis=1) + 1).astype(np.uint8) * mask
+
+    opt = read_window(cube, spec.s2_bands, ys_of(key, spec), xs_of(key, spec))
+    mag = np.stack([change_vector_magnitude(opt[t - 1], opt[t]) for t in range(1, len(opt))]).astype(
+        np.float32
+    )
+    cva_p = cva_change_probability(mag, change.cva_threshold, change.cva_threshold / 4).astype(np.float32)
+    out = {
+        "change_probability": p_change,
+        "change_mask": mask,
+        "change_type": ctype,
+        "cva_magnitude": mag,
+        "cva_probability": cva_p,
+        "cva_mask": (np.nan_to_num(mag, nan=0.0) >= change.cva_threshold).astype(np.uint8),
+    }
+    if spec.s1_collection:
+        vv = read_window(cube, ["vv_db"], ys_of(key, spec), xs_of(key, spec))[:, 0]
+        lr = np.stack([log_ratio_db(vv[t - 1], vv[t]) for t in range(1, len(vv))]).astype(np.float32)
+        out["sar_log_ratio_db"] = lr
+        out["sar_mask"] = (np.abs(np.nan_to_num(lr, nan=0.0)) >= change.sar_threshold_db).astype(np.uint8)
+    return out
+
+
+def ys_of(key: ChunkKey, spec: CubeSpec) -> slice:
+    return spec.grid.chunk_slices(key)[0]
+
+
+def xs_of(key: ChunkKey, spec: CubeSpec) -> slice:
+    return spec.grid.chunk_slices(key)[1]
+
+
+def infer_batch(keys: Sequence[tuple[int, int]], inputs: InferenceInputs) -> list[dict[str, Any]]:
+    """Dask task: infer and write a batch of chunks, recording each in the ledger after its write."""
+    import torch
+
+    torch.set_num_threads(max(1, inputs.torch_threads))
+    spec = CubeSpec.from_dict(inputs.cube_spec)
+    cube = zarr.open_group(inputs.cube_path, mode="r", zarr_format=3)
+    ledger = ChunkLedger(Path(inputs.ledger_path))
+    stats = []
+    for r, c in keys:
+        key = ChunkKey(r, c)
+        if ledger.is_done(key):
+            continue
+        t0 = time.perf_counter()
+        arrays = infer_region(key, spec, inputs.change, cube, inputs.halo)
+        ys, xs = spec.grid.chunk_slices(key)
+        write_region(Path(inputs.store_path), spec.grid, ys, xs, arrays)
+        info = {
+            "key": str(key),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "changed_px": int(arrays["change_mask"].sum()),
+        }
+        ledger.mark_done(key, info)
+        stats.append(info)
+    return stats
+
+
+def init_change(layout: RunLayout, spec: CubeSpec, provenance: dict[str, Any]) -> Path:
+    """Create the change cube's staging store (metadata only) unless it already exists."""
+    path = layout.staging("change")
+    if not (path / "zarr.json").exists():
+        starts = [np.datetime64(a, "ns") for a, _ in spec.periods]
+        variables = change_variables()
+        if not spec.s1_collection:
+            variables = {k: v for k, v in variables.items() if not k.startswith("sar_")}
+        create_template(
+            path,
+            spec.grid,
+            np.array(starts[1:]),
+            variables,
+            attrs={"title": "eowatch change cube", "eowatch_status": "in-progress", **provenance},
+            extra_coords={"period_before": ("time", np.array(starts[:-1]))},
+        )
+    return path
+
+
+def finalize_change(layout: RunLayout) -> Path:
+    set_attrs(layout.staging("change"), {"eowatch_status": "complete"})
+    return layout.publish("change")

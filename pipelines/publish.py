@@ -1,0 +1,116 @@
+"""Publish stage: change statistics, quicklook picture and run summary of a finished change cube."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from PIL import Image
+
+from eowatch.legend import CHANGE_COLOURS, CHANGE_TYPES
+from eowatch.pipelines.spec import CubeSpec
+
+QUICKLOOK_MAX_PX = 1024
+
+
+def change_statistics(change_path: Path, spec: CubeSpec) -> dict[str, Any]:
+    """Changed area (km²) per change type and per period, streamed chunk by chunk.
+
+    A pixel's type over the run is the type of its first detected change.
+    """
+    cube = zarr.open_group(str(change_path), mode="r", zarr_format=3)
+    px_km2 = spec.grid.resolution**2 / 1e6
+    n_t = cube["change_mask"].shape[0]
+    by_type = dict.fromkeys(CHANGE_TYPES, 0)
+    by_period = np.zeros(n_t, np.int64)
+    cva_px = 0
+    for key in spec.grid.chunks():
+        ys, xs = spec.grid.chunk_slices(key)
+        mask = np.asarray(cube["change_mask"][:, ys, xs]).astype(bool)
+        ctype = np.asarray(cube["change_type"][:, ys, xs])
+        by_period += mask.reshape(n_t, -1).sum(1)
+        first = np.argmax(mask, axis=0)
+        first_type = np.take_along_axis(ctype, first[None], 0)[0] * mask.any(0)
+        for code in CHANGE_TYPES:
+            if code:
+                by_type[code] += int((first_type == code).sum())
+        cva_px += int(np.asarray(cube["cva_mask"][:, ys, xs]).any(0).sum())
+    after = [a for a, _ in spec.periods[1:]]
+    return {
+        "changed_km2": round(sum(v for k, v in by_type.items() if k) * px_km2, 4),
+        "by_type_km2": {CHANGE_TYPES[k]: round(v * px_km2, 4) for k, v in by_type.items() if k},
+        "by_period_km2": {p: round(int(v) * px_km2, 4) for p, v in zip(after, by_period, strict=True)},
+        "cva_baseline_changed_km2": round(cva_px * px_km2, 4),
+    }
+
+
+def render_quicklook(cube_path: Path, change_path: Path, spec: CubeSpec, out: Path) -> Path:
+    """PNG: true colour of the last period beside the change-type map of the whole run (downsampled)."""
+    h, w = spec.grid.shape
+    step = max(1, math.ceil(max(h, w) / QUICKLOOK_MAX_PX))
+    cube = zarr.open_group(str(cube_path), mode="r", zarr_format=3)
+    change = zarr.open_group(str(change_path), mode="r", zarr_format=3)
+    rgb = np.stack([np.asarray(cube[b][-1, ::step, ::step]) for b in ("red", "green", "blue")], axis=-1)
+    rgb = np.clip(np.nan_to_num(rgb, nan=0.0) / 0.2, 0, 1)
+    rgb = (255 * rgb**0.8).astype(np.uint8)
+    ctype = np.asarray(change["change_type"][:, ::step, ::step]).max(0)
+    overlay = rgb.copy()
+    for code, colour in CHANGE_COLOURS.items():
+        if code:
+            overlay[ctype == code] = colour
+    gap = np.full((rgb.shape[0], 8, 3), 255, np.uint8)
+    canvas = np.concatenate([rgb, gap, overlay], axis=1)
+    tmp = out.with_suffix(".tmp.png")
+    Image.fromarray(canvas).save(tmp, optimize=True)
+    os.replace(tmp, out)
+    return out
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> Path:
+    """Write the run summary JSON atomically."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """Markdown rendering of the summary for the Prefect artifact."""
+    ch = summary["changes_found"]
+    lines = [
+        f"# eowatch monitoring run `{summary['run_token']}`",
+        "",
+        f"- Area processed: **{summary['area_km2']:.2f} km²** on {summary['grid']['crs']} at "
+        f"{summary['grid']['resolution']} m, {len(summary['periods'])} periods",
+        f"- Change cube: `{summary['output']['change_cube']}`",
+        f"- Changed area (model): **{ch['changed_km2']:.3f} km²**; "
+        f"CVA baseline: {ch['cva_baseline_changed_km2']:.3f} km²",
+        "",
+        "| change type | area (km²) |",
+        "|---|---|",
+        *[f"| {k} | {v:.4f} |" for k, v in ch["by_type_km2"].items()],
+    ]
+    ev = summary.get("evaluation")
+    if ev:
+        m, c = ev["model"]["per_pixel"], ev["cva_baseline"]["per_pixel"]
+        lines += [
+            "",
+            f"Against planted truth ({ev['scope']}):",
+            "",
+            "| method | precision | recall | F1 |",
+            "|---|---|---|---|",
+            f"| {summary['model']['name']} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} |",
+            f"| CVA baseline | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} |",
+        ]
+    lines += [
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+        *[f"| {k} | {v:.1f} |" for k, v in summary["timings_s"].items()],
+    ]
+    return "\n".join(lines)

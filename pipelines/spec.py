@@ -1,0 +1,182 @@
+"""The contract between stages: what cube to build and what run to make.
+
+``CubeSpec`` says which grid, bands and periods the analysis cube has; every stage reads it and the chunk
+ledger records work against its token. ``MonitorConfig`` is the whole run as frozen, tokenizable data.
+Loose user input (bbox strings, dates) is parsed once at the edge, in ``pipelines.search.SearchRequest``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from eowatch.errors import InputError
+from eowatch.operators.periods import month_periods as _month_periods
+from eowatch.pipelines.grid import GridSpec
+
+S2_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir", "swir16", "swir22")
+S1_BANDS: tuple[str, ...] = ("vv", "vh")
+SCL_INVALID: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
+
+
+def utm_crs_for(lon: float, lat: float) -> str:
+    """The WGS84 / UTM zone CRS (``EPSG:326xx`` north, ``EPSG:327xx`` south) containing a point."""
+    if not (-180 <= lon <= 180 and -80 <= lat <= 84):
+        raise InputError(f"no UTM zone for lon={lon}, lat={lat}; pass an explicit CRS")
+    zone = min(math.floor((lon + 180) / 6) + 1, 60)
+    return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
+
+
+def month_periods(start: dt.date, end: dt.date) -> tuple[tuple[str, str], ...]:
+    """Calendar-month periods covering [start, end] (end inclusive) as half-open ISO date pairs."""
+    return tuple((str(a), str(b)) for a, b in _month_periods(start, end))
+
+
+@dataclass(frozen=True)
+class CubeSpec:
+    """The analysis-ready cube: monthly composites on one grid."""
+
+    grid: GridSpec
+    """Target grid of every variable."""
+    periods: tuple[tuple[str, str], ...]
+    """Composite periods as half-open ISO date pairs ``[start, end)``."""
+    s2_collection: str = "sentinel-2-l2a"
+    """STAC collection id of the optical time series."""
+    s1_collection: str | None = "sentinel-1-grd"
+    """STAC collection id of the SAR time series, or None to build an optical-only cube."""
+    s2_bands: tuple[str, ...] = S2_BANDS
+    """Optical asset keys composited (surface reflectance, float32)."""
+    s1_bands: tuple[str, ...] = S1_BANDS
+    """SAR asset keys (linear backscatter) averaged per period and stored in dB as ``<band>_db``."""
+    scl_invalid: tuple[int, ...] = SCL_INVALID
+    """SCL classes masked before compositing (nodata, defective, cloud shadow, clouds, cirrus)."""
+    composite: Literal["median", "mean"] = "median"
+    """Statistic of the clear optical observations per period."""
+
+    def __post_init__(self) -> None:
+        if len(self.periods) < 2:
+            raise InputError("the date range must span at least two periods (months) to detect change")
+        if self.composite not in ("median", "mean"):
+            raise InputError(f"composite must be 'median' or 'mean', got {self.composite!r}")
+        if not self.s2_bands:
+            raise InputError("at least one optical band is needed")
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """Float32 data variables of the cube, in model channel order."""
+        sar = tuple(f"{b}_db" for b in self.s1_bands) if self.s1_collection else ()
+        return self.s2_bands + sar
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["grid"] = self.grid.to_dict()
+        d["periods"] = [list(p) for p in self.periods]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CubeSpec:
+        return cls(
+            grid=GridSpec.from_dict(d["grid"]),
+            periods=tuple(tuple(p) for p in d["periods"]),  # type: ignore[misc]
+            s2_collection=d["s2_collection"],
+            s1_collection=d["s1_collection"],
+            s2_bands=tuple(d["s2_bands"]),
+            s1_bands=tuple(d["s1_bands"]),
+            scl_invalid=tuple(d["scl_invalid"]),
+            composite=d["composite"],
+        )
+
+    def token(self) -> str:
+        """Deterministic content hash of the spec (stable across processes and sessions)."""
+        return stable_token(self.to_dict())
+
+
+@dataclass(frozen=True)
+class ChangeSpec:
+    """How change is inferred from the cube."""
+
+    model: str = "siamese-s2s1-change"
+    """Registry name of the change model."""
+    threshold: float = 0.5
+    """Change probability at or above which a pixel is marked changed."""
+    cva_threshold: float = 0.12
+    """Change-vector magnitude (reflectance units) of the unsupervised optical baseline's 50 % point."""
+    sar_threshold_db: float = 3.0
+    """Absolute VV log-ratio (dB) at which the SAR baseline marks change."""
+    halo: int | None = None
+    """Halo in pixels read around each chunk; None uses the model's receptive field."""
+    regions_per_task: int = 4
+    """Chunks processed by one Dask task (batching keeps the scheduler small)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """One monitoring run, fully resolved: search, cube, change and output."""
+
+    stac_url: str
+    bbox: tuple[float, float, float, float]
+    """AOI bounds in lon/lat (EPSG:4326)."""
+    start: dt.date
+    end: dt.date
+    out: str
+    """Output folder (local path); the change cube is ``<out>/change.zarr``."""
+    intersects: dict[str, Any] | None = None
+    """Optional GeoJSON geometry (EPSG:4326) restricting the search; the grid covers its bounds."""
+    crs: str | None = None
+    """Target CRS; None picks the UTM zone of the AOI centre."""
+    bounds: tuple[float, float, float, float] | None = None
+    """Target grid bounds in ``crs`` units (snapped outward); None projects ``bbox``."""
+    resolution: float = 10.0
+    chunk: int = 256
+    max_cloud_cover: float | None = 90.0
+    s2_collection: str = "sentinel-2-l2a"
+    s1_collection: str | None = "sentinel-1-grd"
+    change: ChangeSpec = field(default_factory=ChangeSpec)
+    truth_dir: str | None = None
+    """Folder with planted ground truth (synthetic archive) to score the run against, or None."""
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise InputError(f"end date {self.end} is before start date {self.start}")
+        if self.resolution <= 0:
+            raise InputError(f"resolution must be positive, got {self.resolution}")
+
+    def target_crs(self) -> str:
+        if self.crs:
+            return self.crs
+        minx, miny, maxx, maxy = self.bbox
+        return utm_crs_for((minx + maxx) / 2, (miny + maxy) / 2)
+
+    def grid(self) -> GridSpec:
+        if self.bounds is not None:
+            return GridSpec.from_bbox(self.bounds, self.target_crs(), self.resolution, self.chunk)
+        return GridSpec.from_lonlat_bbox(self.bbox, self.target_crs(), self.resolution, self.chunk)
+
+    def cube_spec(self) -> CubeSpec:
+        grid = self.grid()
+        return CubeSpec(
+            grid=grid,
+            periods=month_periods(self.start, self.end),
+            s2_collection=self.s2_collection,
+            s1_collection=self.s1_collection,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["start"], d["end"] = self.start.isoformat(), self.end.isoformat()
+        d["bbox"] = list(self.bbox)
+        d["bounds"] = list(self.bounds) if self.bounds else None
+        return d
+
+
+def stable_token(obj: Any) -> str:
+    """SHA-256 (first 16 hex digits) of the canonical JSON form of ``obj``."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

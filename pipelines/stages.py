@@ -1,0 +1,232 @@
+"""The monitoring run's stages as thin functions over references (paths, URLs, scheduler addresses).
+
+``flows.py`` wraps each in a Prefect task; the CLI and tests may call them directly. Each stage is
+idempotent: it skips work its ledger or a finished output already records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eowatch import __version__
+from eowatch.errors import StorageError
+from eowatch.pipelines import cube as cube_stage
+from eowatch.pipelines import inference as change_stage
+from eowatch.pipelines.dask_map import map_batches
+from eowatch.pipelines.evaluate import evaluate_change
+from eowatch.pipelines.ledger import RunLayout, check_output_location
+from eowatch.pipelines.publish import change_statistics, render_quicklook, write_summary
+from eowatch.pipelines.reader import StacRegionReader, redact
+from eowatch.pipelines.spec import CubeSpec, MonitorConfig, stable_token
+from eowatch.pipelines.zarr_store import read_attrs
+
+log = logging.getLogger("eowatch")
+Logger = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Run:
+    """A prepared run: its config, resolved cube spec and output layout (all plain data)."""
+
+    config: MonitorConfig
+    spec: CubeSpec
+    layout: RunLayout
+    model_sha256: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def token(self) -> str:
+        return self.layout.token
+
+    def is_complete(self) -> bool:
+        attrs = read_attrs(self.layout.change)
+        return attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == self.token
+
+
+def prepare_run(config: MonitorConfig) -> Run:
+    """Validate everything that can be checked before any I/O-heavy work; resolve grid and token.
+
+    Raises:
+        InputError, StorageError, ModelError: bad parameters, output location or model name.
+    """
+    from eowatch.models.registry import get
+
+    spec = config.cube_spec()
+    model = get(config.change.model)
+    from eowatch.models.predict import check_inputs
+
+    check_inputs(model.card, spec.variables, spec.grid.resolution)
+    out = check_output_location(config.out)
+    params = {k: v for k, v in config.to_dict().items() if k not in ("out", "truth_dir")}
+    token = stable_token(
+        {"params": params, "spec": spec.to_dict(), "model": model.card.weights_sha256, "eowatch": __version__}
+    )
+    layout = RunLayout(out, token)
+    existing = read_attrs(layout.change).get("eowatch_run_token")
+    if existing and existing != token:
+        raise StorageError(
+            f"{layout.change} holds the output of a different run ({existing}); choose another output folder"
+        )
+    provenance = {
+        "eowatch_version": __version__,
+        "eowatch_run_token": token,
+        "parameters": {**params, "stac_url": redact(config.stac_url)},
+        "model": {
+            "name": model.card.name,
+            "version": model.card.version,
+            "sha256": model.card.weights_sha256,
+        },
+        "cube_spec": spec.to_dict(),
+    }
+    return Run(config, spec, layout, model.card.weights_sha256, provenance)
+
+
+def search_stage(run: Run, info: Logger = log.info) -> Path:
+    """Search the catalog once per run; later attempts reuse the recorded result (pinned inputs)."""
+    from eowatch.pipelines.search import SearchRequest, search_catalog
+
+    if run.layout.items.exists():
+        info(f"reusing the search result recorded by an earlier attempt: {run.layout.items}")
+        return run.layout.items
+    cfg = run.config
+    collections = tuple(c for c in (cfg.s2_collection, cfg.s1_collection) if c)
+    items: list[dict[str, Any]] = []
+    for coll in collections:
+        request = SearchRequest(
+            collections=(coll,),
+            bbox=cfg.bbox if cfg.intersects is None else None,
+            intersects=cfg.intersects,
+            start=cfg.start,
+            end=cfg.end,
+            max_cloud_cover=cfg.max_cloud_cover if coll == cfg.s2_collection else None,
+        )
+        found = search_catalog(cfg.stac_url, request)
+        info(f"{coll}: {len(found)} items")
+        items.extend(found)
+    run.layout.work.mkdir(parents=True, exist_ok=True)
+    tmp = run.layout.items.with_suffix(".tmp")
+    tmp.write_text(json.dumps(items))
+    os.replace(tmp, run.layout.items)
+    return run.layout.items
+
+
+def _progress(info: Logger, what: str) -> Callable[[int, int], None]:
+    state = {"last": -1}
+
+    def report(done: int, total: int) -> None:
+        pct = int(100 * done / total)
+        if pct // 10 != state["last"] // 10 or done == total:
+            state["last"] = pct
+            info(f"{what}: {done}/{total} batches ({pct}%)")
+
+    return report
+
+
+def _item_ids(run: Run) -> dict[str, list[str]]:
+    items = json.loads(run.layout.items.read_text())
+    ids: dict[str, list[str]] = {}
+    for d in items:
+        ids.setdefault(d.get("collection", "?"), []).append(d["id"])
+    return ids
+
+
+def cube_stage_run(run: Run, client: Any, info: Logger = log.info, per_task: int = 2) -> Path:
+    """Build the analysis cube (skipping chunks already in the ledger) and publish it atomically."""
+    attrs = read_attrs(run.layout.cube)
+    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
+        info("analysis cube already complete")
+        return run.layout.cube
+    prov = {**run.provenance, "stac_items": _item_ids(run)}
+    store = cube_stage.init_cube(run.layout, run.spec, prov)
+    inputs = cube_stage.CubeInputs(
+        spec=run.spec.to_dict(),
+        items_path=str(run.layout.items),
+        store_path=str(store),
+        ledger_path=str(run.layout.ledger("cube").root),
+        reader=StacRegionReader(),
+    )
+    batches = cube_stage.pending_batches(run.spec, run.layout, "cube", per_task)
+    total = sum(1 for _ in run.spec.grid.chunks())
+    info(f"cube: {total} chunks of {run.spec.grid.chunk} px, {total - sum(map(len, batches))} already done")
+    map_batches(client, cube_stage.build_batch, batches, inputs, _progress(info, "cube"))
+    return cube_stage.finalize_cube(run.layout)
+
+
+def change_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path:
+    """Infer change over every chunk of the cube (with a halo) and publish the change cube atomically."""
+    from eowatch.models.registry import get
+
+    if run.is_complete():
+        return run.layout.change
+    model = get(run.config.change.model)
+    halo = (
+        run.config.change.halo
+        if run.config.change.halo is not None
+        else model.card.receptive_field_px // 2 + 1
+    )
+    prov = {**run.provenance, "stac_items": _item_ids(run), "halo_px": halo}
+    store = change_stage.init_change(run.layout, run.spec, prov)
+    inputs = change_stage.InferenceInputs(
+        cube_spec=run.spec.to_dict(),
+        change=run.config.change,
+        cube_path=str(run.layout.cube),
+        store_path=str(store),
+        ledger_path=str(run.layout.ledger("change").root),
+        halo=halo,
+    )
+    batches = cube_stage.pending_batches(run.spec, run.layout, "change", run.config.change.regions_per_task)
+    map_batches(client, change_stage.infer_batch, batches, inputs, _progress(info, "inference"))
+    return change_stage.finalize_change(run.layout)
+
+
+def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) -> dict[str, Any]:
+    """Statistics, evaluation against truth (when given), quicklook and the summary JSON."""
+    t0 = time.perf_counter()
+    stats = change_statistics(run.layout.change, run.spec)
+    evaluation = None
+    if run.config.truth_dir:
+        evaluation = evaluate_change(run.layout.change, run.spec, Path(run.config.truth_dir))
+    render_quicklook(run.layout.cube, run.layout.change, run.spec, run.layout.quicklook)
+    ids = _item_ids(run)
+    timings = {**timings, "publish": round(time.perf_counter() - t0, 2)}
+    timings["total"] = round(sum(timings.values()), 2)
+    summary = {
+        "run_token": run.token,
+        "status": "complete",
+        "output": {
+            "change_cube": run.layout.change.as_uri(),
+            "analysis_cube": run.layout.cube.as_uri(),
+            "quicklook": run.layout.quicklook.as_uri(),
+            "summary": run.layout.summary.as_uri(),
+        },
+        "area_km2": round(run.spec.grid.area_km2, 4),
+        "grid": run.spec.grid.to_dict(),
+        "periods": [list(p) for p in run.spec.periods],
+        "items": {k: len(v) for k, v in ids.items()},
+        "model": run.provenance["model"],
+        "changes_found": stats,
+        "evaluation": evaluation,
+        "timings_s": timings,
+    }
+    write_summary(run.layout.summary, summary)
+    run.layout.clean_work()
+    info(f"summary written to {run.layout.summary}")
+    return summary
+
+
+def existing_summary(run: Run) -> dict[str, Any]:
+    """The summary of a run that already completed (a re-run is a no-op)."""
+    if run.layout.summary.exists():
+        return json.loads(run.layout.summary.read_text())
+    return {
+        "run_token": run.token,
+        "status": "complete",
+        "output": {"change_cube": run.layout.change.as_uri()},
+    }
