@@ -21,7 +21,7 @@ from shapely.geometry import box, shape
 from eowatch.errors import AssetError
 
 #: GDAL settings for reading COGs over HTTP(S)/S3 the cloud-native way.
-DEFAULT_GDAL_ENV: dict[str, str] = {
+DEFAULT_GDAL_ENV: dict[str, str | int] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff",
     "GDAL_HTTP_MULTIRANGE": "YES",
@@ -30,7 +30,7 @@ DEFAULT_GDAL_ENV: dict[str, str] = {
     "GDAL_HTTP_RETRY_DELAY": "0.5",
     "GDAL_HTTP_TIMEOUT": "30",
     "VSI_CACHE": "TRUE",
-    "GDAL_CACHEMAX": "256",
+    "GDAL_CACHEMAX": 256,
 }
 
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
@@ -59,7 +59,7 @@ def items_intersecting(
 class StacRegionReader:
     """Loads asset pixels of STAC items onto a GeoBox with odc-stac."""
 
-    gdal_env: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_GDAL_ENV))
+    gdal_env: dict[str, str | int] = field(default_factory=lambda: dict(DEFAULT_GDAL_ENV))
     """GDAL configuration options applied to every read."""
     threads: int = 2
     """Concurrent asset reads per call (I/O overlap inside one task)."""
@@ -99,7 +99,7 @@ class StacRegionReader:
                 **kwargs,
             )
         except Exception as exc:  # rasterio/GDAL errors carry the failing href
-            raise AssetError(f"could not read assets: {redact(_first_line(exc))}") from None
+            raise AssetError(f"could not read assets: {redact(_first_line(exc))}") from exc
         return ds
 
 

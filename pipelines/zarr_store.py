@@ -76,6 +76,13 @@ def create_template(
     ds.attrs.update({k: _attr(v) for k, v in sorted(attrs.items())})
     encoding["time"] = {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int64"}
     ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, encoding=encoding, consolidated=True)
+    # xarray does not list the scalar grid-mapping variable among each variable's coordinates, so a plain
+    # ``open_zarr`` would return it as a data variable and ``.rio.crs`` would be None; list it explicitly.
+    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    for name in variables:
+        coords_attr = str(group[name].attrs.get("coordinates", ""))
+        group[name].attrs["coordinates"] = " ".join([*coords_attr.split(), "spatial_ref"])
+    zarr.consolidate_metadata(str(path), zarr_format=3)
 
 
 def _attr(value: Any) -> Any:

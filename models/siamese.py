@@ -1,0 +1,79 @@
+"""Siamese fully convolutional change-detection network (FC-Siam-conc/diff style).
+
+The network never downsamples and never normalises over space or batch, so every output pixel depends
+only on a fixed (``receptive_field`` x ``receptive_field``) input window: a scene predicted tile by tile
+with a halo of at least ``receptive_field // 2`` pixels equals the scene predicted in one piece.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["SiameseChangeNet"]
+
+
+def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """3x3 'same' convolution followed by GELU (pixel-local, batch-independent)."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.GELU())
+
+
+class SiameseChangeNet(nn.Module):
+    """Weight-tied encoder applied to both dates, fused as ``[f_before, f_after, |f_after - f_before|]``.
+
+    Args:
+        in_channels: channels per date (bands, plus the validity channel where the card asks for it).
+        n_classes: number of output classes (change-type codes 0..n_classes-1).
+        width: feature channels of the encoder and the head.
+        depth: number of 3x3 convolutions in the encoder (>= 1).
+
+    Input: ``before`` and ``after`` as float32 ``(N, in_channels, H, W)``, normalised.
+    Output: logits ``(N, n_classes, H, W)``.
+    """
+
+    def __init__(self, in_channels: int, n_classes: int = 5, width: int = 32, depth: int = 4) -> None:
+        super().__init__()
+        if min(in_channels, width, depth) < 1 or n_classes < 2:
+            raise ValueError(
+                f"SiameseChangeNet needs in_channels, width, depth >= 1 and n_classes >= 2, got "
+                f"in_channels={in_channels}, n_classes={n_classes}, width={width}, depth={depth}"
+            )
+        self.in_channels = in_channels
+        self.n_classes = n_classes
+        self.width = width
+        self.depth = depth
+        layers = [_conv_block(in_channels, width)]
+        layers += [_conv_block(width, width) for _ in range(depth - 1)]
+        self.encoder = nn.Sequential(*layers)
+        self.head = nn.Sequential(_conv_block(3 * width, width), nn.Conv2d(width, n_classes, kernel_size=1))
+
+    @property
+    def config(self) -> dict[str, int]:
+        """Constructor arguments, as stored in the model card."""
+        return {"in_channels": self.in_channels, "n_classes": self.n_classes, "width": self.width,
+                "depth": self.depth}
+
+    @property
+    def receptive_field(self) -> int:
+        """Side (pixels) of the input window that one output pixel sees, from the conv layers.
+
+        Encoder and head are applied in sequence and no layer strides, so each convolution widens the
+        field by ``(kernel - 1) * dilation``.
+        """
+        field = 1
+        for module in (*self.encoder.modules(), *self.head.modules()):
+            if isinstance(module, nn.Conv2d):
+                if module.stride != (1, 1):
+                    raise AssertionError("SiameseChangeNet must not stride")
+                field += (module.kernel_size[0] - 1) * module.dilation[0]
+        return field
+
+    def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """Return change logits ``(N, n_classes, H, W)`` for a pair of normalised images."""
+        if before.shape != after.shape:
+            raise ValueError(f"before {tuple(before.shape)} and after {tuple(after.shape)} differ in shape")
+        # One encoder pass over both dates (weight tying, and one large conv instead of two small ones).
+        features = self.encoder(torch.cat([before, after], dim=0))
+        f_before, f_after = features.chunk(2, dim=0)
+        fused = torch.cat([f_before, f_after, (f_after - f_before).abs()], dim=1)
+        return self.head(fused)

@@ -1,0 +1,284 @@
+"""Training task for the siamese change model: data from ``dataset``, network from ``siamese``.
+
+Reproducible: ``python -m eowatch.models.train --cube CUBE.zarr --truth TRUTH_DIR --out OUT --epochs N
+--seed S`` (the card records the exact command). Deterministic on CPU for a fixed thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from eowatch.errors import InputError
+
+from .card import DEFAULT_BANDS, ModelCard, change_classes
+from .dataset import IGNORE_INDEX, ChangeChipDataset, open_cube, read_truth
+from .labels import ever_changed, transition_labels
+from .metrics import binary_scores, flatten_scores, per_type_scores
+from .predict import predict_change
+from .siamese import SiameseChangeNet
+from .weights import LoadedModel, load_model, save_model
+
+__all__ = [
+    "TrainConfig", "evaluate_block", "normalization_stats", "period_bounds", "train_change_arrays",
+    "train_change_model",
+]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of ``train_change_model`` (defaults: minutes on 2 CPU cores for 1000x1000 px)."""
+
+    name: str = "siamese-s2s1-change"
+    """Model name (file stem and registry key)."""
+    version: str = "0.1.0"
+    """Version recorded in the card."""
+    bands: tuple[str, ...] = DEFAULT_BANDS
+    """Cube variables fed per date, in order."""
+    chip: int = 64
+    """Training chip side (pixels)."""
+    chips_per_epoch: int = 384
+    """Chips drawn per epoch (half centred on changed pixels)."""
+    batch_size: int = 16
+    """Chips per optimiser step."""
+    lr: float = 3e-3
+    """Peak AdamW learning rate (cosine decay to zero)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    width: int = 32
+    """Network width."""
+    depth: int = 4
+    """Encoder depth (3x3 convolutions)."""
+    val_fraction: float = 0.2
+    """Eastern share of the columns held out for validation."""
+    threads: int = 2
+    """Torch CPU threads (fixed for determinism)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise InputError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if min(self.chip, self.chips_per_epoch, self.batch_size, self.threads) < 1 or not self.lr > 0:
+            raise InputError("chip, chips_per_epoch, batch_size, threads and lr must be positive")
+
+
+def period_bounds(times: np.ndarray) -> list[tuple[np.datetime64, np.datetime64]]:
+    """Monthly periods ``[start, start + 1 month)`` (day precision) from the cube's period starts."""
+    months = np.asarray(times).astype("datetime64[M]")
+    return [(m.astype("datetime64[D]"), (m + 1).astype("datetime64[D]")) for m in months]
+
+
+@contextlib.contextmanager
+def _deterministic(seed: int, threads: int) -> Iterator[None]:
+    """Seeded, deterministic torch with a fixed thread count; the previous settings come back after."""
+    previous = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous[0])
+        torch.use_deterministic_algorithms(previous[1])
+
+
+def normalization_stats(
+    dataset: ChangeChipDataset, n_chips: int, seed: int
+) -> dict[str, tuple[float, float]]:
+    """NaN-aware per band (mean, std) over ``n_chips`` random raw chips of the dataset's columns."""
+    rng = np.random.default_rng([seed, 7])
+    n_trans, height = dataset.labels.shape[:2]
+    c0, c1 = dataset.columns
+    sums = np.zeros((len(dataset.bands), 3))
+    for _ in range(n_chips):
+        t = int(rng.integers(1, n_trans + 1))
+        y0, x0 = int(rng.integers(0, height - dataset.chip + 1)), int(rng.integers(c0, c1 - dataset.chip + 1))
+        raw = dataset.read_window(t, y0, x0).astype(np.float64)  # (2, C, h, w)
+        finite = np.isfinite(raw)
+        values = np.where(finite, raw, 0.0)
+        sums += np.stack([finite.sum(axis=(0, 2, 3)), values.sum(axis=(0, 2, 3)),
+                          (values**2).sum(axis=(0, 2, 3))], axis=1)
+    stats = {}
+    for band, (count, total, squares) in zip(dataset.bands, sums, strict=True):
+        if count == 0:
+            raise InputError(f"band {band} has no finite values in {n_chips} sampled chips")
+        mean = total / count
+        stats[band] = (float(mean), float(max(math.sqrt(max(squares / count - mean**2, 0.0)), 1e-6)))
+    return stats
+
+
+def _class_weights(dataset: ChangeChipDataset, n_classes: int) -> torch.Tensor:
+    """Inverse square-root frequency of the classes in this epoch's chips, mean weight 1 per pixel."""
+    counts = np.zeros(n_classes)
+    for t, y0, x0 in dataset.positions:
+        window = dataset.labels[t - 1, y0:y0 + dataset.chip, x0:x0 + dataset.chip]
+        counts += np.bincount(window.ravel(), minlength=n_classes)[:n_classes]
+    freq = counts / counts.sum()
+    weights = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(freq, 1e-12)), 1.0)
+    weights /= (weights * freq).sum()
+    return torch.tensor(np.minimum(weights, 50.0), dtype=torch.float32)
+
+
+def _train_epoch(model: SiameseChangeNet, loader: DataLoader, optimiser: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, weights: torch.Tensor) -> float:
+    model.train()
+    losses = []
+    for batch in loader:
+        logits = model(batch["before"], batch["after"])
+        loss = F.cross_entropy(logits, batch["label"], weight=weights, ignore_index=IGNORE_INDEX)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        losses.append(loss.detach().item())
+    return float(np.mean(losses))
+
+
+def train_change_arrays(
+    cube_path: str | Path, truth: Mapping[str, np.ndarray], out_dir: Path, epochs: int, seed: int,
+    config: TrainConfig = TrainConfig(), command: str = "",
+) -> tuple[LoadedModel, dict[str, float]]:
+    """``train_change_model`` with the truth rasters given as arrays on the cube grid."""
+    with open_cube(cube_path) as cube:
+        bounds = period_bounds(cube["time"].values)
+        width_px = cube.sizes["x"]
+    split = round(width_px * (1.0 - config.val_fraction))
+    with _deterministic(seed, config.threads):
+        raw = ChangeChipDataset(cube_path, truth, bounds, config.chip, config.chips_per_epoch, seed,
+                                augment=True, bands=config.bands, columns=(0, split))
+        norm = normalization_stats(raw, n_chips=64, seed=seed)
+        data = ChangeChipDataset(cube_path, truth, bounds, config.chip, config.chips_per_epoch, seed,
+                                 augment=True, bands=config.bands, normalization=norm, columns=(0, split))
+        model = SiameseChangeNet(len(config.bands) + 1, len(change_classes()), config.width, config.depth)
+        history = _fit(model, data, epochs, config)
+        card = _card(model, norm, config, cube_path, bounds, split, command, epochs, seed)
+        scores = evaluate_block(LoadedModel(model.eval(), card), cube_path, truth, bounds, (split, width_px))
+    scores.update({f"train.loss_epoch{i + 1}": v for i, v in enumerate(history)})
+    final = save_model(model, _with_metrics(card, scores), Path(out_dir))
+    return load_model(Path(out_dir) / f"{final.name}.card.json"), scores
+
+
+def evaluate_block(
+    model: LoadedModel, cube_path: str | Path, truth: Mapping[str, np.ndarray],
+    bounds: list[tuple[np.datetime64, np.datetime64]], columns: tuple[int, int],
+) -> dict[str, float]:
+    """Scores of the model on pixel columns ``[c0, c1)`` over all transitions (argmax class).
+
+    ``val.binary.*``: change at the right transition vs not, pooled over transitions; ``val.<type>.*``:
+    per-type scores, pooled; ``val.ever.*``: changed at any time vs never. Pixels without observations in
+    either date of a transition are excluded. Input extends a halo west of ``c0`` so edges see context.
+    """
+    c0, c1 = columns
+    x0 = max(c0 - model.module.receptive_field // 2, 0)
+    labels = transition_labels(truth["change_type"], truth["change_start"], truth["change_end"], bounds)
+    labels = labels[:, :, c0:c1]
+    with open_cube(cube_path) as cube:
+        block = np.stack([cube[b].isel(x=slice(x0, c1)).values for b in model.card.bands], axis=1)
+    observed = np.isfinite(block).any(axis=1)[:, :, c0 - x0:]  # (T, y, x)
+    pred = np.stack([predict_change(model, block[t - 1], block[t])[:, :, c0 - x0:].argmax(axis=0)
+                     for t in range(1, len(bounds))]).astype(np.uint8)
+    valid = observed[:-1] & observed[1:]
+    scores = {"binary": binary_scores(pred > 0, labels > 0, valid), **per_type_scores(pred, labels, valid),
+              "ever": binary_scores(ever_changed(pred) > 0, ever_changed(labels) > 0, valid.all(axis=0))}
+    return flatten_scores(scores, prefix="val.")
+
+
+def _fit(model: SiameseChangeNet, data: ChangeChipDataset, epochs: int, config: TrainConfig) -> list[float]:
+    """AdamW with a cosine schedule and class-weighted cross-entropy; returns the mean loss per epoch."""
+    steps = max(epochs * math.ceil(len(data) / config.batch_size), 1)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=steps,
+                                                    pct_start=0.1)
+    history = []
+    for epoch in range(epochs):
+        data.set_epoch(epoch)
+        weights = _class_weights(data, model.n_classes)
+        loader = DataLoader(data, batch_size=config.batch_size, shuffle=False, num_workers=0)
+        started = time.perf_counter()
+        history.append(_train_epoch(model, loader, optimiser, scheduler, weights))
+        print(f"epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f} ({time.perf_counter() - started:.1f} s)",
+              flush=True)
+    return history
+
+
+def _card(model: SiameseChangeNet, norm: dict[str, tuple[float, float]], config: TrainConfig,
+          cube_path: str | Path, bounds: list, split: int, command: str, epochs: int, seed: int) -> ModelCard:
+    periods = f"{bounds[0][0]}..{bounds[-1][1]} ({len(bounds)} monthly periods)"
+    return ModelCard(
+        name=config.name, version=config.version, architecture="SiameseChangeNet",
+        architecture_args=model.config, bands=config.bands, normalization=norm, classes=change_classes(),
+        receptive_field_px=model.receptive_field, patch_size=config.chip,
+        training_data=(f"cube {Path(cube_path).name}, {periods}; labels from the archive truth rasters "
+                       f"by eowatch.models.labels.transition_labels; columns >= {split} held out; "
+                       f"{epochs} epochs x {config.chips_per_epoch} chips of {config.chip} px, seed {seed}"),
+        training_command=command or _command(cube_path, "TRUTH_DIR", "OUT_DIR", epochs, seed, config),
+    )
+
+
+def _with_metrics(card: ModelCard, scores: dict[str, float]) -> ModelCard:
+    data = card.to_dict()
+    data["metrics"] = scores
+    return ModelCard.from_dict(data)
+
+
+def _command(cube: str | Path, truth: str | Path, out: str | Path, epochs: int, seed: int,
+             config: TrainConfig) -> str:
+    options = " ".join(f"--{f.name.replace('_', '-')} {getattr(config, f.name)}" for f in fields(config)
+                       if f.name != "bands")
+    return f"python -m eowatch.models.train --cube {cube} --truth {truth} --out {out} --epochs {epochs} " \
+           f"--seed {seed} {options}"
+
+
+def train_change_model(
+    cube_path: str | Path, truth_dir: Path, out_dir: Path, epochs: int, seed: int,
+    config: TrainConfig = TrainConfig(),
+) -> tuple[LoadedModel, dict[str, float]]:
+    """Train the siamese change model on a cube and its truth rasters; save weights and card.
+
+    Args:
+        cube_path: analysis cube Zarr store (see ``dataset``).
+        truth_dir: folder with ``change_type``, ``change_start`` and ``change_end`` GeoTIFFs on the cube's
+            10 m grid (or a grid containing it; the cube's window is cut out by coordinates).
+        out_dir: where ``<name>.safetensors`` and ``<name>.card.json`` are written.
+        epochs: passes of ``config.chips_per_epoch`` chips.
+        seed: seeds chips, augmentations and initial weights.
+        config: hyper-parameters.
+
+    Returns:
+        The saved model, reloaded (checksum verified), and the validation metrics on the held-out eastern
+        block (flat keys, e.g. ``"val.binary.f1"``, ``"val.flooding.recall_type"``).
+    """
+    with open_cube(cube_path) as cube:
+        truth = read_truth(Path(truth_dir), cube["x"].values, cube["y"].values)
+    command = _command(cube_path, truth_dir, out_dir, epochs, seed, config)
+    return train_change_arrays(cube_path, truth, out_dir, epochs, seed, config, command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point (``python -m eowatch.models.train --help``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for flag in ("cube", "truth", "out"):
+        parser.add_argument(f"--{flag}", required=True, type=Path)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    for f in fields(TrainConfig):
+        if f.name != "bands":
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    args = parser.parse_args(argv)
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "bands"})
+    _, scores = train_change_model(args.cube, args.truth, args.out, args.epochs, args.seed, config)
+    for key in sorted(scores):
+        print(f"{key}: {scores[key]:.4f}")
+
+
+if __name__ == "__main__":
+    main()
