@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE as NO_CACHE
 
+from eowatch.errors import EowatchError
 from eowatch.infra.cluster import ClusterConfig, cluster_client
 from eowatch.pipelines import stages
 from eowatch.pipelines.ledger import run_lock
@@ -25,12 +26,36 @@ def _info(msg: str) -> None:
     get_run_logger().info(msg)
 
 
-@task(name="search-catalog", retries=3, retry_delay_seconds=[2, 5, 10], cache_policy=NO_CACHE)
+def _retry_unexpected(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a task only for unexpected failures: user errors (bad input, empty search, unreadable
+    asset) fail at once with their message; stages already retry their own I/O with backoff."""
+    try:
+        state.result()
+    except EowatchError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(
+    name="search-catalog",
+    retries=3,
+    retry_delay_seconds=[2, 5, 10],
+    cache_policy=NO_CACHE,
+    retry_condition_fn=_retry_unexpected,
+)
 def search_catalog(run: stages.Run) -> str:
     return str(stages.search_stage(run, _info))
 
 
-@task(name="build-cube", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(
+    name="build-cube",
+    retries=1,
+    retry_delay_seconds=5,
+    cache_policy=NO_CACHE,
+    retry_condition_fn=_retry_unexpected,
+)
 def build_cube(run: stages.Run, scheduler: str) -> str:
     from distributed import Client
 
@@ -38,7 +63,13 @@ def build_cube(run: stages.Run, scheduler: str) -> str:
         return str(stages.cube_stage_run(run, client, _info))
 
 
-@task(name="infer-change", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(
+    name="infer-change",
+    retries=1,
+    retry_delay_seconds=5,
+    cache_policy=NO_CACHE,
+    retry_condition_fn=_retry_unexpected,
+)
 def infer_change(run: stages.Run, scheduler: str) -> str:
     from distributed import Client
 
@@ -46,7 +77,13 @@ def infer_change(run: stages.Run, scheduler: str) -> str:
         return str(stages.change_stage_run(run, client, _info))
 
 
-@task(name="publish", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(
+    name="publish",
+    retries=2,
+    retry_delay_seconds=2,
+    cache_policy=NO_CACHE,
+    retry_condition_fn=_retry_unexpected,
+)
 def publish(run: stages.Run, timings: dict[str, float]) -> dict[str, Any]:
     summary = stages.publish_stage(run, timings, _info)
     create_markdown_artifact(

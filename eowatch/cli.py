@@ -80,6 +80,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         bounds=args.bounds,
         resolution=args.resolution,
         model=args.model,
+        s2_collection=args.s2_collection,
+        s1_collection=args.s1_collection or None,
         truth_dir=args.truth,
         max_cloud_cover=args.max_cloud_cover,
     )
@@ -102,6 +104,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from eowatch.demo import serve_archive
 
     serve_archive(Path(args.archive))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from eowatch.models.registry import WEIGHTS_DIR
+    from eowatch.pipelines.training import train_shipped_model
+
+    out = Path(args.out) if args.out else WEIGHTS_DIR
+    model, scores = train_shipped_model(
+        Path(args.workdir), out, args.archive_seed, args.epochs, args.seed, args.workers
+    )
+    print(f"saved {model.card.name} v{model.card.version} to {out}")
+    for key in sorted(scores):
+        print(f"  {key}: {scores[key]:.4f}")
     return 0
 
 
@@ -139,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resolution", type=float, default=10.0)
     run.add_argument("--max-cloud-cover", type=float, default=90.0)
     run.add_argument("--model", default="siamese-s2s1-change")
+    run.add_argument("--s2-collection", default="sentinel-2-l2a", help="optical collection id")
+    run.add_argument("--s1-collection", default="sentinel-1-grd", help="SAR collection id ('' for none)")
     run.add_argument("--truth", help="planted-truth folder to score against")
     run.add_argument("--workers", type=int, default=2)
     run.set_defaults(func=cmd_run)
@@ -152,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve an archive through a local STAC API and asset server")
     serve.add_argument("archive")
     serve.set_defaults(func=cmd_serve)
+
+    train = sub.add_parser("train", help="reproduce the shipped change model from a synthetic archive")
+    train.add_argument("--workdir", default="eowatch-train", help="folder for the training archive and cube")
+    train.add_argument("--out", help="weights folder (default: the package's models/weights)")
+    train.add_argument("--archive-seed", type=int, default=1, help="seed of the training archive")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--seed", type=int, default=0, help="training seed")
+    train.add_argument("--workers", type=int, default=2)
+    train.set_defaults(func=cmd_train)
 
     models = sub.add_parser("models", help="list the shipped models and their cards")
     models.add_argument("--json", action="store_true")

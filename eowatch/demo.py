@@ -62,11 +62,27 @@ def ensure_archive(archive_dir: Path, seed: int) -> Path:
     return archive_dir
 
 
+def archive_run_params(served: ServedArchive, out: Path, archive_dir: Path) -> Any:
+    """Monitoring parameters covering a served archive's whole AOI and date range, scored on its truth."""
+    from eowatch.pipelines.params import parse_params
+
+    m = served.manifest
+    return parse_params(
+        stac_url=served.stac_url,
+        bbox=tuple(m["aoi_bbox_lonlat"]),
+        crs=m["crs"],
+        bounds=tuple(m["aoi_bbox"]),
+        start=dt.date.fromisoformat(m["start"]),
+        end=dt.date.fromisoformat(m["end"]),
+        out=str(out),
+        truth_dir=str(archive_dir / "truth"),
+    )
+
+
 def run_demo(workdir: Path, seed: int, workers: int = 2) -> dict[str, Any]:
     """Run the whole demo; return the run summary."""
     from eowatch.infra.cluster import ClusterConfig
     from eowatch.infra.services import PrefectServer, prefect_env
-    from eowatch.pipelines.params import parse_params
 
     workdir = workdir.resolve()
     archive = ensure_archive(workdir / "archive", seed)
@@ -77,17 +93,7 @@ def run_demo(workdir: Path, seed: int, workers: int = 2) -> dict[str, Any]:
         prefect = stack.enter_context(PrefectServer())
         log.info(f"Prefect server: {prefect.ui_url} (started in {time.perf_counter() - t0:.1f} s)")
         stack.enter_context(prefect_env(prefect.api_url))
-        m = served.manifest
-        params = parse_params(
-            stac_url=served.stac_url,
-            bbox=tuple(m["aoi_bbox_lonlat"]),
-            crs=m["crs"],
-            bounds=tuple(m["aoi_bbox"]),
-            start=dt.date.fromisoformat(m["start"]),
-            end=dt.date.fromisoformat(m["end"]),
-            out=str(workdir / "output"),
-            truth_dir=str(archive / "truth"),
-        )
+        params = archive_run_params(served, workdir / "output", archive)
         from flows import monitor
 
         return monitor(params, ClusterConfig(n_workers=workers))

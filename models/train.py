@@ -30,7 +30,11 @@ from .siamese import SiameseChangeNet
 from .weights import LoadedModel, load_model, save_model
 
 __all__ = [
-    "TrainConfig", "evaluate_block", "normalization_stats", "period_bounds", "train_change_arrays",
+    "TrainConfig",
+    "evaluate_block",
+    "normalization_stats",
+    "period_bounds",
+    "train_change_arrays",
     "train_change_model",
 ]
 
@@ -105,8 +109,9 @@ def normalization_stats(
         raw = dataset.read_window(t, y0, x0).astype(np.float64)  # (2, C, h, w)
         finite = np.isfinite(raw)
         values = np.where(finite, raw, 0.0)
-        sums += np.stack([finite.sum(axis=(0, 2, 3)), values.sum(axis=(0, 2, 3)),
-                          (values**2).sum(axis=(0, 2, 3))], axis=1)
+        sums += np.stack(
+            [finite.sum(axis=(0, 2, 3)), values.sum(axis=(0, 2, 3)), (values**2).sum(axis=(0, 2, 3))], axis=1
+        )
     stats = {}
     for band, (count, total, squares) in zip(dataset.bands, sums, strict=True):
         if count == 0:
@@ -120,7 +125,7 @@ def _class_weights(dataset: ChangeChipDataset, n_classes: int) -> torch.Tensor:
     """Inverse square-root frequency of the classes in this epoch's chips, mean weight 1 per pixel."""
     counts = np.zeros(n_classes)
     for t, y0, x0 in dataset.positions:
-        window = dataset.labels[t - 1, y0:y0 + dataset.chip, x0:x0 + dataset.chip]
+        window = dataset.labels[t - 1, y0 : y0 + dataset.chip, x0 : x0 + dataset.chip]
         counts += np.bincount(window.ravel(), minlength=n_classes)[:n_classes]
     freq = counts / counts.sum()
     weights = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(freq, 1e-12)), 1.0)
@@ -128,8 +133,13 @@ def _class_weights(dataset: ChangeChipDataset, n_classes: int) -> torch.Tensor:
     return torch.tensor(np.minimum(weights, 50.0), dtype=torch.float32)
 
 
-def _train_epoch(model: SiameseChangeNet, loader: DataLoader, optimiser: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler, weights: torch.Tensor) -> float:
+def _train_epoch(
+    model: SiameseChangeNet,
+    loader: DataLoader,
+    optimiser: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    weights: torch.Tensor,
+) -> float:
     model.train()
     losses = []
     for batch in loader:
@@ -144,8 +154,13 @@ def _train_epoch(model: SiameseChangeNet, loader: DataLoader, optimiser: torch.o
 
 
 def train_change_arrays(
-    cube_path: str | Path, truth: Mapping[str, np.ndarray], out_dir: Path, epochs: int, seed: int,
-    config: TrainConfig = TrainConfig(), command: str = "",
+    cube_path: str | Path,
+    truth: Mapping[str, np.ndarray],
+    out_dir: Path,
+    epochs: int,
+    seed: int,
+    config: TrainConfig = TrainConfig(),
+    command: str = "",
 ) -> tuple[LoadedModel, dict[str, float]]:
     """``train_change_model`` with the truth rasters given as arrays on the cube grid."""
     with open_cube(cube_path) as cube:
@@ -153,11 +168,30 @@ def train_change_arrays(
         width_px = cube.sizes["x"]
     split = round(width_px * (1.0 - config.val_fraction))
     with _deterministic(seed, config.threads):
-        raw = ChangeChipDataset(cube_path, truth, bounds, config.chip, config.chips_per_epoch, seed,
-                                augment=True, bands=config.bands, columns=(0, split))
+        raw = ChangeChipDataset(
+            cube_path,
+            truth,
+            bounds,
+            config.chip,
+            config.chips_per_epoch,
+            seed,
+            augment=True,
+            bands=config.bands,
+            columns=(0, split),
+        )
         norm = normalization_stats(raw, n_chips=64, seed=seed)
-        data = ChangeChipDataset(cube_path, truth, bounds, config.chip, config.chips_per_epoch, seed,
-                                 augment=True, bands=config.bands, normalization=norm, columns=(0, split))
+        data = ChangeChipDataset(
+            cube_path,
+            truth,
+            bounds,
+            config.chip,
+            config.chips_per_epoch,
+            seed,
+            augment=True,
+            bands=config.bands,
+            normalization=norm,
+            columns=(0, split),
+        )
         model = SiameseChangeNet(len(config.bands) + 1, len(change_classes()), config.width, config.depth)
         history = _fit(model, data, epochs, config)
         card = _card(model, norm, config, cube_path, bounds, split, command, epochs, seed)
@@ -168,8 +202,11 @@ def train_change_arrays(
 
 
 def evaluate_block(
-    model: LoadedModel, cube_path: str | Path, truth: Mapping[str, np.ndarray],
-    bounds: list[tuple[np.datetime64, np.datetime64]], columns: tuple[int, int],
+    model: LoadedModel,
+    cube_path: str | Path,
+    truth: Mapping[str, np.ndarray],
+    bounds: list[tuple[np.datetime64, np.datetime64]],
+    columns: tuple[int, int],
 ) -> dict[str, float]:
     """Scores of the model on pixel columns ``[c0, c1)`` over all transitions (argmax class).
 
@@ -183,12 +220,19 @@ def evaluate_block(
     labels = labels[:, :, c0:c1]
     with open_cube(cube_path) as cube:
         block = np.stack([cube[b].isel(x=slice(x0, c1)).values for b in model.card.bands], axis=1)
-    observed = np.isfinite(block).any(axis=1)[:, :, c0 - x0:]  # (T, y, x)
-    pred = np.stack([predict_change(model, block[t - 1], block[t])[:, :, c0 - x0:].argmax(axis=0)
-                     for t in range(1, len(bounds))]).astype(np.uint8)
+    observed = np.isfinite(block).any(axis=1)[:, :, c0 - x0 :]  # (T, y, x)
+    pred = np.stack(
+        [
+            predict_change(model, block[t - 1], block[t])[:, :, c0 - x0 :].argmax(axis=0)
+            for t in range(1, len(bounds))
+        ]
+    ).astype(np.uint8)
     valid = observed[:-1] & observed[1:]
-    scores = {"binary": binary_scores(pred > 0, labels > 0, valid), **per_type_scores(pred, labels, valid),
-              "ever": binary_scores(ever_changed(pred) > 0, ever_changed(labels) > 0, valid.all(axis=0))}
+    scores = {
+        "binary": binary_scores(pred > 0, labels > 0, valid),
+        **per_type_scores(pred, labels, valid),
+        "ever": binary_scores(ever_changed(pred) > 0, ever_changed(labels) > 0, valid.all(axis=0)),
+    }
     return flatten_scores(scores, prefix="val.")
 
 
@@ -196,8 +240,9 @@ def _fit(model: SiameseChangeNet, data: ChangeChipDataset, epochs: int, config: 
     """AdamW with a cosine schedule and class-weighted cross-entropy; returns the mean loss per epoch."""
     steps = max(epochs * math.ceil(len(data) / config.batch_size), 1)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=steps,
-                                                    pct_start=0.1)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=config.lr, total_steps=steps, pct_start=0.1
+    )
     history = []
     for epoch in range(epochs):
         data.set_epoch(epoch)
@@ -205,21 +250,40 @@ def _fit(model: SiameseChangeNet, data: ChangeChipDataset, epochs: int, config: 
         loader = DataLoader(data, batch_size=config.batch_size, shuffle=False, num_workers=0)
         started = time.perf_counter()
         history.append(_train_epoch(model, loader, optimiser, scheduler, weights))
-        print(f"epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f} ({time.perf_counter() - started:.1f} s)",
-              flush=True)
+        print(
+            f"epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f} ({time.perf_counter() - started:.1f} s)",
+            flush=True,
+        )
     return history
 
 
-def _card(model: SiameseChangeNet, norm: dict[str, tuple[float, float]], config: TrainConfig,
-          cube_path: str | Path, bounds: list, split: int, command: str, epochs: int, seed: int) -> ModelCard:
+def _card(
+    model: SiameseChangeNet,
+    norm: dict[str, tuple[float, float]],
+    config: TrainConfig,
+    cube_path: str | Path,
+    bounds: list,
+    split: int,
+    command: str,
+    epochs: int,
+    seed: int,
+) -> ModelCard:
     periods = f"{bounds[0][0]}..{bounds[-1][1]} ({len(bounds)} monthly periods)"
     return ModelCard(
-        name=config.name, version=config.version, architecture="SiameseChangeNet",
-        architecture_args=model.config, bands=config.bands, normalization=norm, classes=change_classes(),
-        receptive_field_px=model.receptive_field, patch_size=config.chip,
-        training_data=(f"cube {Path(cube_path).name}, {periods}; labels from the archive truth rasters "
-                       f"by eowatch.models.labels.transition_labels; columns >= {split} held out; "
-                       f"{epochs} epochs x {config.chips_per_epoch} chips of {config.chip} px, seed {seed}"),
+        name=config.name,
+        version=config.version,
+        architecture="SiameseChangeNet",
+        architecture_args=model.config,
+        bands=config.bands,
+        normalization=norm,
+        classes=change_classes(),
+        receptive_field_px=model.receptive_field,
+        patch_size=config.chip,
+        training_data=(
+            f"cube {Path(cube_path).name}, {periods}; labels from the archive truth rasters "
+            f"by eowatch.models.labels.transition_labels; columns >= {split} held out; "
+            f"{epochs} epochs x {config.chips_per_epoch} chips of {config.chip} px, seed {seed}"
+        ),
         training_command=command or _command(cube_path, "TRUTH_DIR", "OUT_DIR", epochs, seed, config),
     )
 
@@ -230,17 +294,26 @@ def _with_metrics(card: ModelCard, scores: dict[str, float]) -> ModelCard:
     return ModelCard.from_dict(data)
 
 
-def _command(cube: str | Path, truth: str | Path, out: str | Path, epochs: int, seed: int,
-             config: TrainConfig) -> str:
-    options = " ".join(f"--{f.name.replace('_', '-')} {getattr(config, f.name)}" for f in fields(config)
-                       if f.name != "bands")
-    return f"python -m eowatch.models.train --cube {cube} --truth {truth} --out {out} --epochs {epochs} " \
-           f"--seed {seed} {options}"
+def _command(
+    cube: str | Path, truth: str | Path, out: str | Path, epochs: int, seed: int, config: TrainConfig
+) -> str:
+    options = " ".join(
+        f"--{f.name.replace('_', '-')} {getattr(config, f.name)}" for f in fields(config) if f.name != "bands"
+    )
+    return (
+        f"python -m eowatch.models.train --cube {cube} --truth {truth} --out {out} --epochs {epochs} "
+        f"--seed {seed} {options}"
+    )
 
 
 def train_change_model(
-    cube_path: str | Path, truth_dir: Path, out_dir: Path, epochs: int, seed: int,
+    cube_path: str | Path,
+    truth_dir: Path,
+    out_dir: Path,
+    epochs: int,
+    seed: int,
     config: TrainConfig = TrainConfig(),
+    command: str | None = None,
 ) -> tuple[LoadedModel, dict[str, float]]:
     """Train the siamese change model on a cube and its truth rasters; save weights and card.
 
@@ -252,6 +325,8 @@ def train_change_model(
         epochs: passes of ``config.chips_per_epoch`` chips.
         seed: seeds chips, augmentations and initial weights.
         config: hyper-parameters.
+        command: the command that reproduces this training from the repository, recorded in the card
+            (default: this module's own command line over the given paths).
 
     Returns:
         The saved model, reloaded (checksum verified), and the validation metrics on the held-out eastern
@@ -259,7 +334,7 @@ def train_change_model(
     """
     with open_cube(cube_path) as cube:
         truth = read_truth(Path(truth_dir), cube["x"].values, cube["y"].values)
-    command = _command(cube_path, truth_dir, out_dir, epochs, seed, config)
+    command = command or _command(cube_path, truth_dir, out_dir, epochs, seed, config)
     return train_change_arrays(cube_path, truth, out_dir, epochs, seed, config, command)
 
 

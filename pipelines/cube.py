@@ -81,24 +81,32 @@ def compute_region(
     lonlat = tuple(geobox.extent.to_crs("EPSG:4326").boundingbox)
     periods = period_bounds(spec)
     h, w = geobox.shape
-    out = _optical_region(spec, items, reader, geobox, lonlat, periods, (h, w))
+    out = _optical_region(spec, items, reader, key, lonlat, periods, (h, w))
     if spec.s1_collection:
         out.update(_sar_region(spec, items, reader, geobox, lonlat, periods, (h, w)))
     return out
 
 
-def _optical_region(spec, items, reader, geobox, lonlat, periods, hw) -> dict[str, np.ndarray]:
+def _optical_region(spec, items, reader, key, lonlat, periods, hw) -> dict[str, np.ndarray]:
     n = len(periods)
     s2 = [d for d in items_intersecting(items, lonlat) if d.get("collection") == spec.s2_collection]
     if not s2:
         comp = np.full((n, len(spec.s2_bands), *hw), np.nan, np.float32)
         count = np.zeros((n, *hw), np.uint16)
     else:
+        # Read a margin as wide as the cloud buffer so that the buffered mask, and so every pixel of the
+        # chunk, is the same as if the whole region had been read at once (no seams at chunk edges).
+        b = spec.cloud_buffer_px
+        geobox = spec.grid.chunk_geobox(key, halo=b)
+        inner = (slice(b, b + hw[0]), slice(b, b + hw[1]))
         resampling = {"scl": "nearest", "*": "bilinear"}
         ds = reader.load(s2, [*spec.s2_bands, "scl"], geobox, "uint16", resampling, nodata=0)
         index = assign_periods(solar_days(ds), periods)
-        clear = scl_clear_mask(ds["scl"].values, invalid=frozenset(spec.scl_invalid))
-        refl = np.stack([dn_to_reflectance(ds[b].values) for b in spec.s2_bands], axis=1)
+        clear = scl_clear_mask(ds["scl"].values, invalid=frozenset(spec.scl_invalid), dilate_px=b)
+        clear = clear[(slice(None), *inner)]
+        refl = np.stack(
+            [dn_to_reflectance(ds[name].values[(slice(None), *inner)]) for name in spec.s2_bands], axis=1
+        )
         refl[~np.broadcast_to(clear[:, None], refl.shape)] = np.nan
         comp, count = period_composite(refl, index, n, method=spec.composite)
     out = {b: comp[:, i].astype(np.float32) for i, b in enumerate(spec.s2_bands)}

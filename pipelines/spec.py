@@ -56,6 +56,8 @@ class CubeSpec:
     """SCL classes masked before compositing (nodata, defective, cloud shadow, clouds, cirrus)."""
     composite: Literal["median", "mean"] = "median"
     """Statistic of the clear optical observations per period."""
+    cloud_buffer_px: int = 3
+    """Pixels by which the SCL cloud/shadow mask is grown: Sen2Cor misses thin cloud edges and haze."""
 
     def __post_init__(self) -> None:
         if len(self.periods) < 2:
@@ -64,6 +66,8 @@ class CubeSpec:
             raise InputError(f"composite must be 'median' or 'mean', got {self.composite!r}")
         if not self.s2_bands:
             raise InputError("at least one optical band is needed")
+        if not 0 <= self.cloud_buffer_px <= 50:
+            raise InputError(f"cloud_buffer_px must be within 0..50, got {self.cloud_buffer_px}")
 
     @property
     def variables(self) -> tuple[str, ...]:
@@ -88,6 +92,7 @@ class CubeSpec:
             s1_bands=tuple(d["s1_bands"]),
             scl_invalid=tuple(d["scl_invalid"]),
             composite=d["composite"],
+            cloud_buffer_px=int(d.get("cloud_buffer_px", 0)),
         )
 
     def token(self) -> str:

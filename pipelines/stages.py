@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from eowatch import __version__
-from eowatch.errors import StorageError
+from eowatch.errors import CatalogError, StorageError
 from eowatch.pipelines import cube as cube_stage
 from eowatch.pipelines import inference as change_stage
 from eowatch.pipelines.dask_map import map_batches
@@ -38,7 +38,6 @@ class Run:
     config: MonitorConfig
     spec: CubeSpec
     layout: RunLayout
-    model_sha256: str
     provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -50,23 +49,33 @@ class Run:
         return attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == self.token
 
 
-def prepare_run(config: MonitorConfig) -> Run:
+def prepare_run(config: MonitorConfig, with_model: bool = True) -> Run:
     """Validate everything that can be checked before any I/O-heavy work; resolve grid and token.
+
+    The run token identifies what a run computes (AOI, dates, grid, collections, model weights, software
+    version), not where the catalog is served from: the STAC URL and the output folder are left out, so
+    the same run against a restarted local server resumes or is recognised as done.
+
+    Args:
+        config: the run.
+        with_model: check the change model against the cube (False for a cube-only run, e.g. training).
 
     Raises:
         InputError, StorageError, ModelError: bad parameters, output location or model name.
     """
-    from eowatch.models.registry import get
-
     spec = config.cube_spec()
-    model = get(config.change.model)
-    from eowatch.models.predict import check_inputs
+    model_info: dict[str, str] | None = None
+    if with_model:
+        from eowatch.models.predict import check_inputs
+        from eowatch.models.registry import get
 
-    check_inputs(model.card, spec.variables, spec.grid.resolution)
+        card = get(config.change.model).card
+        check_inputs(card, spec.variables, spec.grid.resolution)
+        model_info = {"name": card.name, "version": card.version, "sha256": card.weights_sha256}
     out = check_output_location(config.out)
-    params = {k: v for k, v in config.to_dict().items() if k not in ("out", "truth_dir")}
+    params = {k: v for k, v in config.to_dict().items() if k not in ("out", "truth_dir", "stac_url")}
     token = stable_token(
-        {"params": params, "spec": spec.to_dict(), "model": model.card.weights_sha256, "eowatch": __version__}
+        {"params": params, "spec": spec.to_dict(), "model": model_info, "eowatch": __version__}
     )
     layout = RunLayout(out, token)
     existing = read_attrs(layout.change).get("eowatch_run_token")
@@ -78,23 +87,23 @@ def prepare_run(config: MonitorConfig) -> Run:
         "eowatch_version": __version__,
         "eowatch_run_token": token,
         "parameters": {**params, "stac_url": redact(config.stac_url)},
-        "model": {
-            "name": model.card.name,
-            "version": model.card.version,
-            "sha256": model.card.weights_sha256,
-        },
+        "model": model_info,
         "cube_spec": spec.to_dict(),
     }
-    return Run(config, spec, layout, model.card.weights_sha256, provenance)
+    return Run(config, spec, layout, provenance)
 
 
 def search_stage(run: Run, info: Logger = log.info) -> Path:
-    """Search the catalog once per run; later attempts reuse the recorded result (pinned inputs)."""
+    """Search the catalog and record the result for the other stages.
+
+    A resumed run searches again (asset URLs may have changed: a restarted server, re-signed URLs) but
+    must find exactly the items its first attempt recorded, so a half-built cube never mixes inputs.
+
+    Raises:
+        CatalogError: a resumed run's search returns other items than its first attempt.
+    """
     from eowatch.pipelines.search import SearchRequest, search_catalog
 
-    if run.layout.items.exists():
-        info(f"reusing the search result recorded by an earlier attempt: {run.layout.items}")
-        return run.layout.items
     cfg = run.config
     collections = tuple(c for c in (cfg.s2_collection, cfg.s1_collection) if c)
     items: list[dict[str, Any]] = []
@@ -110,6 +119,16 @@ def search_stage(run: Run, info: Logger = log.info) -> Path:
         found = search_catalog(cfg.stac_url, request)
         info(f"{coll}: {len(found)} items")
         items.extend(found)
+    if run.layout.items.exists():
+        pinned = {d["id"] for d in json.loads(run.layout.items.read_text())}
+        now = {d["id"] for d in items}
+        if pinned != now:
+            raise CatalogError(
+                f"the catalog now returns other items for this run than when it started "
+                f"({len(now - pinned)} new, {len(pinned - now)} gone); "
+                "start it again in another output folder"
+            )
+        info("resuming: the catalog returned the same items as the first attempt")
     run.layout.work.mkdir(parents=True, exist_ok=True)
     tmp = run.layout.items.with_suffix(".tmp")
     tmp.write_text(json.dumps(items))

@@ -1,0 +1,186 @@
+"""1 m RGBN aerial imagery (NAIP-like) over the VHR sub-area, rendered from the 10 m scene.
+
+The 10 m surface reflectance is upsampled (nearest, so class boundaries stay on the 10 m truth grid) and
+sub-10 m detail is drawn on top: drill rows and tramlines in fields, tree crowns with shadows, house
+roofs with ridge shading in town, new buildings (flat or pitched roofs on a paved yard), construction
+sites with foundations, logging slash, and road markings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+from scipy import ndimage
+
+from eowatch.archive.changes import BUILD, CLEAR
+from eowatch.archive.config import Grid, epoch_day, rng_for, vhr_dates
+from eowatch.archive.noise import smooth_white
+from eowatch.archive.phenology import surface_reflectance, unit_fractions
+from eowatch.archive.scene import (
+    KIND_CONIF,
+    KIND_DECID,
+    KIND_MAIZE,
+    KIND_RAPE,
+    KIND_ROAD,
+    KIND_URBAN,
+    KIND_WCEREAL,
+)
+from eowatch.archive.world import World
+
+_ROOFS = np.array(  # reflectance in red, green, blue, nir
+    [[0.30, 0.16, 0.12, 0.32], [0.22, 0.22, 0.23, 0.26], [0.09, 0.09, 0.10, 0.12], [0.34, 0.34, 0.35, 0.38]],
+    dtype=np.float32,
+)
+_ASPHALT = np.array([0.09, 0.09, 0.10, 0.12], dtype=np.float32)
+_CONCRETE = np.array([0.28, 0.28, 0.27, 0.30], dtype=np.float32)
+
+
+def _hash_table(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    return rng.random((n, k), dtype=np.float32)
+
+
+def render_vhr(world: World, k: int) -> tuple[str, dt.datetime, np.ndarray]:
+    """Render VHR acquisition ``k``: (item id, UTC datetime, uint8 array (4, H, W) red/green/blue/nir)."""
+    cfg, layout = world.config, world.layout
+    day = vhr_dates(cfg)[k]
+    eday = epoch_day(day)
+    rng = rng_for(cfg.seed, f"vhr-{k}")
+    static = rng_for(cfg.seed, "vhr-static")
+    vhr = layout.vhr
+    g10 = Grid.from_bbox(vhr.bbox, 10.0)
+    win = g10.window_in(layout.world)
+    refl10, water10, _ = surface_reflectance(
+        world.scene, world.plan, world.urban, eday, world.weather.moisture[eday]
+    )
+    up = np.ones((10, 10), dtype=np.float32)
+    base = np.stack([np.kron(refl10[b][win], up) for b in (2, 1, 0, 3)])  # R, G, B, N at 1 m
+    unit10 = world.scene.unit[win]
+    kind10 = world.scene.units.kind[unit10]
+    _, urban_u = unit_fractions(world.scene.units, eday, world.weather.moisture[eday])
+    kind = np.kron(kind10, np.ones((10, 10), np.int8))
+    unit = np.kron(unit10, np.ones((10, 10), np.int32))
+    h, w = kind.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+
+    _fields(static, base, kind, unit, xx, yy, len(world.scene.units))
+    _trees(static, base, kind, water10[win])
+    _town(static, base, kind, urban_u[unit], xx, yy)
+    _events(world, static, base, eday, win)
+    water = np.kron(water10[win], np.ones((10, 10), bool))
+    base[:, water] *= 1 + 0.03 * smooth_white(static, (h, w), 3.0)[water]
+
+    base = ndimage.gaussian_filter(base, (0, 0.5, 0.5))
+    base *= rng.normal(1.0, 0.03)
+    gain = np.array([255 / 0.42, 255 / 0.42, 255 / 0.42, 255 / 0.65], np.float32)[:, None, None]
+    dn = (np.clip(base, 0, None) * gain) ** 0.85 * gain**0.15
+    dn += rng.normal(0, 1.5, dn.shape).astype(np.float32)
+    out = np.clip(np.rint(dn), 1, 255).astype(np.uint8)
+    when = dt.datetime(day.year, day.month, day.day, 11, 15, 0, tzinfo=dt.UTC)
+    return f"VHR_{day:%Y%m%d}_{int(vhr.minx)}_{int(vhr.bbox[1])}", when, out
+
+
+def _fields(
+    rng: np.random.Generator,
+    base: np.ndarray,
+    kind: np.ndarray,
+    unit: np.ndarray,
+    xx: np.ndarray,
+    yy: np.ndarray,
+    n_units: int,
+) -> None:
+    """Drill rows and tramlines oriented per field; soil texture."""
+    crop = np.isin(kind, (KIND_WCEREAL, KIND_MAIZE, KIND_RAPE))
+    table = _hash_table(rng, n_units, 2)
+    theta = table[unit, 0] * np.pi
+    proj = xx * np.cos(theta) + yy * np.sin(theta)
+    spacing = 18.0 + 6.0 * table[unit, 1]
+    tram = (np.mod(proj, spacing) < 1.3).astype(np.float32)
+    rows = np.sin(2 * np.pi * proj / 3.0)
+    mod = 1.0 + 0.04 * rows - 0.18 * tram + 0.04 * smooth_white(rng, kind.shape, 1.0)
+    base[:, crop] *= mod[crop]
+    grass = kind == 3
+    base[:, grass] *= (1.0 + 0.06 * smooth_white(rng, kind.shape, 1.5))[grass]
+
+
+def _trees(rng: np.random.Generator, base: np.ndarray, kind: np.ndarray, water10: np.ndarray) -> None:
+    """Tree crowns (3-8 m) with dark gaps in forests."""
+    forest = np.isin(kind, (KIND_DECID, KIND_CONIF))
+    crowns = smooth_white(rng, kind.shape, 2.0)
+    light = 0.55 + 0.9 / (1.0 + np.exp(-1.8 * crowns))
+    base[:, forest] *= light[forest]
+
+
+def _roof_cells(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, cw: float, ch: float):
+    ix = np.floor(xx / cw).astype(np.int64)
+    iy = np.floor(yy / ch).astype(np.int64)
+    n = int(ix.max() + 1) * int(iy.max() + 1)
+    cell = iy * int(ix.max() + 1) + ix
+    tab = _hash_table(rng, n, 6)[cell]
+    fx, fy = xx / cw - ix, yy / ch - iy
+    return tab, fx, fy
+
+
+def _town(
+    rng: np.random.Generator,
+    base: np.ndarray,
+    kind: np.ndarray,
+    urban: np.ndarray,
+    xx: np.ndarray,
+    yy: np.ndarray,
+) -> None:
+    """Houses with pitched roofs in the old town; asphalt roads."""
+    town = (kind == KIND_URBAN) & urban
+    tab, fx, fy = _roof_cells(rng, xx, yy, 14.0, 11.0)
+    inset = 0.1 + 0.15 * tab[..., 0]
+    house = town & (tab[..., 1] < 0.75) & (fx > inset) & (fx < 1 - inset) & (fy > 0.12) & (fy < 0.88)
+    colour = _ROOFS[np.minimum((tab[..., 2] * 3).astype(int), 2)]
+    ridge = np.where(fy < 0.5, 1.08, 0.85)[..., None]
+    roof = (colour * ridge * (0.9 + 0.2 * tab[..., 3:4])).transpose(2, 0, 1)
+    base[:, house] = roof[:, house]
+    yard = town & ~house & (tab[..., 4] < 0.5)
+    base[:, yard] = _ASPHALT[:, None] * 1.4
+    road = kind == KIND_ROAD
+    base[:, road] = _ASPHALT[:, None] * (1 + 0.05 * smooth_white(rng, kind.shape, 1.0)[road])
+
+
+def _events(
+    world: World, rng: np.random.Generator, base: np.ndarray, eday: int, win: tuple[slice, slice]
+) -> None:
+    """New buildings (roof, paved yard) or construction sites; logging slash in clearings."""
+    plan = world.plan
+    r0, c0 = win[0].start, win[1].start
+    for ev in plan.events:
+        rs, cs = ev["window"]
+        if ev["start"] > eday or ev["type"] not in (BUILD, CLEAR):
+            continue
+        a0, a1 = (rs.start - r0) * 10, (rs.stop - r0) * 10
+        b0, b1 = (cs.start - c0) * 10, (cs.stop - c0) * 10
+        if a0 < 0 or b0 < 0 or a1 > base.shape[1] or b1 > base.shape[2]:
+            continue  # only events wholly inside the sub-area get sub-10 m detail
+        mask10 = plan.event_id[rs, cs] == ev["id"]
+        mask = np.kron(mask10, np.ones((10, 10), bool))
+        sub = (slice(None), slice(a0, a1), slice(b0, b1))
+        patch = base[sub]
+        hh, ww = mask.shape
+        if ev["type"] == CLEAR:
+            slash = 1.0 + 0.25 * smooth_white(rng, (hh, ww), 0.8)
+            patch[:, mask] *= slash[mask]
+            continue
+        yy, xx = np.mgrid[0:hh, 0:ww]
+        inner = mask & (yy >= 4) & (yy < hh - 4) & (xx >= 4) & (xx < ww - 4)
+        if ev["completed"] > eday:
+            found = inner & (yy >= hh // 4) & (yy < 3 * hh // 4) & (xx >= ww // 4) & (xx < 3 * ww // 4)
+            patch[:, found] = _CONCRETE[:, None]
+            continue
+        patch[:, mask] = _ASPHALT[:, None] * 1.3
+        colour = _ROOFS[ev["id"] % 4]
+        if min(hh, ww) >= 60:  # flat industrial roof with roof units
+            patch[:, inner] = colour[:, None]
+            dots = inner & (np.mod(yy, 15) < 2) & (np.mod(xx, 15) < 2)
+            patch[:, dots] = 0.15
+        else:  # a row of houses with pitched roofs
+            cell = np.mod(xx - 4, 14)
+            house = inner & (cell < 11) & (cell > 0)
+            shade = np.where(yy < hh // 2, 1.08, 0.85)
+            patch[:, house] = colour[:, None] * shade[house]

@@ -1,0 +1,189 @@
+"""The monitoring flow end to end: real STAC API, asset server, Prefect server and Dask cluster.
+
+A small archive (2.56 km, three months) is generated once per session; chunks of 128 px make four
+chunks, so region writes, the ledger and halo inference across chunk seams are all exercised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rioxarray  # noqa: F401
+import xarray as xr
+
+from eowatch.infra.cluster import ClusterConfig
+from eowatch.pipelines.params import MonitorParams
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+CLUSTER = ClusterConfig(n_workers=2, threads_per_worker=1, memory_limit="3GiB")
+
+
+def _params(served: Any, archive: Path, out: Path, **extra: Any) -> MonitorParams:
+    from eowatch.demo import archive_run_params
+
+    base = archive_run_params(served, out, archive)
+    return MonitorParams(**{**base.model_dump(), "chunk": 128, **extra})
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``root`` by relative path."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def finished_run(
+    served_small_archive: Any, small_archive: Path, prefect_server: Any, tmp_path_factory
+) -> dict:
+    from flows import monitor
+
+    out = tmp_path_factory.mktemp("run") / "out"
+    summary = monitor(_params(served_small_archive, small_archive, out), CLUSTER)
+    return {"out": out, "summary": summary}
+
+
+def test_change_cube_opens_with_xarray_and_rioxarray(finished_run: dict) -> None:
+    out: Path = finished_run["out"]
+    change = xr.open_zarr(out / "change.zarr")
+    assert str(change.rio.crs) == "EPSG:32631"
+    assert change.rio.resolution() == (10.0, -10.0)
+    assert change.change_probability.dims == ("time", "y", "x")
+    assert change.sizes["time"] == 2  # three monthly periods → two transitions
+    assert change.change_probability.dtype == np.float32
+    p = change.change_probability.values
+    assert np.isfinite(p).mean() > 0.9 and np.nanmin(p) >= 0 and np.nanmax(p) <= 1
+    assert set(np.unique(change.change_mask.values)) <= {0, 1}
+    attrs = change.attrs
+    assert attrs["eowatch_status"] == "complete"
+    items = json.loads(attrs["stac_items"])
+    assert items["sentinel-2-l2a"] and items["sentinel-1-grd"]
+    model = json.loads(attrs["model"])
+    assert model["name"] == "siamese-s2s1-change" and model["version"] and len(model["sha256"]) == 64
+    assert "parameters" in attrs and "eowatch_version" in attrs
+    cube = xr.open_zarr(out / "cube.zarr")
+    assert set(cube.data_vars) >= {"blue", "red", "nir", "swir16", "vv_db", "vh_db", "clear_count"}
+    assert not (out / ".eowatch" / finished_run["summary"]["run_token"]).exists()
+
+
+def test_summary_reports_changes_scores_and_timings(finished_run: dict) -> None:
+    out: Path = finished_run["out"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(finished_run["summary"]))
+    assert summary["area_km2"] == pytest.approx(2.56 * 2.56, rel=1e-6)
+    assert set(summary["changes_found"]["by_type_km2"]) == {
+        "new_building",
+        "forest_clearing",
+        "flooding",
+        "crop_rotation",
+    }
+    ev = summary["evaluation"]
+    for method in ("model", "cva_baseline"):
+        scores = ev[method]["per_pixel"]
+        assert 0 <= scores["f1"] <= 1 and scores["tp"] + scores["fn"] > 0
+    assert set(summary["timings_s"]) >= {"search", "cube", "inference", "publish", "total"}
+    assert (out / "quicklook.png").stat().st_size > 1000
+
+
+def test_flow_run_and_artifact_are_on_the_prefect_server(finished_run: dict, prefect_server: Any) -> None:
+    from prefect.client.orchestration import get_client
+
+    async def query() -> tuple[list, list]:
+        async with get_client() as client:
+            runs = await client.read_flow_runs()
+            artifacts = await client.read_artifacts()
+            return runs, artifacts
+
+    runs, artifacts = asyncio.run(query())
+    assert any(r.state and r.state.is_completed() for r in runs)
+    assert any(a.key == "monitor-summary" and "Area processed" in (a.data or "") for a in artifacts)
+
+
+def test_rerun_is_a_noop_with_identical_bytes(
+    finished_run: dict, served_small_archive: Any, small_archive: Path
+) -> None:
+    from flows import monitor
+
+    out: Path = finished_run["out"]
+    before = tree_digest(out)
+    summary = monitor(_params(served_small_archive, small_archive, out), CLUSTER)
+    assert summary["run_token"] == finished_run["summary"]["run_token"]
+    assert tree_digest(out) == before
+
+
+def test_resume_after_a_crash_gives_identical_bytes(
+    finished_run: dict, served_small_archive: Any, small_archive: Path, tmp_path: Path
+) -> None:
+    """Stop a run after half of its inference chunks, resume it, compare with the uninterrupted run."""
+    from eowatch.infra.cluster import cluster_client
+    from eowatch.pipelines import inference, stages
+    from flows import monitor
+
+    out = tmp_path / "out"
+    params = _params(served_small_archive, small_archive, out)
+    run = stages.prepare_run(params.to_config())
+    stages.search_stage(run)
+    with cluster_client(CLUSTER) as client:
+        stages.cube_stage_run(run, client)
+    store = inference.init_change(
+        run.layout, run.spec, {**run.provenance, "stac_items": stages._item_ids(run), "halo_px": 7}
+    )
+    inputs = inference.InferenceInputs(
+        cube_spec=run.spec.to_dict(),
+        change=run.config.change,
+        cube_path=str(run.layout.cube),
+        store_path=str(store),
+        ledger_path=str(run.layout.ledger("change").root),
+        halo=7,
+    )
+    inference.infer_batch([(0, 0), (1, 1)], inputs)  # then the "process dies"
+    assert not (out / "change.zarr").exists()  # nothing looks finished
+    assert len(run.layout.ledger("change").done()) == 2
+
+    summary = monitor(params, CLUSTER)
+    assert summary["status"] == "complete"
+    ref = tree_digest(finished_run["out"] / "change.zarr")
+    assert tree_digest(out / "change.zarr") == ref
+
+
+def test_unreadable_asset_fails_cleanly(small_archive: Path, tmp_path: Path, prefect_server: Any) -> None:
+    from eowatch.cli import main
+    from eowatch.demo import served_archive
+
+    broken = tmp_path / "broken"
+    shutil.copytree(small_archive, broken)
+    victim = sorted((broken / "assets" / "sentinel-2-l2a").rglob("red.tif"))[3]
+    victim.write_bytes(victim.read_bytes()[:2000])  # truncated COG
+    out = tmp_path / "out"
+    with served_archive(broken) as served:
+        m = served.manifest
+        bbox = ",".join(str(v) for v in m["aoi_bbox_lonlat"])
+        code = main(
+            [
+                "run",
+                "--stac-url",
+                served.stac_url,
+                "--bbox",
+                bbox,
+                "--start",
+                m["start"],
+                "--end",
+                m["end"],
+                "--out",
+                str(out),
+                "--workers",
+                "1",
+            ]
+        )
+    assert code == 4
+    assert not (out / "change.zarr").exists() and not (out / "cube.zarr").exists()
