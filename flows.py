@@ -64,6 +64,21 @@ def build_cube(run: stages.Run, scheduler: str) -> str:
 
 
 @task(
+    name="build-vhr",
+    retries=1,
+    retry_delay_seconds=5,
+    cache_policy=NO_CACHE,
+    retry_condition_fn=_retry_unexpected,
+)
+def build_vhr(run: stages.Run, scheduler: str) -> str | None:
+    from distributed import Client
+
+    with Client(scheduler) as client:
+        path = stages.vhr_stage_run(run, client, _info)
+        return str(path) if path else None
+
+
+@task(
     name="infer-change",
     retries=1,
     retry_delay_seconds=5,
@@ -111,6 +126,7 @@ def monitor(params: MonitorParams, cluster: ClusterConfig | None = None) -> dict
         timings["search"] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
         build_cube(run, scheduler)
+        build_vhr(run, scheduler)
         timings["cube"] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
         infer_change(run, scheduler)

@@ -112,9 +112,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from eowatch.pipelines.training import train_shipped_model
 
     out = Path(args.out) if args.out else WEIGHTS_DIR
-    model, scores = train_shipped_model(
-        Path(args.workdir), out, args.archive_seed, args.epochs, args.seed, args.workers
-    )
+    seeds = [int(s) for s in args.archive_seeds.split(",") if s.strip()]
+    model, scores = train_shipped_model(Path(args.workdir), out, seeds, args.epochs, args.seed, args.workers)
     print(f"saved {model.card.name} v{model.card.version} to {out}")
     for key in sorted(scores):
         print(f"  {key}: {scores[key]:.4f}")
@@ -174,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="reproduce the shipped change model from a synthetic archive")
     train.add_argument("--workdir", default="eowatch-train", help="folder for the training archive and cube")
     train.add_argument("--out", help="weights folder (default: the package's models/weights)")
-    train.add_argument("--archive-seed", type=int, default=1, help="seed of the training archive")
+    train.add_argument("--archive-seeds", default="1,2,3", help="seeds of the training archives")
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--seed", type=int, default=0, help="training seed")
     train.add_argument("--workers", type=int, default=2)
@@ -191,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if not args.verbose:
         warnings.filterwarnings("ignore")
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # worker processes read it at start
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")
         for name in ("distributed", "rasterio", "httpx", "prefect._internal"):
             logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")

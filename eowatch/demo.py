@@ -76,6 +76,7 @@ def archive_run_params(served: ServedArchive, out: Path, archive_dir: Path) -> A
         end=dt.date.fromisoformat(m["end"]),
         out=str(out),
         truth_dir=str(archive_dir / "truth"),
+        vhr_collection="vhr-rgbn",
     )
 
 

@@ -69,6 +69,9 @@ class ModelCard:
     """Description of the training data (scene, periods, labels, held-out block)."""
     training_command: str = ""
     """Exact command that reproduces the weights."""
+    decision_threshold: float = 0.5
+    """Probability of change (1 - p(no_change)) at or above which a pixel is called changed; calibrated
+    for the best F1 on the held-out validation block of the training data."""
     metrics: dict[str, float] = field(default_factory=dict)
     """Validation metrics on the held-out block (flat ``"group.metric"`` keys)."""
     weights_file: str = ""

@@ -55,6 +55,7 @@ class ChangeChipDataset(Dataset):
         normalization: per band ``(mean, std)``; ``None`` returns raw values with NaN (for statistics).
         columns: ``[start, stop)`` pixel columns to sample from (spatial train/validation split).
         validity_channel: append the per-date validity channel when normalising (as the card says).
+        changed_fraction: share of chips centred on a changed pixel (the rest are drawn anywhere).
 
     Items are dicts: ``before``/``after`` float32 ``(C', chip, chip)`` tensors (``C' = C + 1`` with the
     validity channel when normalised), ``label`` int64 ``(chip, chip)`` (``IGNORE_INDEX`` where a date has
@@ -75,10 +76,12 @@ class ChangeChipDataset(Dataset):
         normalization: Mapping[str, tuple[float, float]] | None = None,
         columns: tuple[int, int] | None = None,
         validity_channel: bool = True,
+        changed_fraction: float = 0.5,
     ) -> None:
         self.cube_path = str(cube_path)
-        self.labels = transition_labels(truth["change_type"], truth["change_start"], truth["change_end"],
-                                        period_bounds)
+        self.labels = transition_labels(
+            truth["change_type"], truth["change_start"], truth["change_end"], period_bounds
+        )
         height, width = self.labels.shape[1:]
         self.columns = columns or (0, width)
         if chip > height or chip > self.columns[1] - self.columns[0] or chip < 1:
@@ -86,6 +89,9 @@ class ChangeChipDataset(Dataset):
         self.chip, self.samples, self.seed, self.augment, self.bands = chip, samples, seed, augment, bands
         self.normalization = dict(normalization) if normalization is not None else None
         self.validity_channel = validity_channel
+        if not 0.0 <= changed_fraction <= 1.0:
+            raise InputError(f"changed_fraction must be within 0..1, got {changed_fraction}")
+        self.changed_fraction = changed_fraction
         self._ds: xr.Dataset | None = None
         self._changed = self._changed_pixels()
         self.set_epoch(0)
@@ -97,18 +103,24 @@ class ChangeChipDataset(Dataset):
         return np.stack([t + 1, y, x + c0], axis=1)
 
     def set_epoch(self, epoch: int) -> None:
-        """Draw this epoch's chip positions: half centred on changed pixels (if any), half anywhere."""
+        """Draw chip positions: ``changed_fraction`` of them centred on changed pixels, the rest anywhere."""
         self.epoch = epoch
         rng = np.random.default_rng([self.seed, epoch, 0])
         n_trans, height = self.labels.shape[:2]
         c0, c1 = self.columns
         half = self.chip // 2
-        n_changed = self.samples // 2 if len(self._changed) else 0
+        n_changed = round(self.samples * self.changed_fraction) if len(self._changed) else 0
         picks = self._changed[rng.integers(0, max(len(self._changed), 1), n_changed)]
         starts = np.stack([picks[:, 0], picks[:, 1] - half, picks[:, 2] - half], axis=1)
         n_random = self.samples - n_changed
-        anywhere = np.stack([rng.integers(1, n_trans + 1, n_random), rng.integers(0, height, n_random),
-                             rng.integers(c0, c1, n_random)], axis=1)
+        anywhere = np.stack(
+            [
+                rng.integers(1, n_trans + 1, n_random),
+                rng.integers(0, height, n_random),
+                rng.integers(c0, c1, n_random),
+            ],
+            axis=1,
+        )
         starts = np.concatenate([starts, anywhere]).astype(np.int64)
         starts[:, 1] = np.clip(starts[:, 1], 0, height - self.chip)
         starts[:, 2] = np.clip(starts[:, 2], c0, c1 - self.chip)
@@ -140,16 +152,19 @@ class ChangeChipDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         t, y0, x0 = (int(v) for v in self.positions[index])
         raw = self.read_window(t, y0, x0)
-        label = self.labels[t - 1, y0:y0 + self.chip, x0:x0 + self.chip].astype(np.int64)
+        label = self.labels[t - 1, y0 : y0 + self.chip, x0 : x0 + self.chip].astype(np.int64)
         observed = np.isfinite(raw).any(axis=1).all(axis=0)
         label[~observed] = IGNORE_INDEX
         rng = np.random.default_rng([self.seed, self.epoch, 1, index])
         x = raw if self.normalization is None else self._normalise(raw, rng if self.augment else None)
         if self.augment:
             x, label = _rotate_flip(x, label, rng)
-        return {"before": torch.from_numpy(np.ascontiguousarray(x[0])),
-                "after": torch.from_numpy(np.ascontiguousarray(x[1])),
-                "label": torch.from_numpy(np.ascontiguousarray(label)), "t": t}
+        return {
+            "before": torch.from_numpy(np.ascontiguousarray(x[0])),
+            "after": torch.from_numpy(np.ascontiguousarray(x[1])),
+            "label": torch.from_numpy(np.ascontiguousarray(label)),
+            "t": t,
+        }
 
     def _normalise(self, raw: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
         """Preprocess as at inference; with ``rng``, first jitter each date and band by a gain (±5 %) and

@@ -33,8 +33,10 @@ def period_days(period_bounds: list[tuple[np.datetime64, np.datetime64]]) -> np.
     if len(period_bounds) < 2:
         raise InputError(f"need at least 2 periods for a change transition, got {len(period_bounds)}")
     days = np.array(
-        [[(np.datetime64(a, "D") - _EPOCH).astype(int), (np.datetime64(b, "D") - _EPOCH).astype(int)]
-         for a, b in period_bounds],
+        [
+            [(np.datetime64(a, "D") - _EPOCH).astype(int), (np.datetime64(b, "D") - _EPOCH).astype(int)]
+            for a, b in period_bounds
+        ],
         dtype=np.int64,
     )
     if np.any(days[:, 1] <= days[:, 0]) or np.any(days[1:, 0] < days[:-1, 1]):

@@ -25,11 +25,15 @@ def check_inputs(card: ModelCard, available_bands: Sequence[str], resolution_m: 
     """Raise ``ModelError`` naming what the cube lacks for the model (bands, resolution)."""
     missing = [b for b in card.bands if b not in set(available_bands)]
     if missing:
-        raise ModelError(f"model {card.name!r} needs bands {', '.join(missing)} that the cube lacks "
-                         f"(cube has: {', '.join(available_bands) or 'none'})")
+        raise ModelError(
+            f"model {card.name!r} needs bands {', '.join(missing)} that the cube lacks "
+            f"(cube has: {', '.join(available_bands) or 'none'})"
+        )
     if abs(float(resolution_m) - card.resolution_m) > 1e-6 * card.resolution_m:
-        raise ModelError(f"model {card.name!r} was trained at {card.resolution_m:g} m but the cube is at "
-                         f"{float(resolution_m):g} m; resample the cube to {card.resolution_m:g} m")
+        raise ModelError(
+            f"model {card.name!r} was trained at {card.resolution_m:g} m but the cube is at "
+            f"{float(resolution_m):g} m; resample the cube to {card.resolution_m:g} m"
+        )
 
 
 def normalize_bands(x: np.ndarray, mean: np.ndarray, std: np.ndarray, validity: bool) -> np.ndarray:
@@ -65,8 +69,10 @@ def _probabilities(model: LoadedModel, before: np.ndarray, after: np.ndarray) ->
     """Softmax ``(N, n_classes, H, W)`` float32 for one batch of raw ``(N, C, H, W)`` windows."""
     device = _device(model.module)
     last = torch.channels_last
-    b, a = (torch.from_numpy(preprocess(model.card, x)).to(device).contiguous(memory_format=last)
-            for x in (before, after))
+    b, a = (
+        torch.from_numpy(preprocess(model.card, x)).to(device).contiguous(memory_format=last)
+        for x in (before, after)
+    )
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         logits = model.module(b, a)
     return logits.float().softmax(dim=1).cpu().numpy()
@@ -76,8 +82,10 @@ def _check_pair(model: LoadedModel, before: np.ndarray, after: np.ndarray, ndim:
     if before.shape != after.shape:
         raise InputError(f"before {before.shape} and after {after.shape} must have the same shape")
     if before.ndim != ndim or before.shape[-3] != len(model.card.bands):
-        raise InputError(f"expected {'(N, ' if ndim == 4 else '('}{len(model.card.bands)}, H, W) arrays in "
-                         f"band order {model.card.bands}, got {before.shape}")
+        raise InputError(
+            f"expected {'(N, ' if ndim == 4 else '('}{len(model.card.bands)}, H, W) arrays in "
+            f"band order {model.card.bands}, got {before.shape}"
+        )
 
 
 def predict_change_batch(
@@ -98,8 +106,10 @@ def predict_change_batch(
     _check_pair(model, before, after, ndim=4)
     if batch_tiles < 1:
         raise InputError(f"batch_tiles must be >= 1, got {batch_tiles}")
-    out = [_probabilities(model, before[i:i + batch_tiles], after[i:i + batch_tiles])
-           for i in range(0, before.shape[0], batch_tiles)]
+    out = [
+        _probabilities(model, before[i : i + batch_tiles], after[i : i + batch_tiles])
+        for i in range(0, before.shape[0], batch_tiles)
+    ]
     n_classes = model.card.architecture_args["n_classes"]
     return np.concatenate(out, axis=0) if out else np.zeros((0, n_classes, *before.shape[2:]), np.float32)
 
@@ -137,10 +147,10 @@ def predict_change(
     span_y, span_x = min(height, tile + 2 * halo), min(width, tile + 2 * halo)
     out = np.empty((model.card.architecture_args["n_classes"], height, width), dtype=np.float32)
     for i in range(0, len(tiles), batch_tiles):
-        group = tiles[i:i + batch_tiles]
-        windows = [np.s_[:, ys[2]:ys[2] + span_y, xs[2]:xs[2] + span_x] for ys, xs in group]
+        group = tiles[i : i + batch_tiles]
+        windows = [np.s_[:, ys[2] : ys[2] + span_y, xs[2] : xs[2] + span_x] for ys, xs in group]
         stack_b, stack_a = np.stack([before[w] for w in windows]), np.stack([after[w] for w in windows])
         probs = _probabilities(model, stack_b, stack_a)
         for p, ((y0, y1, wy), (x0, x1, wx)) in zip(probs, group, strict=True):
-            out[:, y0:y1, x0:x1] = p[:, y0 - wy:y1 - wy, x0 - wx:x1 - wx]
+            out[:, y0:y1, x0:x1] = p[:, y0 - wy : y1 - wy, x0 - wx : x1 - wx]
     return out

@@ -34,8 +34,10 @@ def get(name: str) -> LoadedModel:
     """Load a registered model once per process (cached; the module is shared, eval mode, read only)."""
     card = card_file_of(name)
     if not card.is_file():
-        raise ModelError(f"model {name!r} is registered but its card {card} is not shipped; train it with "
-                         "`python -m eowatch.models.train` and copy the output into models/weights")
+        raise ModelError(
+            f"model {name!r} is registered but its card {card} is not shipped; train it with "
+            "`python -m eowatch.models.train` and copy the output into models/weights"
+        )
     return load_model(card)
 
 

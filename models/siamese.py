@@ -50,8 +50,12 @@ class SiameseChangeNet(nn.Module):
     @property
     def config(self) -> dict[str, int]:
         """Constructor arguments, as stored in the model card."""
-        return {"in_channels": self.in_channels, "n_classes": self.n_classes, "width": self.width,
-                "depth": self.depth}
+        return {
+            "in_channels": self.in_channels,
+            "n_classes": self.n_classes,
+            "width": self.width,
+            "depth": self.depth,
+        }
 
     @property
     def receptive_field(self) -> int:

@@ -10,14 +10,14 @@ import argparse
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 
 from eowatch.errors import InputError
 
@@ -36,6 +36,7 @@ __all__ = [
     "period_bounds",
     "train_change_arrays",
     "train_change_model",
+    "train_change_sets",
 ]
 
 
@@ -51,8 +52,11 @@ class TrainConfig:
     """Cube variables fed per date, in order."""
     chip: int = 64
     """Training chip side (pixels)."""
-    chips_per_epoch: int = 384
-    """Chips drawn per epoch (half centred on changed pixels)."""
+    chips_per_epoch: int = 512
+    """Chips drawn per epoch."""
+    changed_fraction: float = 0.3
+    """Share of chips centred on a changed pixel; the rest teach what unchanged land (phenology,
+    harvests, residual clouds) looks like."""
     batch_size: int = 16
     """Chips per optimiser step."""
     lr: float = 3e-3
@@ -67,6 +71,9 @@ class TrainConfig:
     """Eastern share of the columns held out for validation."""
     threads: int = 2
     """Torch CPU threads (fixed for determinism)."""
+    class_weighting: bool = False
+    """Weight the loss by inverse square-root class frequency (off: chip sampling already
+    over-represents change, and weighting on top made the model call too much change)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
@@ -121,12 +128,13 @@ def normalization_stats(
     return stats
 
 
-def _class_weights(dataset: ChangeChipDataset, n_classes: int) -> torch.Tensor:
+def _class_weights(datasets: Sequence[ChangeChipDataset], n_classes: int) -> torch.Tensor:
     """Inverse square-root frequency of the classes in this epoch's chips, mean weight 1 per pixel."""
     counts = np.zeros(n_classes)
-    for t, y0, x0 in dataset.positions:
-        window = dataset.labels[t - 1, y0 : y0 + dataset.chip, x0 : x0 + dataset.chip]
-        counts += np.bincount(window.ravel(), minlength=n_classes)[:n_classes]
+    for dataset in datasets:
+        for t, y0, x0 in dataset.positions:
+            window = dataset.labels[t - 1, y0 : y0 + dataset.chip, x0 : x0 + dataset.chip]
+            counts += np.bincount(window.ravel(), minlength=n_classes)[:n_classes]
     freq = counts / counts.sum()
     weights = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(freq, 1e-12)), 1.0)
     weights /= (weights * freq).sum()
@@ -163,14 +171,33 @@ def train_change_arrays(
     command: str = "",
 ) -> tuple[LoadedModel, dict[str, float]]:
     """``train_change_model`` with the truth rasters given as arrays on the cube grid."""
-    with open_cube(cube_path) as cube:
+    return train_change_sets([(cube_path, truth)], out_dir, epochs, seed, config, command)
+
+
+def train_change_sets(
+    sets: Sequence[tuple[str | Path, Mapping[str, np.ndarray]]],
+    out_dir: Path,
+    epochs: int,
+    seed: int,
+    config: TrainConfig = TrainConfig(),
+    command: str = "",
+) -> tuple[LoadedModel, dict[str, float]]:
+    """Train on one or more (cube, truth) pairs, e.g. archives of several seeds (several "years").
+
+    Each cube's eastern ``val_fraction`` of columns is held out; validation pools all held-out blocks,
+    and the decision threshold is calibrated there. Normalisation statistics come from the first cube.
+    """
+    if not sets:
+        raise InputError("no training cube given")
+    with open_cube(sets[0][0]) as cube:
         bounds = period_bounds(cube["time"].values)
         width_px = cube.sizes["x"]
     split = round(width_px * (1.0 - config.val_fraction))
+    per_set = max(config.chips_per_epoch // len(sets), 1)
     with _deterministic(seed, config.threads):
         raw = ChangeChipDataset(
-            cube_path,
-            truth,
+            sets[0][0],
+            sets[0][1],
             bounds,
             config.chip,
             config.chips_per_epoch,
@@ -180,23 +207,31 @@ def train_change_arrays(
             columns=(0, split),
         )
         norm = normalization_stats(raw, n_chips=64, seed=seed)
-        data = ChangeChipDataset(
-            cube_path,
-            truth,
-            bounds,
-            config.chip,
-            config.chips_per_epoch,
-            seed,
-            augment=True,
-            bands=config.bands,
-            normalization=norm,
-            columns=(0, split),
-        )
+        datasets = [
+            ChangeChipDataset(
+                cube_path,
+                truth,
+                bounds,
+                config.chip,
+                per_set,
+                seed + i,
+                augment=True,
+                bands=config.bands,
+                normalization=norm,
+                columns=(0, split),
+                changed_fraction=config.changed_fraction,
+            )
+            for i, (cube_path, truth) in enumerate(sets)
+        ]
         model = SiameseChangeNet(len(config.bands) + 1, len(change_classes()), config.width, config.depth)
-        history = _fit(model, data, epochs, config)
-        card = _card(model, norm, config, cube_path, bounds, split, command, epochs, seed)
-        scores = evaluate_block(LoadedModel(model.eval(), card), cube_path, truth, bounds, (split, width_px))
+        history = _fit(model, datasets, epochs, config)
+        names = ", ".join(f"{Path(c).parent.name}/{Path(c).name}" for c, _ in sets)
+        card = _card(model, norm, config, names, bounds, split, command, epochs, seed)
+        loaded = LoadedModel(model.eval(), card)
+        blocks = [_val_block(loaded, c, t, bounds, (split, width_px)) for c, t in sets]
+        scores = _pooled_scores(blocks)
     scores.update({f"train.loss_epoch{i + 1}": v for i, v in enumerate(history)})
+    card = replace(card, decision_threshold=scores["val.decision_threshold"])
     final = save_model(model, _with_metrics(card, scores), Path(out_dir))
     return load_model(Path(out_dir) / f"{final.name}.card.json"), scores
 
@@ -207,37 +242,79 @@ def evaluate_block(
     truth: Mapping[str, np.ndarray],
     bounds: list[tuple[np.datetime64, np.datetime64]],
     columns: tuple[int, int],
+    threshold: float | None = None,
 ) -> dict[str, float]:
-    """Scores of the model on pixel columns ``[c0, c1)`` over all transitions (argmax class).
+    """Scores of the model on pixel columns ``[c0, c1)`` over all transitions.
+
+    A pixel is changed where ``1 - p(no_change) >= threshold`` (the rule the pipeline applies), typed by
+    the most likely change class. ``threshold=None`` calibrates it here for the best binary F1 and
+    reports it as ``val.decision_threshold``.
 
     ``val.binary.*``: change at the right transition vs not, pooled over transitions; ``val.<type>.*``:
     per-type scores, pooled; ``val.ever.*``: changed at any time vs never. Pixels without observations in
     either date of a transition are excluded. Input extends a halo west of ``c0`` so edges see context.
     """
+    return _pooled_scores([_val_block(model, cube_path, truth, bounds, columns)], threshold)
+
+
+def _val_block(
+    model: LoadedModel,
+    cube_path: str | Path,
+    truth: Mapping[str, np.ndarray],
+    bounds: list[tuple[np.datetime64, np.datetime64]],
+    columns: tuple[int, int],
+) -> dict[str, np.ndarray]:
+    """Change probability, most likely change type, labels and validity on a column block (T-1, y, x)."""
     c0, c1 = columns
     x0 = max(c0 - model.module.receptive_field // 2, 0)
     labels = transition_labels(truth["change_type"], truth["change_start"], truth["change_end"], bounds)
-    labels = labels[:, :, c0:c1]
     with open_cube(cube_path) as cube:
         block = np.stack([cube[b].isel(x=slice(x0, c1)).values for b in model.card.bands], axis=1)
     observed = np.isfinite(block).any(axis=1)[:, :, c0 - x0 :]  # (T, y, x)
-    pred = np.stack(
-        [
-            predict_change(model, block[t - 1], block[t])[:, :, c0 - x0 :].argmax(axis=0)
-            for t in range(1, len(bounds))
-        ]
-    ).astype(np.uint8)
-    valid = observed[:-1] & observed[1:]
+    probs = np.stack(
+        [predict_change(model, block[t - 1], block[t])[:, :, c0 - x0 :] for t in range(1, len(bounds))]
+    )  # (T-1, K, y, x)
+    return {
+        "p_change": 1.0 - probs[:, 0],
+        "type": (probs[:, 1:].argmax(axis=1) + 1).astype(np.uint8),
+        "labels": labels[:, :, c0:c1],
+        "valid": observed[:-1] & observed[1:],
+    }
+
+
+def _pooled_scores(
+    blocks: Sequence[dict[str, np.ndarray]], threshold: float | None = None
+) -> dict[str, float]:
+    """Validation scores over several blocks side by side (same transitions and rows)."""
+    joined = {k: np.concatenate([b[k] for b in blocks], axis=-1) for k in blocks[0]}
+    p_change, labels, valid = joined["p_change"], joined["labels"], joined["valid"]
+    if threshold is None:
+        threshold = best_threshold(p_change, labels > 0, valid)
+    pred = np.where(p_change >= threshold, joined["type"], 0).astype(np.uint8)
     scores = {
         "binary": binary_scores(pred > 0, labels > 0, valid),
         **per_type_scores(pred, labels, valid),
         "ever": binary_scores(ever_changed(pred) > 0, ever_changed(labels) > 0, valid.all(axis=0)),
     }
-    return flatten_scores(scores, prefix="val.")
+    return {**flatten_scores(scores, prefix="val."), "val.decision_threshold": float(threshold)}
 
 
-def _fit(model: SiameseChangeNet, data: ChangeChipDataset, epochs: int, config: TrainConfig) -> list[float]:
-    """AdamW with a cosine schedule and class-weighted cross-entropy; returns the mean loss per epoch."""
+def best_threshold(p_change: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> float:
+    """Threshold on ``p_change`` with the best pooled F1 (ties: lowest), from 0.05 to 0.995."""
+    p, t = p_change[valid], truth[valid]
+    best, best_f1 = 0.5, -1.0
+    for thr in [*np.round(np.arange(0.05, 0.951, 0.05), 2), 0.96, 0.97, 0.98, 0.99, 0.995]:
+        f1 = binary_scores(p >= thr, t, None)["f1"]
+        if f1 > best_f1 + 1e-12:
+            best, best_f1 = float(thr), f1
+    return best
+
+
+def _fit(
+    model: SiameseChangeNet, datasets: Sequence[ChangeChipDataset], epochs: int, config: TrainConfig
+) -> list[float]:
+    """AdamW with a one-cycle schedule and cross-entropy; returns the mean loss per epoch."""
+    data = ConcatDataset(datasets)
     steps = max(epochs * math.ceil(len(data) / config.batch_size), 1)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -245,8 +322,13 @@ def _fit(model: SiameseChangeNet, data: ChangeChipDataset, epochs: int, config: 
     )
     history = []
     for epoch in range(epochs):
-        data.set_epoch(epoch)
-        weights = _class_weights(data, model.n_classes)
+        for part in datasets:
+            part.set_epoch(epoch)
+        weights = (
+            _class_weights(datasets, model.n_classes)
+            if config.class_weighting
+            else torch.ones(model.n_classes, dtype=torch.float32)
+        )
         loader = DataLoader(data, batch_size=config.batch_size, shuffle=False, num_workers=0)
         started = time.perf_counter()
         history.append(_train_epoch(model, loader, optimiser, scheduler, weights))
@@ -280,7 +362,7 @@ def _card(
         receptive_field_px=model.receptive_field,
         patch_size=config.chip,
         training_data=(
-            f"cube {Path(cube_path).name}, {periods}; labels from the archive truth rasters "
+            f"cube {cube_path}, {periods}; labels from the archive truth rasters "
             f"by eowatch.models.labels.transition_labels; columns >= {split} held out; "
             f"{epochs} epochs x {config.chips_per_epoch} chips of {config.chip} px, seed {seed}"
         ),

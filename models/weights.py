@@ -73,8 +73,12 @@ def save_model(module: SiameseChangeNet, card: ModelCard, directory: Path) -> Mo
     safetensors.torch.save_file(state, str(tmp), metadata=metadata)
     tmp.chmod(0o644)  # package data: readable by every user of an installed package
     os.replace(tmp, weights)
-    final = replace(card, weights_file=weights.name, weights_sha256=sha256_file(weights),
-                    receptive_field_px=module.receptive_field)
+    final = replace(
+        card,
+        weights_file=weights.name,
+        weights_sha256=sha256_file(weights),
+        receptive_field_px=module.receptive_field,
+    )
     target = card_path(directory, card.name)
     tmp_card = target.with_suffix(".json.tmp")
     tmp_card.write_text(final.to_json(), encoding="utf-8")
@@ -96,12 +100,16 @@ def load_model(path_or_name: str | Path) -> LoadedModel:
         raise ModelError(f"model {card.name!r}: weights file {weights} not found")
     actual = sha256_file(weights)
     if actual != card.weights_sha256:
-        raise ModelError(f"model {card.name!r}: sha256 of {weights.name} is {actual}, card says "
-                         f"{card.weights_sha256 or '(none)'}; the weights are corrupt or not this card's")
+        raise ModelError(
+            f"model {card.name!r}: sha256 of {weights.name} is {actual}, card says "
+            f"{card.weights_sha256 or '(none)'}; the weights are corrupt or not this card's"
+        )
     module = build_module(card)
     if module.receptive_field != card.receptive_field_px:
-        raise ModelError(f"model {card.name!r}: card says receptive field {card.receptive_field_px} px, "
-                         f"the architecture has {module.receptive_field} px")
+        raise ModelError(
+            f"model {card.name!r}: card says receptive field {card.receptive_field_px} px, "
+            f"the architecture has {module.receptive_field} px"
+        )
     _load_state(module, weights, card.name)
     module.eval().requires_grad_(False)
     return LoadedModel(module=module, card=card)

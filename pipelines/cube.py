@@ -23,6 +23,7 @@ from eowatch.operators.composite import period_composite
 from eowatch.operators.periods import assign_periods
 from eowatch.operators.reflectance import dn_to_reflectance
 from eowatch.operators.sar import temporal_mean_db
+from eowatch.pipelines.assets import reflectance_scaling, resolve_asset_keys
 from eowatch.pipelines.grid import ChunkKey
 from eowatch.pipelines.ledger import RunLayout
 from eowatch.pipelines.reader import StacRegionReader, items_intersecting, solar_days
@@ -94,18 +95,26 @@ def _optical_region(spec, items, reader, key, lonlat, periods, hw) -> dict[str, 
         comp = np.full((n, len(spec.s2_bands), *hw), np.nan, np.float32)
         count = np.zeros((n, *hw), np.uint16)
     else:
+        keys = resolve_asset_keys(s2[0], [*spec.s2_bands, "scl"])
         # Read a margin as wide as the cloud buffer so that the buffered mask, and so every pixel of the
         # chunk, is the same as if the whole region had been read at once (no seams at chunk edges).
         b = spec.cloud_buffer_px
         geobox = spec.grid.chunk_geobox(key, halo=b)
-        inner = (slice(b, b + hw[0]), slice(b, b + hw[1]))
-        resampling = {"scl": "nearest", "*": "bilinear"}
-        ds = reader.load(s2, [*spec.s2_bands, "scl"], geobox, "uint16", resampling, nodata=0)
-        index = assign_periods(solar_days(ds), periods)
-        clear = scl_clear_mask(ds["scl"].values, invalid=frozenset(spec.scl_invalid), dilate_px=b)
-        clear = clear[(slice(None), *inner)]
+        inner = (slice(None), slice(b, b + hw[0]), slice(b, b + hw[1]))
+        resampling = {keys["scl"]: "nearest", "*": "bilinear"}
+        ds = reader.load(s2, list(keys.values()), geobox, "uint16", resampling, nodata=0)
+        days = solar_days(ds)
+        index = assign_periods(days, periods)
+        clear = scl_clear_mask(ds[keys["scl"]].values, invalid=frozenset(spec.scl_invalid), dilate_px=b)[
+            inner
+        ]
+        centre_lon = (lonlat[0] + lonlat[2]) / 2
         refl = np.stack(
-            [dn_to_reflectance(ds[name].values[(slice(None), *inner)]) for name in spec.s2_bands], axis=1
+            [
+                _to_reflectance(ds[keys[band]].values[inner], s2, keys[band], days, centre_lon)
+                for band in spec.s2_bands
+            ],
+            axis=1,
         )
         refl[~np.broadcast_to(clear[:, None], refl.shape)] = np.nan
         comp, count = period_composite(refl, index, n, method=spec.composite)
@@ -114,14 +123,33 @@ def _optical_region(spec, items, reader, key, lonlat, periods, hw) -> dict[str, 
     return out
 
 
+def _solar_day(item: dict[str, Any], lon: float) -> np.datetime64:
+    t = np.datetime64(item["properties"]["datetime"].rstrip("Z"), "s")
+    return (t + np.timedelta64(round(lon / 15 * 3600), "s")).astype("datetime64[D]")
+
+
+def _to_reflectance(dn: np.ndarray, items: Sequence[dict[str, Any]], key: str, days: np.ndarray, lon: float):
+    """Digital numbers (time, y, x) → float32 reflectance with each day's own scale and offset."""
+    scaling = {_solar_day(d, lon): reflectance_scaling(d, key) for d in items}
+    if len(set(scaling.values())) == 1:
+        scale, offset = next(iter(scaling.values()))
+        return dn_to_reflectance(dn, scale=scale, offset=offset)
+    out = np.empty(dn.shape, np.float32)
+    for t, day in enumerate(days):
+        scale, offset = scaling.get(day, next(iter(scaling.values())))
+        out[t] = dn_to_reflectance(dn[t], scale=scale, offset=offset)
+    return out
+
+
 def _sar_region(spec, items, reader, geobox, lonlat, periods, hw) -> dict[str, np.ndarray]:
     n = len(periods)
     s1 = [d for d in items_intersecting(items, lonlat) if d.get("collection") == spec.s1_collection]
     if not s1:
         return {f"{b}_db": np.full((n, *hw), np.nan, np.float32) for b in spec.s1_bands}
-    ds = reader.load(s1, list(spec.s1_bands), geobox, "float32", {"*": "bilinear"}, nodata=np.nan)
+    keys = resolve_asset_keys(s1[0], spec.s1_bands)
+    ds = reader.load(s1, list(keys.values()), geobox, "float32", {"*": "bilinear"}, nodata=np.nan)
     index = assign_periods(solar_days(ds), periods)
-    linear = np.stack([ds[b].values for b in spec.s1_bands], axis=1)
+    linear = np.stack([ds[keys[b]].values for b in spec.s1_bands], axis=1)
     db = temporal_mean_db(linear, index, n)
     return {f"{b}_db": db[:, i].astype(np.float32) for i, b in enumerate(spec.s1_bands)}
 

@@ -128,7 +128,9 @@ class GridSpec:
     def chunk_geobox(self, key: ChunkKey, halo: int = 0) -> GeoBox:
         """GeoBox of one chunk, optionally grown by ``halo`` pixels on each side (may leave the grid)."""
         ys, xs = self.chunk_slices(key)
-        return self.geobox()[ys.start - halo : ys.stop + halo, xs.start - halo : xs.stop + halo]
+        shape = (ys.stop - ys.start + 2 * halo, xs.stop - xs.start + 2 * halo)
+        origin = self.transform * Affine.translation(xs.start - halo, ys.start - halo)
+        return GeoBox(shape, origin, self.crs)
 
     def nested(self, factor: int) -> GridSpec:
         """A finer grid whose pixels divide this grid's pixels exactly (``factor`` × ``factor``)."""

@@ -92,7 +92,8 @@ def infer_region(
     x = read_window(cube, model.card.bands, ry, rx)  # (period, C, Hh, Wh)
     probs = predict_change_batch(model, x[:-1], x[1:])[:, :, cy, cx]  # (T-1, K, h, w)
     p_change = (1.0 - probs[:, 0]).astype(np.float32)
-    mask = (p_change >= change.threshold).astype(np.uint8)
+    threshold = change.threshold if change.threshold is not None else model.card.decision_threshold
+    mask = (p_change >= threshold).astype(np.uint8)
     ctype = (np.argmax(probs[:, 1:], axis=1) + 1).astype(np.uint8) * mask
 
     opt = read_window(cube, spec.s2_bands, ys_of(key, spec), xs_of(key, spec))

@@ -38,8 +38,11 @@ class MonitorParams(BaseModel):
     max_cloud_cover: float | None = Field(90.0, ge=0, le=100, description="Max scene cloud cover (%)")
     s2_collection: str = "sentinel-2-l2a"
     s1_collection: str | None = "sentinel-1-grd"
+    vhr_collection: str | None = Field(None, description="Optional VHR collection (nested grid)")
     model: str = Field("siamese-s2s1-change", description="Change model name (see `eowatch models`)")
-    threshold: float = Field(0.5, gt=0, lt=1, description="Change probability threshold")
+    threshold: float | None = Field(
+        None, gt=0, lt=1, description="Change probability threshold (default: the model card's)"
+    )
     truth_dir: str | None = Field(None, description="Planted-truth folder to score the run against")
 
     @field_validator("bbox")
@@ -92,6 +95,7 @@ class MonitorParams(BaseModel):
             max_cloud_cover=self.max_cloud_cover,
             s2_collection=self.s2_collection,
             s1_collection=self.s1_collection,
+            vhr_collection=self.vhr_collection,
             change=ChangeSpec(model=self.model, threshold=self.threshold),
             truth_dir=self.truth_dir,
         )

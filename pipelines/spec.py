@@ -106,8 +106,9 @@ class ChangeSpec:
 
     model: str = "siamese-s2s1-change"
     """Registry name of the change model."""
-    threshold: float = 0.5
-    """Change probability at or above which a pixel is marked changed."""
+    threshold: float | None = None
+    """Change probability at or above which a pixel is marked changed; None uses the threshold the
+    model card was calibrated with."""
     cva_threshold: float = 0.12
     """Change-vector magnitude (reflectance units) of the unsupervised optical baseline's 50 % point."""
     sar_threshold_db: float = 3.0
@@ -143,6 +144,8 @@ class MonitorConfig:
     max_cloud_cover: float | None = 90.0
     s2_collection: str = "sentinel-2-l2a"
     s1_collection: str | None = "sentinel-1-grd"
+    vhr_collection: str | None = None
+    """Optional very-high-resolution collection, loaded on a grid nested in the analysis grid."""
     change: ChangeSpec = field(default_factory=ChangeSpec)
     truth_dir: str | None = None
     """Folder with planted ground truth (synthetic archive) to score the run against, or None."""

@@ -105,7 +105,7 @@ def search_stage(run: Run, info: Logger = log.info) -> Path:
     from eowatch.pipelines.search import SearchRequest, search_catalog
 
     cfg = run.config
-    collections = tuple(c for c in (cfg.s2_collection, cfg.s1_collection) if c)
+    collections = tuple(c for c in (cfg.s2_collection, cfg.s1_collection, cfg.vhr_collection) if c)
     items: list[dict[str, Any]] = []
     for coll in collections:
         request = SearchRequest(
@@ -178,6 +178,42 @@ def cube_stage_run(run: Run, client: Any, info: Logger = log.info, per_task: int
     return cube_stage.finalize_cube(run.layout)
 
 
+def vhr_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path | None:
+    """Load the VHR acquisitions onto the nested grid; None when the run has no VHR collection or items."""
+    from eowatch.pipelines import vhr
+
+    coll = run.config.vhr_collection
+    if not coll:
+        return None
+    attrs = read_attrs(run.layout.out / "vhr.zarr")
+    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
+        return run.layout.out / "vhr.zarr"
+    items = [d for d in json.loads(run.layout.items.read_text()) if d.get("collection") == coll]
+    grid = vhr.vhr_grid(run.spec.grid, items)
+    if grid is None:
+        info(f"{coll}: no acquisition over the grid; skipping the VHR cube")
+        return None
+    days = vhr.acquisition_days(items)
+    prov = {**run.provenance, "stac_items": {coll: sorted(d["id"] for d in items)}}
+    store = vhr.init_vhr(run.layout, grid, days, prov)
+    inputs = vhr.VhrInputs(
+        grid=grid.to_dict(),
+        days=tuple(str(d) for d in days),
+        collection=coll,
+        items_path=str(run.layout.items),
+        store_path=str(store),
+        ledger_path=str(run.layout.ledger("vhr").root),
+        reader=StacRegionReader(),
+    )
+    done = run.layout.ledger("vhr").done()
+    todo = [(k.row, k.col) for k in grid.chunks() if k not in done]
+    info(
+        f"VHR: {len(days)} dates at {grid.resolution:g} m on a {grid.shape[1]}x{grid.shape[0]} px nested grid"
+    )
+    map_batches(client, vhr.build_vhr_batch, [[k] for k in todo], inputs, _progress(info, "vhr"))
+    return vhr.finalize_vhr(run.layout)
+
+
 def change_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path:
     """Infer change over every chunk of the cube (with a halo) and publish the change cube atomically."""
     from eowatch.models.registry import get
@@ -223,6 +259,11 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
             "change_cube": run.layout.change.as_uri(),
             "analysis_cube": run.layout.cube.as_uri(),
             "quicklook": run.layout.quicklook.as_uri(),
+            **(
+                {"vhr_cube": (run.layout.out / "vhr.zarr").as_uri()}
+                if (run.layout.out / "vhr.zarr").exists()
+                else {}
+            ),
             "summary": run.layout.summary.as_uri(),
         },
         "area_km2": round(run.spec.grid.area_km2, 4),

@@ -8,12 +8,13 @@ server), and trains the siamese model on it against the planted truth.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("eowatch")
 
-TRAIN_ARCHIVE_SEED = 1
+TRAIN_ARCHIVE_SEEDS = (1, 2, 3)
 
 
 def build_training_cube(archive_dir: Path, out: Path, workers: int = 2) -> Path:
@@ -30,14 +31,25 @@ def build_training_cube(archive_dir: Path, out: Path, workers: int = 2) -> Path:
 
 
 def train_shipped_model(
-    workdir: Path, weights_dir: Path, archive_seed: int, epochs: int, seed: int, workers: int = 2
+    workdir: Path, weights_dir: Path, archive_seeds: Sequence[int], epochs: int, seed: int, workers: int = 2
 ) -> tuple[Any, dict[str, float]]:
-    """Archive → cube → training; writes ``<weights_dir>/<name>.safetensors`` and its card."""
-    from eowatch.demo import ensure_archive
-    from eowatch.models.train import train_change_model
+    """Archives → cubes → training; writes ``<weights_dir>/<name>.safetensors`` and its card.
 
-    archive = ensure_archive(workdir / f"archive-seed{archive_seed}", archive_seed)
-    cube = build_training_cube(archive, workdir / f"cube-seed{archive_seed}", workers)
-    command = f"eowatch train --archive-seed {archive_seed} --epochs {epochs} --seed {seed}"
-    log.info(f"training on {cube}")
-    return train_change_model(cube, archive / "truth", weights_dir, epochs, seed, command=command)
+    Several archive seeds act as several "years": scenes, events, weather and clouds all differ, which is
+    what the model must generalise over.
+    """
+    from eowatch.demo import ensure_archive
+    from eowatch.models.dataset import open_cube, read_truth
+    from eowatch.models.train import train_change_sets
+
+    sets = []
+    for s in archive_seeds:
+        archive = ensure_archive(workdir / f"archive-seed{s}", s)
+        cube = build_training_cube(archive, workdir / f"cube-seed{s}", workers)
+        with open_cube(cube) as ds:
+            truth = read_truth(archive / "truth", ds["x"].values, ds["y"].values)
+        sets.append((cube, truth))
+    seeds = ",".join(str(s) for s in archive_seeds)
+    command = f"eowatch train --archive-seeds {seeds} --epochs {epochs} --seed {seed}"
+    log.info(f"training on {len(sets)} cubes")
+    return train_change_sets(sets, weights_dir, epochs, seed, command=command)

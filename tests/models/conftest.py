@@ -11,10 +11,18 @@ from eowatch.models import DEFAULT_BANDS, LoadedModel, ModelCard, SiameseChangeN
 def make_card(module: SiameseChangeNet, name: str = "tiny-change") -> ModelCard:
     """A valid card for ``module`` (8 S2+S1 bands plus validity)."""
     return ModelCard(
-        name=name, version="0.0.1", architecture="SiameseChangeNet", architecture_args=module.config,
-        bands=DEFAULT_BANDS, normalization={b: (0.1 * i, 0.5 + i) for i, b in enumerate(DEFAULT_BANDS)},
-        classes=change_classes(), receptive_field_px=module.receptive_field, patch_size=32,
-        training_data="random init", training_command="none", metrics={"val.binary.f1": 0.5},
+        name=name,
+        version="0.0.1",
+        architecture="SiameseChangeNet",
+        architecture_args=module.config,
+        bands=DEFAULT_BANDS,
+        normalization={b: (0.1 * i, 0.5 + i) for i, b in enumerate(DEFAULT_BANDS)},
+        classes=change_classes(),
+        receptive_field_px=module.receptive_field,
+        patch_size=32,
+        training_data="random init",
+        training_command="none",
+        metrics={"val.binary.f1": 0.5},
     )
 
 

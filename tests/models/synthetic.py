@@ -45,10 +45,12 @@ def make_scene(size: int, periods: int, seed: int, n_changes: int, square: int =
     block = max(size // 8, 1)
     for by in range(0, size, block):
         for bx in range(0, size, block):
-            states[by:by + block, bx:bx + block] = names[rng.integers(len(names))]
-    truth = {"change_type": np.zeros((size, size), np.uint8),
-             "change_start": np.zeros((size, size), np.int32),
-             "change_end": np.zeros((size, size), np.int32)}
+            states[by : by + block, bx : bx + block] = names[rng.integers(len(names))]
+    truth = {
+        "change_type": np.zeros((size, size), np.uint8),
+        "change_start": np.zeros((size, size), np.int32),
+        "change_end": np.zeros((size, size), np.int32),
+    }
     events = []
     for _ in range(n_changes):
         code = int(rng.integers(1, 5))
@@ -56,7 +58,7 @@ def make_scene(size: int, periods: int, seed: int, n_changes: int, square: int =
         p = int(rng.integers(1, periods))
         start = _day(times[p]) + 3
         end = start + 40 if code == 3 else 0
-        win = np.s_[y:y + square, x:x + square]
+        win = np.s_[y : y + square, x : x + square]
         truth["change_type"][win], truth["change_start"][win], truth["change_end"][win] = code, start, end
         events.append((code, win, p))
     cube = _render(states, events, times, rng)
@@ -79,15 +81,19 @@ def _render(states: np.ndarray, events: list, times: np.ndarray, rng: np.random.
     data += noise * scale
     clouds = rng.random((periods, 1, size, size)) < 0.05
     data[:, :6][np.broadcast_to(clouds, data[:, :6].shape)] = np.nan
-    coords = {"time": times, "y": 5_000_000.0 - 5.0 - 10.0 * np.arange(size),
-              "x": 500_005.0 + 10.0 * np.arange(size)}
+    coords = {
+        "time": times,
+        "y": 5_000_000.0 - 5.0 - 10.0 * np.arange(size),
+        "x": 500_005.0 + 10.0 * np.arange(size),
+    }
     variables = {b: (("time", "y", "x"), data[:, i]) for i, b in enumerate(BANDS)}
     variables["clear_count"] = (("time", "y", "x"), (~clouds[:, 0]).astype(np.uint16))
     return xr.Dataset(variables, coords=coords)
 
 
-def write_scene(path: Path, size: int = 96, periods: int = 4, seed: int = 0, n_changes: int = 12,
-                chunk: int = 32):
+def write_scene(
+    path: Path, size: int = 96, periods: int = 4, seed: int = 0, n_changes: int = 12, chunk: int = 32
+):
     """Write the scene's cube as a Zarr v3 store and return its truth dict."""
     cube, truth = make_scene(size, periods, seed, n_changes)
     cube.chunk({"time": 1, "y": chunk, "x": chunk}).to_zarr(path, mode="w", zarr_format=3, consolidated=False)
@@ -102,7 +108,14 @@ def write_truth_tifs(directory: Path, truth: dict[str, np.ndarray]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     transform = from_origin(500_000.0, 5_000_000.0, 10.0, 10.0)
     for key, array in truth.items():
-        profile = {"driver": "GTiff", "height": array.shape[0], "width": array.shape[1], "count": 1,
-                   "dtype": array.dtype.name, "crs": "EPSG:32631", "transform": transform}
+        profile = {
+            "driver": "GTiff",
+            "height": array.shape[0],
+            "width": array.shape[1],
+            "count": 1,
+            "dtype": array.dtype.name,
+            "crs": "EPSG:32631",
+            "transform": transform,
+        }
         with rasterio.open(directory / f"{key}.tif", "w", **profile) as dst:
             dst.write(array, 1)

@@ -43,7 +43,7 @@ def test_chips_read_only_their_window(scene: tuple) -> None:
     ds = ChangeChipDataset(path, truth, bounds, chip=16, samples=4, seed=0)
     t, y0, x0 = (int(v) for v in ds.positions[0])
     with xr.open_zarr(path, consolidated=False) as cube:
-        expected = cube["nir"].values[t - 1:t + 1, y0:y0 + 16, x0:x0 + 16]
+        expected = cube["nir"].values[t - 1 : t + 1, y0 : y0 + 16, x0 : x0 + 16]
     np.testing.assert_array_equal(ds.read_window(t, y0, x0)[:, BANDS.index("nir")], expected)
 
 
@@ -73,8 +73,9 @@ def _same_geometry(plain: dict, aug: dict, d: int) -> bool:
 def test_flips_are_identical_for_before_after_and_label(scene: tuple) -> None:
     path, truth, bounds = scene
     plain = ChangeChipDataset(path, truth, bounds, chip=16, samples=12, seed=4, normalization=NORM)
-    augmented = ChangeChipDataset(path, truth, bounds, chip=16, samples=12, seed=4, augment=True,
-                                  normalization=NORM)
+    augmented = ChangeChipDataset(
+        path, truth, bounds, chip=16, samples=12, seed=4, augment=True, normalization=NORM
+    )
     used = set()
     for i in range(12):
         matches = [d for d in range(8) if _same_geometry(plain[i], augmented[i], d)]
@@ -85,8 +86,18 @@ def test_flips_are_identical_for_before_after_and_label(scene: tuple) -> None:
 
 def test_sampling_is_deterministic_and_respects_columns(scene: tuple) -> None:
     path, truth, bounds = scene
-    make = lambda seed: ChangeChipDataset(path, truth, bounds, chip=8, samples=16, seed=seed,  # noqa: E731
-                                          augment=True, normalization=NORM, columns=(0, 40))
+    def make(seed):
+        return ChangeChipDataset(
+            path,
+            truth,
+            bounds,
+            chip=8,
+            samples=16,
+            seed=seed,
+            augment=True,
+            normalization=NORM,
+            columns=(0, 40),
+        )
     a, b = make(3), make(3)
     np.testing.assert_array_equal(a.positions, b.positions)
     np.testing.assert_array_equal(a[5]["before"].numpy(), b[5]["before"].numpy())

@@ -53,7 +53,6 @@ def test_per_type_hand_made() -> None:
     assert flat["val.flooding.n_truth"] == 1.0
 
 
-
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_binary_matches_numpy_oracle(data: st.DataObject) -> None:

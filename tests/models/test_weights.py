@@ -52,8 +52,9 @@ def test_save_load_round_trip_is_exact(tiny_module: SiameseChangeNet, tmp_path: 
     assert load_model(tmp_path / "tiny-change.safetensors").card == card
 
 
-def test_loading_never_unpickles(tiny_module: SiameseChangeNet, tmp_path: Path,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_loading_never_unpickles(
+    tiny_module: SiameseChangeNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     save_model(tiny_module, make_card(tiny_module), tmp_path)
 
     def refuse(*args: object, **kwargs: object) -> None:

@@ -101,3 +101,10 @@ def test_month_periods_and_utm() -> None:
         month_periods(dt.date(2026, 5, 1), dt.date(2026, 3, 1))
     assert utm_crs_for(4.4, 50.9) == "EPSG:32631"
     assert utm_crs_for(-70.0, -33.0) == "EPSG:32719"
+
+
+def test_chunk_geobox_with_halo_may_leave_the_grid() -> None:
+    grid = GridSpec("EPSG:32631", 10.0, (600000, 5640000, 602560, 5642560), chunk=128)
+    gb = grid.chunk_geobox(grid.chunks().__next__(), halo=3)
+    assert gb.shape == (134, 134)
+    assert gb.affine.c == 600000 - 30 and gb.affine.f == 5642560 + 30

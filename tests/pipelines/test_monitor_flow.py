@@ -76,6 +76,21 @@ def test_change_cube_opens_with_xarray_and_rioxarray(finished_run: dict) -> None
     assert not (out / ".eowatch" / finished_run["summary"]["run_token"]).exists()
 
 
+def test_vhr_cube_is_on_a_grid_nested_in_the_analysis_grid(finished_run: dict) -> None:
+    out: Path = finished_run["out"]
+    vhr = xr.open_zarr(out / "vhr.zarr")
+    cube = xr.open_zarr(out / "cube.zarr")
+    res = abs(float(vhr.x[1] - vhr.x[0]))
+    assert res == 1.0 and str(vhr.rio.crs) == "EPSG:32631"
+    factor = round(10.0 / res)
+    left, top = float(vhr.x[0]) - res / 2, float(vhr.y[0]) + res / 2
+    cube_left, cube_top = float(cube.x[0]) - 5.0, float(cube.y[0]) + 5.0
+    assert (left - cube_left) % 10.0 == 0 and (cube_top - top) % 10.0 == 0
+    assert vhr.sizes["x"] % factor == 0 and vhr.sizes["y"] % factor == 0
+    assert vhr.sizes["time"] >= 2 and vhr.red.dtype == np.uint8
+    assert int(vhr.red.isel(time=0).max()) > 0
+
+
 def test_summary_reports_changes_scores_and_timings(finished_run: dict) -> None:
     out: Path = finished_run["out"]
     summary = json.loads((out / "summary.json").read_text())
