@@ -8,6 +8,8 @@ and re-runs resume from the chunk ledger.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -49,47 +51,36 @@ def search_catalog(run: stages.Run) -> str:
     return str(stages.search_stage(run, _info))
 
 
-@task(
-    name="build-cube",
-    retries=1,
-    retry_delay_seconds=5,
-    cache_policy=NO_CACHE,
-    retry_condition_fn=_retry_unexpected,
-)
-def build_cube(run: stages.Run, scheduler: str) -> str:
+def _on_cluster(stage: Callable[..., Path | None], run: stages.Run, scheduler: str) -> str | None:
+    """Run a chunked stage on the flow's Dask cluster (tasks get the scheduler address, not a client)."""
     from distributed import Client
 
     with Client(scheduler) as client:
-        return str(stages.cube_stage_run(run, client, _info))
-
-
-@task(
-    name="build-vhr",
-    retries=1,
-    retry_delay_seconds=5,
-    cache_policy=NO_CACHE,
-    retry_condition_fn=_retry_unexpected,
-)
-def build_vhr(run: stages.Run, scheduler: str) -> str | None:
-    from distributed import Client
-
-    with Client(scheduler) as client:
-        path = stages.vhr_stage_run(run, client, _info)
+        path = stage(run, client, _info)
         return str(path) if path else None
 
 
-@task(
-    name="infer-change",
-    retries=1,
-    retry_delay_seconds=5,
-    cache_policy=NO_CACHE,
-    retry_condition_fn=_retry_unexpected,
-)
-def infer_change(run: stages.Run, scheduler: str) -> str:
-    from distributed import Client
+_CLUSTER_TASK = {
+    "retries": 1,
+    "retry_delay_seconds": 5,
+    "cache_policy": NO_CACHE,
+    "retry_condition_fn": _retry_unexpected,
+}
 
-    with Client(scheduler) as client:
-        return str(stages.change_stage_run(run, client, _info))
+
+@task(name="build-cube", **_CLUSTER_TASK)
+def build_cube(run: stages.Run, scheduler: str) -> str | None:
+    return _on_cluster(stages.cube_stage_run, run, scheduler)
+
+
+@task(name="build-vhr", **_CLUSTER_TASK)
+def build_vhr(run: stages.Run, scheduler: str) -> str | None:
+    return _on_cluster(stages.vhr_stage_run, run, scheduler)
+
+
+@task(name="infer-change", **_CLUSTER_TASK)
+def infer_change(run: stages.Run, scheduler: str) -> str | None:
+    return _on_cluster(stages.change_stage_run, run, scheduler)
 
 
 @task(

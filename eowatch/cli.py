@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workdir", default="eowatch-train", help="folder for the training archive and cube")
     train.add_argument("--out", help="weights folder (default: the package's models/weights)")
     train.add_argument("--archive-seeds", default="1,2,3", help="seeds of the training archives")
-    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--epochs", type=int, default=12)
     train.add_argument("--seed", type=int, default=0, help="training seed")
     train.add_argument("--workers", type=int, default=2)
     train.set_defaults(func=cmd_train)

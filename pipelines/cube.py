@@ -10,7 +10,6 @@ time series, whatever the region size.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +24,10 @@ from eowatch.operators.reflectance import dn_to_reflectance
 from eowatch.operators.sar import temporal_mean_db
 from eowatch.pipelines.assets import reflectance_scaling, resolve_asset_keys
 from eowatch.pipelines.grid import ChunkKey
-from eowatch.pipelines.ledger import RunLayout
+from eowatch.pipelines.ledger import RunLayout, write_chunks
 from eowatch.pipelines.reader import StacRegionReader, items_intersecting, solar_days
 from eowatch.pipelines.spec import CubeSpec
-from eowatch.pipelines.zarr_store import create_template, set_attrs, write_region
+from eowatch.pipelines.zarr_store import create_template, set_attrs
 
 ProgressFn = Callable[[int, int], None]
 
@@ -156,28 +155,16 @@ def _sar_region(spec, items, reader, geobox, lonlat, periods, hw) -> dict[str, n
 
 def build_batch(keys: Sequence[tuple[int, int]], inputs: CubeInputs) -> list[dict[str, Any]]:
     """Dask task: compute and write a batch of chunks, recording each in the ledger after its write."""
-    from eowatch.pipelines.ledger import ChunkLedger
-
     spec = CubeSpec.from_dict(inputs.spec)
     items = json.loads(Path(inputs.items_path).read_text())
-    ledger = ChunkLedger(Path(inputs.ledger_path))
-    stats = []
-    for r, c in keys:
-        key = ChunkKey(r, c)
-        if ledger.is_done(key):
-            continue
-        t0 = time.perf_counter()
-        arrays = compute_region(key, spec, items, inputs.reader)
-        ys, xs = spec.grid.chunk_slices(key)
-        write_region(Path(inputs.store_path), spec.grid, ys, xs, arrays)
-        info = {
-            "key": str(key),
-            "seconds": round(time.perf_counter() - t0, 3),
-            "clear_obs": int(arrays["clear_count"].sum()),
-        }
-        ledger.mark_done(key, info)
-        stats.append(info)
-    return stats
+    return write_chunks(
+        keys,
+        spec.grid,
+        inputs.store_path,
+        inputs.ledger_path,
+        lambda key: compute_region(key, spec, items, inputs.reader),
+        lambda arrays: {"clear_obs": int(arrays["clear_count"].sum())},
+    )
 
 
 def init_cube(layout: RunLayout, spec: CubeSpec, provenance: dict[str, Any]) -> Path:

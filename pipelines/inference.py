@@ -9,7 +9,6 @@ composites and the VV log-ratio on SAR.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,9 @@ import zarr
 
 from eowatch.operators.change import change_vector_magnitude, cva_change_probability, log_ratio_db
 from eowatch.pipelines.grid import ChunkKey, GridSpec
-from eowatch.pipelines.ledger import ChunkLedger, RunLayout
+from eowatch.pipelines.ledger import RunLayout, write_chunks
 from eowatch.pipelines.spec import ChangeSpec, CubeSpec
-from eowatch.pipelines.zarr_store import create_template, set_attrs, write_region
+from eowatch.pipelines.zarr_store import create_template, set_attrs
 
 
 @dataclass(frozen=True)
@@ -132,24 +131,14 @@ def infer_batch(keys: Sequence[tuple[int, int]], inputs: InferenceInputs) -> lis
     torch.set_num_threads(max(1, inputs.torch_threads))
     spec = CubeSpec.from_dict(inputs.cube_spec)
     cube = zarr.open_group(inputs.cube_path, mode="r", zarr_format=3)
-    ledger = ChunkLedger(Path(inputs.ledger_path))
-    stats = []
-    for r, c in keys:
-        key = ChunkKey(r, c)
-        if ledger.is_done(key):
-            continue
-        t0 = time.perf_counter()
-        arrays = infer_region(key, spec, inputs.change, cube, inputs.halo)
-        ys, xs = spec.grid.chunk_slices(key)
-        write_region(Path(inputs.store_path), spec.grid, ys, xs, arrays)
-        info = {
-            "key": str(key),
-            "seconds": round(time.perf_counter() - t0, 3),
-            "changed_px": int(arrays["change_mask"].sum()),
-        }
-        ledger.mark_done(key, info)
-        stats.append(info)
-    return stats
+    return write_chunks(
+        keys,
+        spec.grid,
+        inputs.store_path,
+        inputs.ledger_path,
+        lambda key: infer_region(key, spec, inputs.change, cube, inputs.halo),
+        lambda arrays: {"changed_px": int(arrays["change_mask"].sum())},
+    )
 
 
 def init_change(layout: RunLayout, spec: CubeSpec, provenance: dict[str, Any]) -> Path:

@@ -12,14 +12,17 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from eowatch.errors import StorageError
-from eowatch.pipelines.grid import ChunkKey
+from eowatch.pipelines.grid import ChunkKey, GridSpec
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,38 @@ class ChunkLedger:
             r, c = p.stem.split("_")
             keys.add(ChunkKey(int(r), int(c)))
         return keys
+
+
+def write_chunks(
+    keys: Sequence[tuple[int, int]],
+    grid: GridSpec,
+    store_path: str,
+    ledger_path: str,
+    compute: Callable[[ChunkKey], dict[str, np.ndarray]],
+    summarise: Callable[[dict[str, np.ndarray]], dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Compute and write chunks exactly once: skip those in the ledger, record each after its write.
+
+    The ledger marker is written only after every variable of the chunk is in the store, so a chunk
+    recorded as done is complete, and a chunk interrupted mid-write is simply computed again.
+    """
+    from eowatch.pipelines.zarr_store import write_region
+
+    ledger = ChunkLedger(Path(ledger_path))
+    stats = []
+    for r, c in keys:
+        key = ChunkKey(r, c)
+        if ledger.is_done(key):
+            continue
+        t0 = time.perf_counter()
+        arrays = compute(key)
+        ys, xs = grid.chunk_slices(key)
+        write_region(Path(store_path), grid, ys, xs, arrays)
+        info = {"key": str(key), "seconds": round(time.perf_counter() - t0, 3)}
+        info.update(summarise(arrays) if summarise else {})
+        ledger.mark_done(key, info)
+        stats.append(info)
+    return stats
 
 
 @contextmanager

@@ -85,6 +85,7 @@ class StacRegionReader:
         kwargs: dict[str, Any] = {}
         if nodata is not None:
             kwargs["nodata"] = nodata
+        failure = ""
         try:
             ds = odc.stac.load(
                 to_pystac(items),
@@ -98,9 +99,33 @@ class StacRegionReader:
                 fail_on_error=True,
                 **kwargs,
             )
-        except Exception as exc:  # rasterio/GDAL errors carry the failing href
-            raise AssetError(f"could not read assets: {redact(_first_line(exc))}") from exc
+        except Exception as exc:
+            failure = _first_line(exc)
+        if failure:
+            # Raised outside the except block so no GDAL exception rides along as __context__: Dask
+            # serialises the chain, and a chain that does not pickle would reach the caller as a bare
+            # Exception. GDAL's message rarely names the file, so find the failing asset and name it.
+            href = self._failing_href(items, bands)
+            what = f"asset {redact(href)}" if href else "assets"
+            raise AssetError(f"could not read {what}: {redact(failure)}")
         return ds
+
+    def _failing_href(self, items: Sequence[dict[str, Any]], bands: Sequence[str]) -> str | None:
+        """The first asset among ``bands`` of ``items`` that cannot be opened and fully decoded."""
+        import rasterio
+
+        with rasterio.Env(**self.gdal_env):
+            for item in items:
+                for band in bands:
+                    href = item.get("assets", {}).get(band, {}).get("href")
+                    if not href:
+                        continue
+                    try:
+                        with rasterio.open(href) as src:
+                            src.read(1)
+                    except Exception:
+                        return href
+        return None
 
 
 def _first_line(exc: BaseException) -> str:

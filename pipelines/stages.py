@@ -214,12 +214,14 @@ def vhr_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path | None
     return vhr.finalize_vhr(run.layout)
 
 
-def change_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path:
-    """Infer change over every chunk of the cube (with a halo) and publish the change cube atomically."""
+def prepare_change(run: Run) -> change_stage.InferenceInputs:
+    """Create (or reopen) the change cube's staging store; return what inference tasks need.
+
+    The halo defaults to just over the model's receptive radius, so chunk results equal whole-image
+    inference.
+    """
     from eowatch.models.registry import get
 
-    if run.is_complete():
-        return run.layout.change
     model = get(run.config.change.model)
     halo = (
         run.config.change.halo
@@ -228,7 +230,7 @@ def change_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path:
     )
     prov = {**run.provenance, "stac_items": _item_ids(run), "halo_px": halo}
     store = change_stage.init_change(run.layout, run.spec, prov)
-    inputs = change_stage.InferenceInputs(
+    return change_stage.InferenceInputs(
         cube_spec=run.spec.to_dict(),
         change=run.config.change,
         cube_path=str(run.layout.cube),
@@ -236,6 +238,13 @@ def change_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path:
         ledger_path=str(run.layout.ledger("change").root),
         halo=halo,
     )
+
+
+def change_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path:
+    """Infer change over every chunk of the cube (with a halo) and publish the change cube atomically."""
+    if run.is_complete():
+        return run.layout.change
+    inputs = prepare_change(run)
     batches = cube_stage.pending_batches(run.spec, run.layout, "change", run.config.change.regions_per_task)
     map_batches(client, change_stage.infer_batch, batches, inputs, _progress(info, "inference"))
     return change_stage.finalize_change(run.layout)

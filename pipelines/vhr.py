@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,9 @@ import numpy as np
 from pyproj import Transformer
 
 from eowatch.pipelines.grid import ChunkKey, GridSpec
-from eowatch.pipelines.ledger import ChunkLedger, RunLayout
+from eowatch.pipelines.ledger import RunLayout, write_chunks
 from eowatch.pipelines.reader import StacRegionReader, items_intersecting
-from eowatch.pipelines.zarr_store import create_template, set_attrs, write_region
+from eowatch.pipelines.zarr_store import create_template, set_attrs
 
 VHR_BANDS: tuple[str, ...] = ("red", "green", "blue", "nir")
 VHR_CHUNK = 1024
@@ -104,20 +103,13 @@ def build_vhr_batch(keys: Sequence[tuple[int, int]], inputs: VhrInputs) -> list[
     items = [
         d for d in json.loads(Path(inputs.items_path).read_text()) if d.get("collection") == inputs.collection
     ]
-    ledger = ChunkLedger(Path(inputs.ledger_path))
-    stats = []
-    for r, c in keys:
-        key = ChunkKey(r, c)
-        if ledger.is_done(key):
-            continue
-        t0 = time.perf_counter()
-        arrays = compute_vhr_region(key, grid, days, items, inputs.reader)
-        ys, xs = grid.chunk_slices(key)
-        write_region(Path(inputs.store_path), grid, ys, xs, arrays)
-        info = {"key": str(key), "seconds": round(time.perf_counter() - t0, 3)}
-        ledger.mark_done(key, info)
-        stats.append(info)
-    return stats
+    return write_chunks(
+        keys,
+        grid,
+        inputs.store_path,
+        inputs.ledger_path,
+        lambda key: compute_vhr_region(key, grid, days, items, inputs.reader),
+    )
 
 
 def init_vhr(layout: RunLayout, grid: GridSpec, days: np.ndarray, provenance: dict[str, Any]) -> Path:

@@ -150,17 +150,7 @@ def test_resume_after_a_crash_gives_identical_bytes(
     stages.search_stage(run)
     with cluster_client(CLUSTER) as client:
         stages.cube_stage_run(run, client)
-    store = inference.init_change(
-        run.layout, run.spec, {**run.provenance, "stac_items": stages._item_ids(run), "halo_px": 7}
-    )
-    inputs = inference.InferenceInputs(
-        cube_spec=run.spec.to_dict(),
-        change=run.config.change,
-        cube_path=str(run.layout.cube),
-        store_path=str(store),
-        ledger_path=str(run.layout.ledger("change").root),
-        halo=7,
-    )
+    inputs = stages.prepare_change(run)
     inference.infer_batch([(0, 0), (1, 1)], inputs)  # then the "process dies"
     assert not (out / "change.zarr").exists()  # nothing looks finished
     assert len(run.layout.ledger("change").done()) == 2
