@@ -52,7 +52,7 @@ class TrainConfig:
     """Cube variables fed per date, in order."""
     chip: int = 64
     """Training chip side (pixels)."""
-    chips_per_epoch: int = 512
+    chips_per_epoch: int = 768
     """Chips drawn per epoch."""
     changed_fraction: float = 0.3
     """Share of chips centred on a changed pixel; the rest teach what unchanged land (phenology,
