@@ -71,9 +71,9 @@ class TrainConfig:
     """Eastern share of the columns held out for validation."""
     threads: int = 2
     """Torch CPU threads (fixed for determinism)."""
-    class_weighting: bool = False
-    """Weight the loss by inverse square-root class frequency (off: chip sampling already
-    over-represents change, and weighting on top made the model call too much change)."""
+    class_weighting: bool = True
+    """Weight the loss by inverse square-root class frequency. Without it the rare class (new buildings)
+    was never predicted; the over-calling of change it causes is absorbed by the calibrated threshold."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
