@@ -89,10 +89,7 @@ def run_demo(workdir: Path, seed: int, workers: int = 2) -> dict[str, Any]:
     archive = ensure_archive(workdir / "archive", seed)
     with ExitStack() as stack:
         served = stack.enter_context(served_archive(archive))
-        log.info(f"STAC API: {served.stac_url}   assets: {served.asset_url}")
-        t0 = time.perf_counter()
         prefect = stack.enter_context(PrefectServer())
-        log.info(f"Prefect server: {prefect.ui_url} (started in {time.perf_counter() - t0:.1f} s)")
         stack.enter_context(prefect_env(prefect.api_url))
         params = archive_run_params(served, workdir / "output", archive)
         from flows import monitor

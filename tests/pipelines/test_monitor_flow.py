@@ -91,6 +91,32 @@ def test_vhr_cube_is_on_a_grid_nested_in_the_analysis_grid(finished_run: dict) -
     assert int(vhr.red.isel(time=0).max()) > 0
 
 
+def _best_shift(a: np.ndarray, b: np.ndarray, radius: int = 3) -> tuple[int, int]:
+    """The (dy, dx) shift of boolean mask ``b`` that best overlaps ``a`` (intersection over union)."""
+    scores = {}
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            shifted = np.roll(b, (dy, dx), axis=(0, 1))[radius:-radius, radius:-radius]
+            core = a[radius:-radius, radius:-radius]
+            scores[(dy, dx)] = (core & shifted).sum() / max((core | shifted).sum(), 1)
+    return max(scores, key=scores.get)
+
+
+def test_s1_and_s2_are_aligned_on_the_target_grid(finished_run: dict, small_archive: Path) -> None:
+    """Water seen by SAR (dark VV) and by optical (dark NIR) sits exactly on the planted water pixels."""
+    import rasterio
+
+    cube = xr.open_zarr(finished_run["out"] / "cube.zarr")
+    with rasterio.open(small_archive / "truth" / "landcover_start.tif") as src:
+        water = src.read(1) == 1
+        assert src.transform.c == float(cube.x[0]) - 5 and src.transform.f == float(cube.y[0]) + 5
+    assert water.sum() > 100
+    sar_water = cube.vv_db.isel(time=0).values < -18
+    optical_water = cube.nir.isel(time=0).values < 0.05
+    assert _best_shift(water, sar_water) == (0, 0)
+    assert _best_shift(water, optical_water) == (0, 0)
+
+
 def test_summary_reports_changes_scores_and_timings(finished_run: dict) -> None:
     out: Path = finished_run["out"]
     summary = json.loads((out / "summary.json").read_text())
