@@ -11,6 +11,8 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 import httpx
 
@@ -32,6 +34,36 @@ def find_executable(name: str) -> str:
     if found is None:
         raise ServiceError(f"executable {name!r} not found beside {sys.executable} nor on PATH; install it")
     return found
+
+
+class ManagedService:
+    """The context-manager protocol every local service shares: ``start`` on enter, ``stop`` on exit.
+
+    Subclasses implement ``start`` (return once the service answers) and ``stop`` (idempotent); ``stop``
+    also runs when the ``with`` block raises.
+    """
+
+    _process: ServiceProcess | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        """Process id (and process-group id) of a subprocess-backed service while it runs, else None."""
+        return self._process.proc.pid if self._process is not None else None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
 
 class ServiceProcess:

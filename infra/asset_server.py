@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import anyio.to_thread
 import uvicorn
@@ -22,6 +21,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from eowatch.errors import ServiceError
+from eowatch.infra._proc import ManagedService
 from eowatch.infra.ports import DEFAULT_HOST, free_port
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class AssetServerConfig:
             raise ValueError("file_threads, limit_concurrency and backlog must be >= 1")
 
 
-class AssetServer:
+class AssetServer(ManagedService):
     """Context manager serving ``root`` at ``.url`` (``GET``/``HEAD`` with ``Range``), in a daemon thread.
 
     Example:
@@ -77,15 +77,6 @@ class AssetServer:
         """URL of ``path``, a file under ``root`` (absolute or relative to it)."""
         rel = Path(path).resolve().relative_to(self.root.resolve()) if Path(path).is_absolute() else path
         return f"{self.url}/{Path(rel).as_posix()}"
-
-    def __enter__(self) -> AssetServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start uvicorn in a daemon thread; returns once it accepts connections."""

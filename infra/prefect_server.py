@@ -9,10 +9,9 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from eowatch.errors import ServiceError
-from eowatch.infra._proc import ServiceProcess, find_executable
+from eowatch.infra._proc import ManagedService, ServiceProcess, find_executable
 from eowatch.infra.ports import DEFAULT_HOST, free_port
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ class PrefectServerConfig:
             raise ValueError("startup_timeout_s must be > 0")
 
 
-class PrefectServer:
+class PrefectServer(ManagedService):
     """Context manager running ``prefect server start`` with an isolated home; stops it on exit.
 
     The server's state (sqlite DB, profiles) lives in a temp ``PREFECT_HOME`` that is deleted on exit. The
@@ -74,20 +73,6 @@ class PrefectServer:
     def env(self) -> dict[str, str]:
         """Environment variables that point a Prefect client (e.g. a subprocess) at this server."""
         return {"PREFECT_API_URL": self.api_url, "PREFECT_UI_URL": self.ui_url}
-
-    @property
-    def pid(self) -> int | None:
-        """Process id (and process-group id) of the server while it runs, else None."""
-        return self._process.proc.pid if self._process is not None else None
-
-    def __enter__(self) -> PrefectServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def _server_env(self, home: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}

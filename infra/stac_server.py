@@ -15,11 +15,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from eowatch.errors import InputError, ServiceError
-from eowatch.infra._proc import ServiceProcess, find_executable
+from eowatch.infra._proc import ManagedService, ServiceProcess, find_executable
 from eowatch.infra.ports import DEFAULT_HOST, free_port
 
 log = logging.getLogger(__name__)
@@ -133,7 +132,7 @@ def write_catalog_files(
     return paths
 
 
-class StacApiServer:
+class StacApiServer(ManagedService):
     """Context manager serving STAC item and collection dicts through ``rustac serve`` on loopback.
 
     Example:
@@ -168,20 +167,6 @@ class StacApiServer:
         if self._url is None:
             raise ServiceError("StacApiServer is not running; use it as a context manager")
         return self._url
-
-    @property
-    def pid(self) -> int | None:
-        """Process id (and process-group id) of the server while it runs, else None."""
-        return self._process.proc.pid if self._process is not None else None
-
-    def __enter__(self) -> StacApiServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Write the catalog files and start rustac; returns once the API answers."""
