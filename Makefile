@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.eowatch-installed
 
-.PHONY: env demo test test-fast lint format clean
+.PHONY: env demo test test-fast lint format clean bench
 
 env: $(STAMP)
 
@@ -26,6 +26,10 @@ test: $(STAMP)
 ## The quick subset: no services, no slow tests.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not services"
+
+## Run the benchmarks; writes benchmarks/results/latest.{json,md} (see docs/performance.md).
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

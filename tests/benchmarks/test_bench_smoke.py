@@ -1,0 +1,101 @@
+"""The benchmark harness on tiny inputs: ratios, memory sampling, the report files and the inference
+comparison. Behaviour only; no wall-clock assertions."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from benchmarks import run as bench_run
+from benchmarks._harness import MemorySampler, build_report, failed, ratio, render_markdown, write_report
+from benchmarks.bench_cube import agreement
+from benchmarks.bench_inference import interior_mask, run_comparison
+from benchmarks.bench_memory import growth_ratios
+
+
+def test_ratio_rounds_and_refuses_missing_or_zero():
+    assert ratio(3.0, 1.5) == 2.0
+    assert ratio(1, 3, digits=3) == 0.333
+    assert ratio(1.0, 0) is None
+    assert ratio(None, 1.0) is None
+
+
+def test_memory_sampler_sees_this_process():
+    with MemorySampler([os.getpid(), os.getpid()], interval_s=0.01) as mem:
+        blob = np.ones(8 * 1024 * 1024, np.uint8)  # 8 MiB touched while sampling
+    assert blob.sum() > 0
+    assert mem.samples >= 2
+    assert list(mem.peak_by_pid) == [os.getpid()]
+    assert mem.peak_total == mem.peak_by_pid[os.getpid()] > 8 * 1024 * 1024
+
+
+def test_growth_ratios_relative_to_smallest_region():
+    rows = [
+        {"size_km": 2.56, "worker_idle_MiB": 200, "worker_peak_MiB": 300},
+        {"size_km": 5.12, "worker_idle_MiB": 200, "worker_peak_MiB": 330},
+        {"size_km": 10.24, "worker_idle_MiB": 210, "worker_peak_MiB": 360},
+    ]
+    assert growth_ratios(rows) == {
+        "worker peak RSS 4x/1x": 1.1,
+        "worker RSS above idle 4x/1x": 1.3,
+        "worker peak RSS 16x/1x": 1.2,
+        "worker RSS above idle 16x/1x": 1.5,
+    }
+
+
+def test_agreement_of_composites():
+    a = np.array([[1.0, np.nan], [2.0, 3.0]], np.float32)
+    b = np.array([[1.0, 5.0], [2.5, 3.0]], np.float32)
+    assert agreement(a, b) == {"same_shape": 1.0, "both_finite": 0.75, "median_abs_diff": 0.0}
+    assert agreement(a, b[:1])["same_shape"] == 0.0
+
+
+def test_interior_mask_excludes_window_edges():
+    mask = interior_mask((8, 8), window=4, margin=1)
+    row = [False, True, True, False, False, True, True, False]
+    assert mask[1].tolist() == row
+    assert not mask[0].any() and not mask[3].any()
+
+
+def test_report_files_round_trip(tmp_path):
+    bench = {
+        "name": "toy",
+        "title": "Toy benchmark",
+        "params": {"size": 2},
+        "rows": [{"method": "a", "best_s": 1.0}, {"method": "b", "best_s": 2.0, "extra": [1, 2]}],
+        "ratios": {"speed a / b": ratio(2.0, 1.0)},
+        "checks": {"agree": True},
+        "notes": ["a note"],
+    }
+    report = build_report([bench, failed("bad", "Broken benchmark", RuntimeError("boom\nmore"))], quick=True)
+    json_path, md_path = write_report(report, tmp_path, stem="toy")
+    assert json.loads(json_path.read_text())["benchmarks"][0] == bench
+    md = md_path.read_text()
+    assert md == render_markdown(report)
+    assert "## Toy benchmark" in md and "| method | best_s | extra |" in md
+    assert "- **speed a / b**: 2" in md and "> a note" in md
+    assert "**Failed:** `RuntimeError: boom`" in md
+    assert f"{report['hardware']['nproc']} cores" in md
+
+
+def test_engine_and_naive_agree_inside_windows():
+    from eowatch.models.registry import get
+
+    model = get("siamese-s2s1-change")
+    rng = np.random.default_rng(0)
+    mean = np.array([model.card.normalization[b][0] for b in model.card.bands], np.float32)
+    x = np.broadcast_to(mean[None, :, None, None], (3, len(mean), 80, 80)).copy()
+    x += rng.normal(0, 0.05, x.shape).astype(np.float32)
+    x[1, 0, 10:20, 10:20] = np.nan  # no clear observation
+    result = run_comparison(model, x, chunk=40, repeats=1)
+    assert [r["method"] for r in result["rows"]] == ["engine", "naive"]
+    assert result["checks"]["max_abs_diff_inside_windows"] < 1e-4
+    assert set(result["ratios"]) == {"speed engine / naive (target >= 2)"}
+
+
+def test_run_rejects_unknown_benchmark():
+    with pytest.raises(SystemExit):
+        bench_run.main(["--only", "nope"])
