@@ -82,23 +82,29 @@ def halo_window(grid: GridSpec, key: ChunkKey, halo: int) -> tuple[slice, slice,
 def infer_region(
     key: ChunkKey, spec: CubeSpec, change: ChangeSpec, cube: zarr.Group, halo: int
 ) -> dict[str, np.ndarray]:
-    """All change variables for one chunk: arrays (transition, y, x)."""
+    """All change variables for one chunk: arrays (transition, y, x).
+
+    Every variable is read once, with the halo; the baselines use the chunk's own window of it.
+    """
     from eowatch.models.predict import predict_change_batch
     from eowatch.models.registry import get
 
     model = get(change.model)
     ry, rx, cy, cx = halo_window(spec.grid, key, halo)
-    x = read_window(cube, model.card.bands, ry, rx)  # (period, C, Hh, Wh)
-    probs = predict_change_batch(model, x[:-1], x[1:])[:, :, cy, cx]  # (T-1, K, h, w)
+    sar = ["vv_db"] if spec.s1_collection else []
+    names = list(dict.fromkeys([*model.card.bands, *spec.s2_bands, *sar]))
+    x = read_window(cube, names, ry, rx)  # (period, C, Hh, Wh)
+    channel = {n: i for i, n in enumerate(names)}
+    bands = x[:, [channel[b] for b in model.card.bands]]
+    probs = predict_change_batch(model, bands[:-1], bands[1:])[:, :, cy, cx]  # (T-1, K, h, w)
     p_change = (1.0 - probs[:, 0]).astype(np.float32)
     threshold = change.threshold if change.threshold is not None else model.card.decision_threshold
     mask = (p_change >= threshold).astype(np.uint8)
     ctype = (np.argmax(probs[:, 1:], axis=1) + 1).astype(np.uint8) * mask
 
-    opt = read_window(cube, spec.s2_bands, ys_of(key, spec), xs_of(key, spec))
-    mag = np.stack([change_vector_magnitude(opt[t - 1], opt[t]) for t in range(1, len(opt))]).astype(
-        np.float32
-    )
+    opt = x[:, [channel[b] for b in spec.s2_bands], cy, cx]
+    mag = np.stack([change_vector_magnitude(opt[t - 1], opt[t]) for t in range(1, len(opt))])
+    mag = mag.astype(np.float32)
     cva_p = cva_change_probability(mag, change.cva_threshold, change.cva_threshold / 4).astype(np.float32)
     out = {
         "change_probability": p_change,
@@ -108,20 +114,12 @@ def infer_region(
         "cva_probability": cva_p,
         "cva_mask": (np.nan_to_num(mag, nan=0.0) >= change.cva_threshold).astype(np.uint8),
     }
-    if spec.s1_collection:
-        vv = read_window(cube, ["vv_db"], ys_of(key, spec), xs_of(key, spec))[:, 0]
+    if sar:
+        vv = x[:, channel["vv_db"], cy, cx]
         lr = np.stack([log_ratio_db(vv[t - 1], vv[t]) for t in range(1, len(vv))]).astype(np.float32)
         out["sar_log_ratio_db"] = lr
         out["sar_mask"] = (np.abs(np.nan_to_num(lr, nan=0.0)) >= change.sar_threshold_db).astype(np.uint8)
     return out
-
-
-def ys_of(key: ChunkKey, spec: CubeSpec) -> slice:
-    return spec.grid.chunk_slices(key)[0]
-
-
-def xs_of(key: ChunkKey, spec: CubeSpec) -> slice:
-    return spec.grid.chunk_slices(key)[1]
 
 
 def infer_batch(keys: Sequence[tuple[int, int]], inputs: InferenceInputs) -> list[dict[str, Any]]:
