@@ -115,10 +115,12 @@ def write_chunks(
 
     The ledger marker is written only after every variable of the chunk is in the store, so a chunk
     recorded as done is complete, and a chunk interrupted mid-write is simply computed again.
+    (Test hook: ``EOWATCH_TEST_CHUNK_DELAY_S`` sleeps after each recorded chunk; see below.)
     """
     from eowatch.pipelines.zarr_store import write_region
 
     ledger = ChunkLedger(Path(ledger_path))
+    delay_s = _test_chunk_delay_s(ledger_path)
     stats = []
     for r, c in keys:
         key = ChunkKey(r, c)
@@ -132,7 +134,22 @@ def write_chunks(
         info.update(summarise(arrays) if summarise else {})
         ledger.mark_done(key, info)
         stats.append(info)
+        if delay_s:
+            time.sleep(delay_s)
     return stats
+
+
+def _test_chunk_delay_s(ledger_path: str) -> float:
+    """Test hook: seconds to sleep after each recorded chunk, from ``EOWATCH_TEST_CHUNK_DELAY_S``.
+
+    Only tests set it (tests/pipelines/test_kill_resume.py), to hold a run open between two ledger
+    markers long enough to kill it there; ``EOWATCH_TEST_CHUNK_DELAY_STAGE`` (e.g. ``change``) limits it to
+    one stage's ledger. Unset (the normal case) it is 0 and costs two lookups per batch, none per chunk.
+    """
+    stage = os.environ.get("EOWATCH_TEST_CHUNK_DELAY_STAGE")
+    if stage and Path(ledger_path).name != stage:
+        return 0.0
+    return float(os.environ.get("EOWATCH_TEST_CHUNK_DELAY_S") or 0)
 
 
 @contextmanager
