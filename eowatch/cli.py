@@ -210,7 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="reproduce the shipped change model from a synthetic archive")
     train.add_argument("--workdir", default="eowatch-train", help="folder for the training archive and cube")
     train.add_argument("--out", help="weights folder (default: the package's models/weights)")
-    train.add_argument("--archive-seeds", default="1,2,3", help="seeds of the training archives")
+    from eowatch.pipelines.training import TRAIN_ARCHIVE_SEEDS
+
+    seeds = ",".join(str(s) for s in TRAIN_ARCHIVE_SEEDS)
+    train.add_argument("--archive-seeds", default=seeds, help="seeds of the training archives")
     train.add_argument("--epochs", type=int, default=12)
     train.add_argument("--seed", type=int, default=0, help="training seed")
     train.add_argument("--workers", type=int, default=2)

@@ -14,7 +14,7 @@ from typing import Any
 
 log = logging.getLogger("eowatch")
 
-TRAIN_ARCHIVE_SEEDS = (1, 2, 3)
+TRAIN_ARCHIVE_SEEDS = (1, 2, 3, 4)
 
 
 def build_training_cube(archive_dir: Path, out: Path, workers: int = 2) -> Path:
