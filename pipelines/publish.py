@@ -16,6 +16,7 @@ from eowatch.legend import CHANGE_COLOURS, CHANGE_TYPES
 from eowatch.pipelines.spec import CubeSpec
 
 QUICKLOOK_MAX_PX = 1024
+NO_OBSERVATION_GREY = (128, 128, 128)
 
 
 def change_statistics(change_path: Path, spec: CubeSpec) -> dict[str, Any]:
@@ -56,8 +57,10 @@ def render_quicklook(cube_path: Path, change_path: Path, spec: CubeSpec, out: Pa
     cube = zarr.open_group(str(cube_path), mode="r", zarr_format=3)
     change = zarr.open_group(str(change_path), mode="r", zarr_format=3)
     rgb = np.stack([np.asarray(cube[b][-1, ::step, ::step]) for b in ("red", "green", "blue")], axis=-1)
+    no_obs = np.isnan(rgb).any(axis=-1)
     rgb = np.clip(np.nan_to_num(rgb, nan=0.0) / 0.2, 0, 1)
     rgb = (255 * rgb**0.8).astype(np.uint8)
+    rgb[no_obs] = NO_OBSERVATION_GREY  # no clear observation in the month: grey, not a black "feature"
     ctype = np.asarray(change["change_type"][:, ::step, ::step]).max(0)
     overlay = rgb.copy()
     for code, colour in CHANGE_COLOURS.items():
