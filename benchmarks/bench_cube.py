@@ -40,19 +40,10 @@ def _quiet(_msg: str) -> None:
 
 def monitor_config(served: Any, out: Path, start: dt.date, end: dt.date) -> Any:
     """An optical-only run over the served archive's whole AOI (SAR left out: the baselines are S2)."""
-    from eowatch.pipelines.params import parse_params
+    from eowatch.demo import archive_run_params
 
-    m = served.manifest
-    return parse_params(
-        stac_url=served.stac_url,
-        bbox=tuple(m["aoi_bbox_lonlat"]),
-        crs=m["crs"],
-        bounds=tuple(m["aoi_bbox"]),
-        start=start,
-        end=end,
-        out=str(out),
-        s1_collection=None,
-    ).to_config()
+    overrides = {"start": start, "end": end, "s1_collection": None, "vhr_collection": None}
+    return archive_run_params(served, out, **overrides).to_config()
 
 
 def day_scaling(items: Sequence[dict[str, Any]], key: str) -> dict[np.datetime64, tuple[float, float]]:

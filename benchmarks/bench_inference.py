@@ -26,24 +26,14 @@ def ensure_cube(size_km: float = 5.12, end: dt.date = dt.date(2026, 6, 30)) -> t
 
     Returns the cube path and its ``CubeSpec``.
     """
-    from eowatch.demo import served_archive
+    from eowatch.demo import archive_run_params, served_archive
     from eowatch.infra.cluster import ClusterConfig, cluster_client
-    from eowatch.pipelines.params import parse_params
     from eowatch.pipelines.stages import cube_stage_run, prepare_run, search_stage
 
     archive = cached_archive(size_km, end)
     out = CACHE / f"run-{archive.name}"
     with served_archive(archive) as served:
-        m = served.manifest
-        config = parse_params(
-            stac_url=served.stac_url,
-            bbox=tuple(m["aoi_bbox_lonlat"]),
-            crs=m["crs"],
-            bounds=tuple(m["aoi_bbox"]),
-            start=dt.date.fromisoformat(m["start"]),
-            end=dt.date.fromisoformat(m["end"]),
-            out=str(out),
-        ).to_config()
+        config = archive_run_params(served, out, vhr_collection=None).to_config()
         run = prepare_run(config)
         if run.layout.cube.exists():
             return run.layout.cube, run.spec

@@ -20,23 +20,14 @@ START, END = dt.date(2026, 4, 1), dt.date(2026, 5, 31)
 
 def measure_size(size_km: float, work: Path) -> dict[str, Any]:
     """Build the cube of one archive size; the workers' idle and peak RSS and the time."""
-    from eowatch.demo import served_archive
+    from eowatch.demo import archive_run_params, served_archive
     from eowatch.infra.cluster import ClusterConfig, cluster_client
-    from eowatch.pipelines.params import parse_params
     from eowatch.pipelines.stages import cube_stage_run, prepare_run, search_stage
 
     archive = cached_archive(size_km, END)
     with served_archive(archive) as served:
-        m = served.manifest
-        config = parse_params(
-            stac_url=served.stac_url,
-            bbox=tuple(m["aoi_bbox_lonlat"]),
-            crs=m["crs"],
-            bounds=tuple(m["aoi_bbox"]),
-            start=START,
-            end=END,
-            out=str(work),
-        ).to_config()
+        overrides = {"start": START, "end": END, "vhr_collection": None}
+        config = archive_run_params(served, work, **overrides).to_config()
         run = prepare_run(config, with_model=False)
         search_stage(run, info=lambda _m: None)
         with cluster_client(ClusterConfig(n_workers=2, threads_per_worker=1, dashboard=False)) as client:

@@ -62,22 +62,29 @@ def ensure_archive(archive_dir: Path, seed: int) -> Path:
     return archive_dir
 
 
-def archive_run_params(served: ServedArchive, out: Path, archive_dir: Path) -> Any:
-    """Monitoring parameters covering a served archive's whole AOI and date range, scored on its truth."""
+def archive_run_params(
+    served: ServedArchive, out: Path, archive_dir: Path | None = None, **overrides: Any
+) -> Any:
+    """Monitoring parameters covering a served archive's whole AOI and date range.
+
+    With ``archive_dir`` the run is scored on the archive's planted truth. ``overrides`` replace any
+    ``MonitorParams`` field (e.g. ``start``, ``s1_collection=None``).
+    """
     from eowatch.pipelines.params import parse_params
 
     m = served.manifest
-    return parse_params(
-        stac_url=served.stac_url,
-        bbox=tuple(m["aoi_bbox_lonlat"]),
-        crs=m["crs"],
-        bounds=tuple(m["aoi_bbox"]),
-        start=dt.date.fromisoformat(m["start"]),
-        end=dt.date.fromisoformat(m["end"]),
-        out=str(out),
-        truth_dir=str(archive_dir / "truth"),
-        vhr_collection="vhr-rgbn",
-    )
+    params: dict[str, Any] = {
+        "stac_url": served.stac_url,
+        "bbox": tuple(m["aoi_bbox_lonlat"]),
+        "crs": m["crs"],
+        "bounds": tuple(m["aoi_bbox"]),
+        "start": dt.date.fromisoformat(m["start"]),
+        "end": dt.date.fromisoformat(m["end"]),
+        "out": str(out),
+        "truth_dir": str(archive_dir / "truth") if archive_dir else None,
+        "vhr_collection": "vhr-rgbn",
+    }
+    return parse_params(**{**params, **overrides})
 
 
 def run_demo(workdir: Path, seed: int, workers: int = 2) -> dict[str, Any]:
