@@ -26,6 +26,7 @@ from rasterio.windows import Window
 from eowatch.legend import CHANGE_TYPES
 from eowatch.models.labels import transition_labels
 from eowatch.models.metrics import binary_scores
+from eowatch.pipelines.cube import period_bounds
 from eowatch.pipelines.grid import GridSpec
 from eowatch.pipelines.spec import CubeSpec
 
@@ -82,7 +83,7 @@ class _Counts:
 def evaluate_change(change_path: Path, spec: CubeSpec, truth_dir: Path) -> dict[str, Any] | None:
     """Precision/recall/F1 of the model and the CVA baseline against the planted truth."""
     cube = zarr.open_group(str(change_path), mode="r", zarr_format=3)
-    bounds = [(np.datetime64(a, "D"), np.datetime64(b, "D")) for a, b in spec.periods]
+    bounds = period_bounds(spec)
     counts = {k: _Counts() for k in ("model_pixel", "cva_pixel", "model_transition", "cva_transition")}
     per_type = {code: {"truth_px": 0, "detected_px": 0, "typed_px": 0} for code in CHANGE_TYPES if code}
     for key in spec.grid.chunks():
