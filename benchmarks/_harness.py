@@ -128,16 +128,22 @@ def best_of(times: Sequence[float]) -> float:
 
 
 class Stopwatch:
-    """``with Stopwatch() as sw: ...``; then ``sw.seconds``."""
+    """``with Stopwatch() as sw: ...``; then ``sw.seconds`` (wall clock) and ``sw.cpu_seconds``.
+
+    ``cpu_seconds`` is this process's CPU time (user + system, all threads): on a shared machine it
+    barely moves when other processes take the cores, where wall-clock time does.
+    """
 
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     def __enter__(self) -> Stopwatch:
-        self._t0 = time.perf_counter()
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self._t0
+        self.cpu_seconds = time.process_time() - self._c0
 
 
 def hardware() -> dict[str, Any]:
@@ -216,6 +222,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for bench in report["benchmarks"]:
         lines += [f"## {bench['title']}", ""]
+        if bench.get("measured"):
+            on = f" on {bench['measured_on']}" if bench.get("measured_on") else ""
+            lines += [f"_Measured in an earlier run, {bench['measured']}{on}._", ""]
         if bench.get("error"):
             lines += [f"**Failed:** `{bench['error']}`", ""]
         if bench.get("params"):
@@ -233,10 +242,55 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(report: dict[str, Any], out_dir: Path = RESULTS, stem: str = "latest") -> tuple[Path, Path]:
-    """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir``; return both paths."""
+def merge_reports(earlier: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` plus the benchmarks of ``earlier`` that it lacks (a run of some benchmarks only).
+
+    Carried-over benchmarks keep their place in ``earlier``'s order and say when, and on what, they
+    were measured (``measured``, ``measured_on`` when the hardware differs); ``report``'s own
+    benchmarks replace theirs.
+    """
+    fresh = {b["name"]: b for b in report["benchmarks"]}
+    carried = {}
+    for bench in earlier.get("benchmarks", []):
+        if bench.get("name") in fresh or "name" not in bench:
+            continue
+        when = (
+            bench.get("measured")
+            or f"{earlier.get('created', '?')}{' (quick)' if earlier.get('quick') else ''}"
+        )
+        extra: dict[str, Any] = {"measured": when}
+        hw, now = earlier.get("hardware", {}), report["hardware"]
+        if bench.get("measured_on") or (hw.get("nproc"), hw.get("cpu_model")) != (
+            now.get("nproc"),
+            now.get("cpu_model"),
+        ):
+            extra["measured_on"] = (
+                bench.get("measured_on") or f"{hw.get('nproc')} cores ({hw.get('cpu_model')})"
+            )
+        carried[bench["name"]] = {**bench, **extra}
+    order = [b["name"] for b in earlier.get("benchmarks", []) if "name" in b]
+    order += [name for name in fresh if name not in order]
+    return {**report, "benchmarks": [fresh.get(name) or carried[name] for name in dict.fromkeys(order)]}
+
+
+def write_report(
+    report: dict[str, Any], out_dir: Path = RESULTS, stem: str = "latest", merge: bool = True
+) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir``; return both paths.
+
+    With ``merge`` (the default) the benchmarks of an existing ``<stem>.json`` that ``report`` lacks are
+    kept (``merge_reports``), so ``python -m benchmarks.run --only inference`` replaces the inference
+    section and leaves the others' figures in place.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    if merge and json_path.is_file():
+        try:
+            earlier = json.loads(json_path.read_text())
+        except (OSError, ValueError):
+            earlier = None  # unreadable: replaced by this run
+        if isinstance(earlier, dict):
+            report = merge_reports(earlier, report)
     json_path.write_text(json.dumps(report, indent=1, sort_keys=False, default=str) + "\n")
     md_path.write_text(render_markdown(report))
     return json_path, md_path

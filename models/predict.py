@@ -1,4 +1,8 @@
-"""Inference: input checks, the preprocessing shared with training, and tiled prediction.
+"""Change inference: input checks, the preprocessing shared with training, and tiled prediction.
+
+Prediction runs on the tiled engine (``models.engine``): ``predict_change_series`` predicts every
+transition of a time series (each period encoded once), ``predict_change`` one pair, and
+``predict_change_batch`` independent windows without tiling.
 
 Preprocessing (identical in training, see ``preprocess``): each band is normalised with the card's
 ``(x - mean) / std``, NaN (no clear observation) becomes 0 after normalisation, i.e. the band's mean, and,
@@ -8,7 +12,8 @@ each pixel (1 = all bands observed, 0 = none), so the network can tell "no data"
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -16,9 +21,26 @@ import torch
 from eowatch.errors import InputError, ModelError
 
 from .card import ModelCard
+from .engine import (
+    EngineConfig,
+    WindowPredictor,
+    default_config,
+    fuse_conv_gelu,
+    inference_context,
+    module_device,
+    run_tiled,
+)
+from .siamese import SiameseChangeNet
 from .weights import LoadedModel
 
-__all__ = ["check_inputs", "normalize_bands", "predict_change", "predict_change_batch", "preprocess"]
+__all__ = [
+    "check_inputs",
+    "normalize_bands",
+    "predict_change",
+    "predict_change_batch",
+    "predict_change_series",
+    "preprocess",
+]
 
 
 def check_inputs(card: ModelCard, available_bands: Sequence[str], resolution_m: float) -> None:
@@ -60,24 +82,6 @@ def preprocess(card: ModelCard, x: np.ndarray) -> np.ndarray:
     return normalize_bands(x, np.array(mean), np.array(std), card.validity_channel)
 
 
-def _device(module: torch.nn.Module) -> torch.device:
-    return next(module.parameters()).device
-
-
-@torch.inference_mode()
-def _probabilities(model: LoadedModel, before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """Softmax ``(N, n_classes, H, W)`` float32 for one batch of raw ``(N, C, H, W)`` windows."""
-    device = _device(model.module)
-    last = torch.channels_last
-    b, a = (
-        torch.from_numpy(preprocess(model.card, x)).to(device).contiguous(memory_format=last)
-        for x in (before, after)
-    )
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        logits = model.module(b, a)
-    return logits.float().softmax(dim=1).cpu().numpy()
-
-
 def _check_pair(model: LoadedModel, before: np.ndarray, after: np.ndarray, ndim: int) -> None:
     if before.shape != after.shape:
         raise InputError(f"before {before.shape} and after {after.shape} must have the same shape")
@@ -88,10 +92,74 @@ def _check_pair(model: LoadedModel, before: np.ndarray, after: np.ndarray, ndim:
         )
 
 
+def _series_predictor(module: SiameseChangeNet, n_periods: int) -> WindowPredictor:
+    """Window predictor of a change series: each period encoded once, consecutive pairs decoded.
+
+    Takes ``(B * T, C, h, w)`` (T periods of each window, consecutive) and returns softmax probabilities
+    ``(B * (T - 1), n_classes, h, w)``: T encoder passes per window instead of ``2 (T - 1)``.
+    """
+
+    def predict(windows: torch.Tensor) -> torch.Tensor:
+        # One image per pass: activations stay a few MB (cache- and allocator-friendly; tensors over
+        # 32 MB are mmap-ed afresh by glibc on every call and cost page faults), and slicing along the
+        # batch keeps the channels-last layout, where a reshape would not.
+        features = [module.encode(windows[i : i + 1]) for i in range(windows.shape[0])]
+        probs = [
+            module.decode(features[i], features[i + 1]).float().softmax(dim=1)
+            for start in range(0, len(features), n_periods)
+            for i in range(start, start + n_periods - 1)
+        ]
+        return probs[0] if len(probs) == 1 else torch.cat(probs)
+
+    return predict
+
+
+def _config(model: LoadedModel, device: torch.device, config: EngineConfig | None) -> EngineConfig:
+    """The given config, or the device's default with the exact halo ``receptive_field // 2``."""
+    return config if config is not None else default_config(device, model.module.receptive_field // 2)
+
+
+def predict_change_series(
+    model: LoadedModel,
+    bands: np.ndarray,
+    *,
+    region: tuple[slice, slice] | None = None,
+    config: EngineConfig | None = None,
+) -> np.ndarray:
+    """Softmax change probabilities of every transition of a time series, with the tiled engine.
+
+    Each period is normalised and encoded once per window and its features serve both transitions
+    that share it; windows follow ``config`` (default: ``engine.default_config`` for the module's
+    device with the exact halo, so the result equals whole-image inference to float rounding, ~1e-6).
+    Runs where ``model.module`` lives (``engine.pin_module`` moves it); on CPU with fused conv + GELU.
+
+    Args:
+        model: loaded model.
+        bands: ``(T, C, H, W)`` float32 raw band values in ``model.card.bands`` order, NaN = no data,
+            T >= 2 periods on one grid.
+        region: ``(rows, cols)`` slices to predict; pixels of ``bands`` around it are context (a chunk
+            read with a halo). Default: everything.
+        config: engine windows, batching and precision.
+
+    Returns:
+        ``(T - 1, n_classes, h, w)`` float32 over ``region``: transition ``t`` is period ``t`` -> ``t + 1``.
+    """
+    if bands.ndim != 4 or bands.shape[1] != len(model.card.bands) or bands.shape[0] < 2:
+        raise InputError(
+            f"expected (T >= 2, {len(model.card.bands)}, H, W) periods in band order {model.card.bands}, "
+            f"got {bands.shape}"
+        )
+    device = module_device(model.module)
+    module = fuse_conv_gelu(model.module) if device.type == "cpu" else model.module
+    x = torch.from_numpy(preprocess(model.card, bands))
+    predictor = _series_predictor(module, bands.shape[0])
+    return run_tiled(predictor, x, _config(model, device, config), region=region, device=device)
+
+
 def predict_change_batch(
     model: LoadedModel, before: np.ndarray, after: np.ndarray, batch_tiles: int = 4
 ) -> np.ndarray:
-    """Softmax change probabilities for a batch of windows, ``batch_tiles`` windows per forward pass.
+    """Softmax change probabilities for a batch of independent windows, ``batch_tiles`` per forward pass.
 
     Args:
         model: loaded model (CPU or CUDA; bf16 autocast on CUDA only).
@@ -101,26 +169,25 @@ def predict_change_batch(
 
     Returns:
         ``(N, n_classes, H, W)`` float32 probabilities. Pixels within ``receptive_field // 2`` of a
-        window edge see zero padding: give windows a halo and crop it (``predict_change`` does).
+        window edge see zero padding: give windows a halo and crop it (``predict_change_series`` does).
     """
     _check_pair(model, before, after, ndim=4)
     if batch_tiles < 1:
         raise InputError(f"batch_tiles must be >= 1, got {batch_tiles}")
-    out = [
-        _probabilities(model, before[i : i + batch_tiles], after[i : i + batch_tiles])
-        for i in range(0, before.shape[0], batch_tiles)
-    ]
+    device = module_device(model.module)
+    module = fuse_conv_gelu(model.module) if device.type == "cpu" else model.module
+    config = _config(model, device, None)
+    fmt = torch.channels_last if config.channels_last else torch.contiguous_format
+    out = []
+    with inference_context(device, config):
+        for i in range(0, before.shape[0], batch_tiles):
+            b, a = (
+                torch.from_numpy(preprocess(model.card, x[i : i + batch_tiles])).to(device, memory_format=fmt)
+                for x in (before, after)
+            )
+            out.append(module(b, a).float().softmax(dim=1).cpu().numpy())
     n_classes = model.card.architecture_args["n_classes"]
     return np.concatenate(out, axis=0) if out else np.zeros((0, n_classes, *before.shape[2:]), np.float32)
-
-
-def _windows(size: int, tile: int, halo: int) -> Iterator[tuple[int, int, int]]:
-    """Yield ``(core_start, core_stop, window_start)`` along one axis; every window is ``tile + 2*halo``
-    long (or the whole axis), shifted inward at the edges so all windows can share one batch."""
-    span = min(size, tile + 2 * halo)
-    for start in range(0, size, tile):
-        stop = min(start + tile, size)
-        yield start, stop, int(np.clip(start - halo, 0, size - span))
 
 
 def predict_change(
@@ -128,29 +195,19 @@ def predict_change(
 ) -> np.ndarray:
     """Softmax change probabilities of one scene pair, predicted tile by tile with an exact halo.
 
+    A two-period ``predict_change_series`` with cores of at most ``tile`` px, ``batch_tiles`` windows
+    per forward pass.
+
     Args:
         model: loaded model.
         before: ``(C, H, W)`` float32 raw band values of the earlier period in ``model.card.bands`` order.
         after: same for the later period.
         batch_tiles: tiles per forward pass.
-        tile: core tile side (pixels); windows add a ``receptive_field // 2`` halo on every side.
+        tile: largest core tile side (pixels); windows add a ``receptive_field // 2`` halo on every side.
 
     Returns:
         ``(n_classes, H, W)`` float32; equal (to float rounding) to predicting the scene in one piece.
     """
     _check_pair(model, before, after, ndim=3)
-    if tile < 1:
-        raise InputError(f"tile must be >= 1, got {tile}")
-    halo = model.module.receptive_field // 2
-    height, width = before.shape[1:]
-    tiles = [(ys, xs) for ys in _windows(height, tile, halo) for xs in _windows(width, tile, halo)]
-    span_y, span_x = min(height, tile + 2 * halo), min(width, tile + 2 * halo)
-    out = np.empty((model.card.architecture_args["n_classes"], height, width), dtype=np.float32)
-    for i in range(0, len(tiles), batch_tiles):
-        group = tiles[i : i + batch_tiles]
-        windows = [np.s_[:, ys[2] : ys[2] + span_y, xs[2] : xs[2] + span_x] for ys, xs in group]
-        stack_b, stack_a = np.stack([before[w] for w in windows]), np.stack([after[w] for w in windows])
-        probs = _probabilities(model, stack_b, stack_a)
-        for p, ((y0, y1, wy), (x0, x1, wx)) in zip(probs, group, strict=True):
-            out[:, y0:y1, x0:x1] = p[:, y0 - wy : y1 - wy, x0 - wx : x1 - wx]
-    return out
+    config = replace(_config(model, module_device(model.module), None), tile=tile, batch_windows=batch_tiles)
+    return predict_change_series(model, np.stack([before, after]), config=config)[0]

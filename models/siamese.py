@@ -21,6 +21,9 @@ def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
 class SiameseChangeNet(nn.Module):
     """Weight-tied encoder applied to both dates, fused as ``[f_before, f_after, |f_after - f_before|]``.
 
+    ``forward(before, after) == decode(encode(before), encode(after))``; inference over a time series
+    encodes each period once (``models.predict.predict_change_series``).
+
     Args:
         in_channels: channels per date (bands, plus the validity channel where the card asks for it).
         n_classes: number of output classes (change-type codes 0..n_classes-1).
@@ -72,12 +75,26 @@ class SiameseChangeNet(nn.Module):
                 field += (module.kernel_size[0] - 1) * module.dilation[0]
         return field
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Features ``(N, width, H, W)`` of normalised images ``(N, in_channels, H, W)`` (one date each).
+
+        The encoder is weight-tied across dates, so a period's features can be computed once and reused
+        by both transitions that share it (``decode`` takes them in any pairing).
+        """
+        return self.encoder(x)
+
+    def decode(self, f_before: torch.Tensor, f_after: torch.Tensor) -> torch.Tensor:
+        """Change logits ``(N, n_classes, H, W)`` from the features of two dates (``encode`` output)."""
+        if f_before.shape != f_after.shape:
+            raise ValueError(
+                f"features before {tuple(f_before.shape)} and after {tuple(f_after.shape)} differ in shape"
+            )
+        return self.head(torch.cat([f_before, f_after, (f_after - f_before).abs()], dim=1))
+
     def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         """Return change logits ``(N, n_classes, H, W)`` for a pair of normalised images."""
         if before.shape != after.shape:
             raise ValueError(f"before {tuple(before.shape)} and after {tuple(after.shape)} differ in shape")
         # One encoder pass over both dates (weight tying, and one large conv instead of two small ones).
-        features = self.encoder(torch.cat([before, after], dim=0))
-        f_before, f_after = features.chunk(2, dim=0)
-        fused = torch.cat([f_before, f_after, (f_after - f_before).abs()], dim=1)
-        return self.head(fused)
+        f_before, f_after = self.encode(torch.cat([before, after], dim=0)).chunk(2, dim=0)
+        return self.decode(f_before, f_after)

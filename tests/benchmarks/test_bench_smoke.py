@@ -10,9 +10,17 @@ import numpy as np
 import pytest
 
 from benchmarks import run as bench_run
-from benchmarks._harness import MemorySampler, build_report, failed, ratio, render_markdown, write_report
+from benchmarks._harness import (
+    MemorySampler,
+    build_report,
+    failed,
+    merge_reports,
+    ratio,
+    render_markdown,
+    write_report,
+)
 from benchmarks.bench_cube import agreement
-from benchmarks.bench_inference import interior_mask, run_comparison
+from benchmarks.bench_inference import interior_mask, mask_agreement, run_comparison
 from benchmarks.bench_memory import growth_ratios
 
 
@@ -81,6 +89,38 @@ def test_report_files_round_trip(tmp_path):
     assert f"{report['hardware']['nproc']} cores" in md
 
 
+def test_report_for_some_benchmarks_keeps_the_others(tmp_path):
+    """``--only inference`` replaces that section and carries the others over, saying when they ran."""
+    cube = {"name": "cube", "title": "Cube", "rows": [{"method": "a", "best_s": 1.0}]}
+    old_inf = {"name": "inference", "title": "Inference", "rows": [{"method": "engine", "best_s": 9.0}]}
+    first = build_report([cube, old_inf], quick=False)
+    write_report(first, tmp_path)
+    new_inf = {"name": "inference", "title": "Inference", "rows": [{"method": "engine", "best_s": 1.0}]}
+    json_path, md_path = write_report(build_report([new_inf], quick=True), tmp_path)
+    merged = json.loads(json_path.read_text())
+    assert [b["name"] for b in merged["benchmarks"]] == ["cube", "inference"]
+    assert merged["benchmarks"][1] == new_inf
+    assert merged["benchmarks"][0]["rows"] == cube["rows"]
+    assert merged["benchmarks"][0]["measured"] == first["created"]
+    assert f"_Measured in an earlier run, {first['created']}._" in md_path.read_text()
+    again = merge_reports(merged, build_report([new_inf], quick=True))
+    assert again["benchmarks"][0]["measured"] == first["created"]  # not re-dated by later partial runs
+    write_report(build_report([new_inf], quick=True), tmp_path, merge=False)
+    assert [b["name"] for b in json.loads(json_path.read_text())["benchmarks"]] == ["inference"]
+
+
+def test_mask_agreement_counts_flipped_pixels():
+    ref = np.zeros((1, 3, 2, 2), np.float32)
+    ref[:, 0] = [[1.0, 0.02], [0.5, 0.0]]  # p(no change); change where 1 - p >= 0.9
+    ref[:, 1] = 1 - ref[:, 0]
+    other = ref.copy()
+    other[0, :, 0, 1] = [0.2, 0.0, 0.8]  # no longer changed
+    other[0, :, 1, 1] = [0.0, 0.1, 0.9]  # still changed, other type
+    got = mask_agreement(ref, other, 0.9)
+    assert got["mask_px_differing"] == 1 and got["mask_px_changed_in_reference"] == 2
+    assert got["type_px_differing"] == 2 and got["max_abs_diff"] == pytest.approx(0.98)
+
+
 def test_engine_and_naive_agree_inside_windows():
     from eowatch.models.registry import get
 
@@ -91,9 +131,16 @@ def test_engine_and_naive_agree_inside_windows():
     x += rng.normal(0, 0.05, x.shape).astype(np.float32)
     x[1, 0, 10:20, 10:20] = np.nan  # no clear observation
     result = run_comparison(model, x, chunk=40, repeats=1)
-    assert [r["method"] for r in result["rows"]] == ["engine", "naive"]
+    assert [r["method"] for r in result["rows"]] == ["engine", "engine bf16 (opt-in)", "naive"]
     assert result["checks"]["max_abs_diff_inside_windows"] < 1e-4
-    assert set(result["ratios"]) == {"speed engine / naive (target >= 2)"}
+    assert result["checks"]["engine_vs_whole_image_max_abs_diff"] < 1e-5  # no seams
+    assert result["checks"]["bf16_vs_float32_max_abs_diff"] < 0.1
+    assert set(result["ratios"]) == {
+        "speed engine / naive (target >= 2)",
+        "speed engine bf16 (opt-in) / naive",
+        "CPU time naive / engine",
+        "CPU time naive / engine bf16 (opt-in)",
+    }
 
 
 def test_run_rejects_unknown_benchmark():

@@ -19,6 +19,28 @@ def test_default_size_and_output_shape() -> None:
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
 
+def test_encode_decode_is_forward_and_state_dict_keys_are_stable() -> None:
+    """The split keeps ``forward`` and the parameter names the shipped safetensors are stored under."""
+    torch.manual_seed(2)
+    net = SiameseChangeNet(9, width=8, depth=2).eval()
+    assert list(net.state_dict()) == [
+        "encoder.0.0.weight",
+        "encoder.0.0.bias",
+        "encoder.1.0.weight",
+        "encoder.1.0.bias",
+        "head.0.0.weight",
+        "head.0.0.bias",
+        "head.1.weight",
+        "head.1.bias",
+    ]
+    before, after = torch.randn(3, 9, 12, 14), torch.randn(3, 9, 12, 14)
+    with torch.no_grad():
+        split = net.decode(net.encode(before), net.encode(after))
+        torch.testing.assert_close(split, net(before, after), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        net.decode(torch.zeros(1, 8, 4, 4), torch.zeros(1, 8, 4, 5))
+
+
 def test_constructor_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="n_classes"):
         SiameseChangeNet(9, n_classes=1)
