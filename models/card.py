@@ -1,4 +1,9 @@
-"""Model card: everything needed to rebuild, feed and judge a shipped model, stored beside its weights."""
+"""Model card: everything needed to rebuild, feed and judge a shipped model, stored beside its weights.
+
+One card type serves every model family: change detection (``SiameseChangeNet``, two dates of image
+chips) and crop-type mapping (``LTAEClassifier``, a per-pixel monthly series). Fields that only one family
+uses have neutral defaults, so older cards without them still load unchanged.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,32 @@ from typing import Any, Literal
 from eowatch.errors import ModelError
 from eowatch.legend import CHANGE_COLOURS, CHANGE_TYPES
 
-__all__ = ["DEFAULT_BANDS", "ClassInfo", "ModelCard", "change_classes"]
+__all__ = [
+    "ARCHITECTURE_ARGS",
+    "ARCHITECTURE_TASKS",
+    "DEFAULT_BANDS",
+    "DERIVED_INPUTS",
+    "FLAG_INPUTS",
+    "ClassInfo",
+    "ModelCard",
+    "change_classes",
+]
 
 #: Channel order per date of the shipped S2 + S1 change model.
 DEFAULT_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir", "swir16", "swir22", "vv_db", "vh_db")
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_ARCHITECTURES = ("SiameseChangeNet",)
+#: Architecture name -> the task it serves (the classes live in ``models.weights.ARCHITECTURES``).
+ARCHITECTURE_TASKS: dict[str, str] = {"SiameseChangeNet": "change-detection", "LTAEClassifier": "crop_type"}
+#: Constructor arguments each architecture's card must give (``architecture_args`` keys).
+ARCHITECTURE_ARGS: dict[str, frozenset[str]] = {
+    "SiameseChangeNet": frozenset({"in_channels", "n_classes", "width", "depth"}),
+    "LTAEClassifier": frozenset({"in_channels", "n_classes", "d_model", "n_head", "d_k", "hidden"}),
+}
+#: Per-step inputs a temporal card may list besides its bands: derived indices (normalised like bands,
+#: so they need ``normalization`` entries) and 0/1 observation flags (fed as they are).
+DERIVED_INPUTS: tuple[str, ...] = ("ndvi",)
+FLAG_INPUTS: tuple[str, ...] = ("s2_valid", "s1_valid")
 
 
 @dataclass(frozen=True)
@@ -25,7 +49,7 @@ class ClassInfo:
     """One output class of the model."""
 
     name: str
-    """Change-type name from ``eowatch.legend.CHANGE_TYPES``."""
+    """Class name: a change type from ``eowatch.legend.CHANGE_TYPES`` or a crop class."""
     colour: tuple[int, int, int]
     """Display colour, RGB 0-255."""
 
@@ -37,28 +61,28 @@ def change_classes(n_classes: int = len(CHANGE_TYPES)) -> dict[int, ClassInfo]:
 
 @dataclass(frozen=True)
 class ModelCard:
-    """Metadata of a change-detection model; round-trips through JSON (``to_json``/``from_json``)."""
+    """Metadata of a model of any family; round-trips through JSON (``to_json``/``from_json``)."""
 
     name: str
     """Registry name, also the stem of the weight and card files (``<name>.safetensors``)."""
     version: str
     """Version of the trained weights (semantic version)."""
-    architecture: Literal["SiameseChangeNet"]
+    architecture: Literal["SiameseChangeNet", "LTAEClassifier"]
     """Class in ``eowatch.models`` that the weights belong to."""
     architecture_args: dict[str, int]
-    """Constructor arguments of ``architecture`` (in_channels, n_classes, width, depth)."""
+    """Constructor arguments of ``architecture`` (``ARCHITECTURE_ARGS`` lists the keys per class)."""
     bands: tuple[str, ...]
     """Cube variables stacked as channels per date, in this order."""
     normalization: dict[str, tuple[float, float]]
-    """Per band (mean, std) in the band's units; inputs are fed as ``(x - mean) / std``."""
+    """Per band (and derived index) (mean, std) in its units; inputs are fed as ``(x - mean) / std``."""
     classes: dict[int, ClassInfo]
-    """Output channel index (change-type code) -> class name and colour."""
+    """Output channel index (change-type or crop-class code) -> class name and colour."""
     receptive_field_px: int
     """Side of the input window one output pixel depends on (pixels); tiles need a halo of half that."""
     validity_channel: bool = True
     """Whether one channel per date is appended: fraction of finite bands per pixel (0..1)."""
-    task: Literal["change-detection"] = "change-detection"
-    """What the model does."""
+    task: Literal["change-detection", "crop_type"] = "change-detection"
+    """What the model does; must be the task of ``architecture``."""
     sensors: tuple[str, ...] = ("sentinel-2-l2a", "sentinel-1-rtc")
     """Collections the bands come from."""
     resolution_m: float = 10.0
@@ -80,6 +104,15 @@ class ModelCard:
     """Hex sha256 of the weights file ('' until saved)."""
     licence: str = "Apache-2.0"
     """Licence of the weights."""
+    months: tuple[int, ...] = ()
+    """Temporal models: months of the year (1-12) the model was trained on; steps of other months are
+    ignored at inference. Empty for models without a time axis."""
+    inputs_per_step: tuple[str, ...] = ()
+    """Temporal models: channel order of one time step, from ``bands``, ``DERIVED_INPUTS`` and
+    ``FLAG_INPUTS``. Empty: the channels are ``bands`` (plus the validity channel where set)."""
+    label_mapping: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Foreign label vocabulary (e.g. ``"worldcereal_croptype"``) -> label (as text) -> class name of
+    this model, ``""`` for "unknown, not scored"; key ``"*"`` gives the class of every unlisted label."""
 
     def __post_init__(self) -> None:
         for problem in _problems(self):
@@ -87,8 +120,24 @@ class ModelCard:
 
     @property
     def in_channels(self) -> int:
-        """Channels per date the network expects (bands plus the optional validity channel)."""
+        """Channels per date (or time step) the network expects."""
+        if self.inputs_per_step:
+            return len(self.inputs_per_step)
         return len(self.bands) + int(self.validity_channel)
+
+    @property
+    def continuous_inputs(self) -> tuple[str, ...]:
+        """Inputs normalised with ``normalization``: the bands and any derived index, in input order."""
+        if not self.inputs_per_step:
+            return self.bands
+        return tuple(i for i in self.inputs_per_step if i not in FLAG_INPUTS)
+
+    def class_code(self, name: str) -> int:
+        """Output index of the class called ``name`` (``ModelError`` when the model has no such class)."""
+        for code, info in self.classes.items():
+            if info.name == name:
+                return code
+        raise ModelError(f"model {self.name!r} has no class {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible dict."""
@@ -97,7 +146,7 @@ class ModelCard:
             str(k): {"name": v.name, "colour": list(v.colour)} for k, v in self.classes.items()
         }
         data["normalization"] = {k: list(v) for k, v in self.normalization.items()}
-        for key in ("bands", "sensors"):
+        for key in ("bands", "sensors", "months", "inputs_per_step"):
             data[key] = list(data[key])
         return data
 
@@ -114,6 +163,12 @@ class ModelCard:
             kwargs["bands"] = tuple(data["bands"])
             kwargs["sensors"] = tuple(data.get("sensors", cls.sensors))
             kwargs["metrics"] = {k: float(v) for k, v in data.get("metrics", {}).items()}
+            kwargs["months"] = tuple(int(m) for m in data.get("months", ()))
+            kwargs["inputs_per_step"] = tuple(data.get("inputs_per_step", ()))
+            kwargs["label_mapping"] = {
+                str(vocab): {str(k): str(v) for k, v in table.items()}
+                for vocab, table in data.get("label_mapping", {}).items()
+            }
             return cls(**kwargs)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"model card is malformed: {exc!r}") from exc
@@ -147,14 +202,19 @@ def _problems(card: ModelCard) -> list[str]:
     problems = []
     if not card.name or "/" in card.name:
         problems.append("name must be a non-empty file stem")
-    if card.task != "change-detection":
-        problems.append(f"task must be 'change-detection', got {card.task!r}")
-    if card.architecture not in _ARCHITECTURES:
-        problems.append(f"unknown architecture {card.architecture!r}; known: {', '.join(_ARCHITECTURES)}")
+    if card.architecture not in ARCHITECTURE_TASKS:
+        known = ", ".join(ARCHITECTURE_TASKS)
+        return [*problems, f"unknown architecture {card.architecture!r}; known: {known}"]
+    if card.task != ARCHITECTURE_TASKS[card.architecture]:
+        problems.append(
+            f"task must be {ARCHITECTURE_TASKS[card.architecture]!r} for {card.architecture}, "
+            f"got {card.task!r}"
+        )
     if not card.bands or len(set(card.bands)) != len(card.bands):
         problems.append(f"bands must be non-empty and unique, got {card.bands}")
-    if set(card.normalization) != set(card.bands):
-        problems.append("normalization must have exactly one (mean, std) per band")
+    problems += _temporal_problems(card)
+    if set(card.normalization) != set(card.continuous_inputs):
+        problems.append("normalization must have exactly one (mean, std) per band and derived input")
     elif any(not std > 0 for _, std in card.normalization.values()):
         problems.append("normalization std must be > 0")
     problems += _architecture_problems(card)
@@ -165,16 +225,38 @@ def _problems(card: ModelCard) -> list[str]:
     return problems
 
 
+def _temporal_problems(card: ModelCard) -> list[str]:
+    """Checks of the time-step fields (months, per-step inputs, label mapping)."""
+    problems = []
+    if any(not 1 <= m <= 12 for m in card.months) or len(set(card.months)) != len(card.months):
+        problems.append(f"months must be unique months of the year 1-12, got {card.months}")
+    if card.architecture == "LTAEClassifier" and not (card.months and card.inputs_per_step):
+        problems.append("a temporal model needs months and inputs_per_step")
+    allowed = {*card.bands, *DERIVED_INPUTS, *FLAG_INPUTS}
+    unknown = [i for i in card.inputs_per_step if i not in allowed]
+    if unknown or len(set(card.inputs_per_step)) != len(card.inputs_per_step):
+        problems.append(f"inputs_per_step must be unique names from bands, {DERIVED_INPUTS}, {FLAG_INPUTS}")
+    elif card.inputs_per_step and not set(card.bands) <= set(card.inputs_per_step):
+        problems.append("inputs_per_step must include every band")
+    names = {info.name for info in card.classes.values()} | {""}
+    for vocab, table in card.label_mapping.items():
+        wrong = sorted({v for v in table.values() if v not in names})
+        if wrong:
+            problems.append(f"label_mapping[{vocab!r}] maps to unknown classes {wrong}")
+    return problems
+
+
 def _architecture_problems(card: ModelCard) -> list[str]:
     args = card.architecture_args
-    expected = {"in_channels", "n_classes", "width", "depth"}
+    expected = ARCHITECTURE_ARGS[card.architecture]
     if set(args) != expected:
         return [f"architecture_args must have keys {sorted(expected)}, got {sorted(args)}"]
     problems = []
     if args["in_channels"] != card.in_channels:
         problems.append(
             f"architecture in_channels={args['in_channels']} but {len(card.bands)} bands"
-            f"{' + validity' if card.validity_channel else ''} give {card.in_channels}"
+            f"{' + validity' if card.validity_channel and not card.inputs_per_step else ''}"
+            f"{' (inputs per step)' if card.inputs_per_step else ''} give {card.in_channels}"
         )
     if sorted(card.classes) != list(range(args["n_classes"])):
         problems.append(f"classes must be 0..{args['n_classes'] - 1}")

@@ -10,7 +10,7 @@ from eowatch.errors import ModelError
 from .card import ModelCard
 from .weights import LoadedModel, card_path, load_model
 
-__all__ = ["MODELS", "WEIGHTS_DIR", "card_file_of", "get", "list_models"]
+__all__ = ["MODELS", "TRAINING_COMMANDS", "WEIGHTS_DIR", "card_file_of", "get", "list_models"]
 
 #: Folder of the shipped weights, found relative to this module so it works from an installed package.
 WEIGHTS_DIR: Path = Path(__file__).parent / "weights"
@@ -18,6 +18,12 @@ WEIGHTS_DIR: Path = Path(__file__).parent / "weights"
 #: Registered model name -> card file (``<name>.card.json``; the weights file is named in the card).
 MODELS: dict[str, Path] = {
     "siamese-s2s1-change": card_path(WEIGHTS_DIR, "siamese-s2s1-change"),
+    "crop-type-ltae": card_path(WEIGHTS_DIR, "crop-type-ltae"),
+}
+#: How to reproduce each registered model's weights (shown when a registered card is not shipped).
+TRAINING_COMMANDS: dict[str, str] = {
+    "siamese-s2s1-change": "eowatch train",
+    "crop-type-ltae": "python -m eowatch.models.train_croptype",
 }
 
 
@@ -36,7 +42,7 @@ def get(name: str) -> LoadedModel:
     if not card.is_file():
         raise ModelError(
             f"model {name!r} is registered but its card {card} is not shipped; train it with "
-            "`python -m eowatch.models.train` and copy the output into models/weights"
+            f"`{TRAINING_COMMANDS.get(name, 'eowatch train')}` and copy the output into models/weights"
         )
     return load_model(card)
 

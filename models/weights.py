@@ -14,10 +14,27 @@ from torch import nn
 
 from eowatch.errors import ModelError
 
-from .card import ModelCard
+from .card import ARCHITECTURE_TASKS, ModelCard
 from .siamese import SiameseChangeNet
+from .temporal import LTAEClassifier
 
-__all__ = ["LoadedModel", "build_module", "card_path", "load_model", "save_model", "sha256_file"]
+__all__ = [
+    "ARCHITECTURES",
+    "LoadedModel",
+    "build_module",
+    "card_path",
+    "load_model",
+    "save_model",
+    "sha256_file",
+]
+
+#: Architecture name in a card -> the ``nn.Module`` class built from its ``architecture_args``. Every class
+#: has ``config`` (its constructor arguments) and ``receptive_field`` (pixels).
+ARCHITECTURES: dict[str, type[SiameseChangeNet] | type[LTAEClassifier]] = {
+    "SiameseChangeNet": SiameseChangeNet,
+    "LTAEClassifier": LTAEClassifier,
+}
+assert set(ARCHITECTURES) == set(ARCHITECTURE_TASKS), "card and weights must know the same architectures"
 
 _CARD_SUFFIX = ".card.json"
 
@@ -26,8 +43,8 @@ _CARD_SUFFIX = ".card.json"
 class LoadedModel:
     """A model ready for inference: the module (eval mode, no grad) and its card."""
 
-    module: SiameseChangeNet
-    """Network with the card's weights, in eval mode, parameters frozen."""
+    module: SiameseChangeNet | LTAEClassifier
+    """Network with the card's weights, in eval mode, parameters frozen (class per ``card.architecture``)."""
     card: ModelCard
     """Card the module was built from."""
 
@@ -46,20 +63,27 @@ def card_path(directory: Path, name: str) -> Path:
     return Path(directory) / f"{name}{_CARD_SUFFIX}"
 
 
-def build_module(card: ModelCard) -> SiameseChangeNet:
+def build_module(card: ModelCard) -> SiameseChangeNet | LTAEClassifier:
     """Construct the (untrained) network that a card describes."""
-    if card.architecture != "SiameseChangeNet":
-        raise ModelError(f"model {card.name!r}: unknown architecture {card.architecture!r}")
-    return SiameseChangeNet(**card.architecture_args)
+    try:
+        cls = ARCHITECTURES[card.architecture]
+    except KeyError:
+        raise ModelError(f"model {card.name!r}: unknown architecture {card.architecture!r}") from None
+    try:
+        return cls(**card.architecture_args)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"model {card.name!r}: cannot build {card.architecture}: {exc}") from exc
 
 
-def save_model(module: SiameseChangeNet, card: ModelCard, directory: Path) -> ModelCard:
+def save_model(module: SiameseChangeNet | LTAEClassifier, card: ModelCard, directory: Path) -> ModelCard:
     """Write ``<name>.safetensors`` and ``<name>.card.json`` into ``directory``.
 
     The card written (and returned) carries the weights file name, its sha256 and the module's receptive
     field. Both files are written to temporary names and renamed, so a crash never leaves a card that points
     at half-written weights.
     """
+    if type(module).__name__ != card.architecture:
+        raise ModelError(f"module is a {type(module).__name__}, the card says {card.architecture}")
     if module.config != card.architecture_args:
         raise ModelError(f"module {module.config} does not match card architecture {card.architecture_args}")
     directory = Path(directory)

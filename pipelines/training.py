@@ -2,7 +2,8 @@
 
 ``eowatch train`` generates the training archive (a seed the demo does not use), builds its analysis
 cube with the same cube stage as every monitoring run (served through the real STAC API and asset
-server), and trains the siamese model on it against the planted truth.
+server), and trains the siamese model on it against the planted truth. The crop-type model
+(``train_croptype_shipped``) reuses the same archives and cubes and learns from the planted land cover.
 """
 
 from __future__ import annotations
@@ -53,3 +54,62 @@ def train_shipped_model(
     command = f"eowatch train --archive-seeds {seeds} --epochs {epochs} --seed {seed}"
     log.info(f"training on {len(sets)} cubes")
     return train_change_sets(sets, weights_dir, epochs, seed, command=command)
+
+
+CROPTYPE_ARCHIVE_SEEDS = TRAIN_ARCHIVE_SEEDS
+
+
+def build_croptype_cube(archive_dir: Path, out: Path, workers: int = 2) -> Path:
+    """Build the S2 + S1 analysis cube of a whole archive for crop-type training; return the cube path.
+
+    The same cube stage as every monitoring run, without the VHR collection (the crop-type model reads
+    only the monthly S2 and S1 composites). Re-running on a finished cube is a no-op (the chunk ledger).
+    """
+    from eowatch.demo import archive_run_params, served_archive
+    from eowatch.infra.cluster import ClusterConfig, cluster_client
+    from eowatch.pipelines.stages import cube_stage_run, prepare_run, search_stage
+
+    with served_archive(archive_dir) as served:
+        params = archive_run_params(served, out, archive_dir, vhr_collection=None)
+        run = prepare_run(params.to_config(), with_model=False)
+        search_stage(run)
+        with cluster_client(ClusterConfig(n_workers=workers)) as client:
+            return cube_stage_run(run, client)
+
+
+def croptype_training_sets(
+    workdir: Path, archive_seeds: Sequence[int], workers: int = 2
+) -> list[tuple[Path, Path]]:
+    """``(cube, truth_dir)`` per archive seed, generating archives and cubes under ``workdir`` if absent.
+
+    Reuses ``<workdir>/archive-seed<s>`` and ``<workdir>/cube-seed<s>`` (the layout of ``eowatch train``),
+    so the change model's training caches serve here too.
+    """
+    from eowatch.demo import ensure_archive
+
+    sets = []
+    for s in archive_seeds:
+        archive = ensure_archive(workdir / f"archive-seed{s}", s)
+        cube = build_croptype_cube(archive, workdir / f"cube-seed{s}", workers)
+        sets.append((Path(cube), archive / "truth"))
+    return sets
+
+
+def train_croptype_shipped(
+    workdir: Path, weights_dir: Path, archive_seeds: Sequence[int], epochs: int, seed: int, workers: int = 2
+) -> tuple[Any, dict[str, float]]:
+    """Archives → cubes → crop-type training; writes ``<weights_dir>/crop-type-ltae.*`` (weights, card).
+
+    Each archive seed is one synthetic "year"; pixels are labelled from the planted land cover (stable
+    over the season, no planted change).
+    """
+    from eowatch.models.train_croptype import CropTrainConfig, train_croptype_sets
+
+    sets = croptype_training_sets(workdir, archive_seeds, workers)
+    seeds = ",".join(str(s) for s in archive_seeds)
+    command = (
+        f"python -m eowatch.models.train_croptype --workdir {workdir.name} --archive-seeds {seeds} "
+        f"--epochs {epochs} --seed {seed}"
+    )
+    log.info(f"crop-type training on {len(sets)} cubes")
+    return train_croptype_sets(sets, weights_dir, epochs, seed, CropTrainConfig(), command=command)

@@ -86,6 +86,7 @@ def test_flips_are_identical_for_before_after_and_label(scene: tuple) -> None:
 
 def test_sampling_is_deterministic_and_respects_columns(scene: tuple) -> None:
     path, truth, bounds = scene
+
     def make(seed):
         return ChangeChipDataset(
             path,
@@ -98,6 +99,7 @@ def test_sampling_is_deterministic_and_respects_columns(scene: tuple) -> None:
             normalization=NORM,
             columns=(0, 40),
         )
+
     a, b = make(3), make(3)
     np.testing.assert_array_equal(a.positions, b.positions)
     np.testing.assert_array_equal(a[5]["before"].numpy(), b[5]["before"].numpy())
