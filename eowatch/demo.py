@@ -30,16 +30,22 @@ class ServedArchive:
 
 
 @contextmanager
-def served_archive(archive_dir: Path) -> Iterator[ServedArchive]:
-    """Serve an archive: its assets over HTTP (Range requests) and its items through a STAC API."""
+def served_archive(archive_dir: Path, asset_url: str | None = None) -> Iterator[ServedArchive]:
+    """Serve an archive: its assets over HTTP (Range requests) and its items through a STAC API.
+
+    With ``asset_url`` (where the archive folder was uploaded, e.g. ``s3://bucket/archive`` by
+    :func:`eowatch.infra.s3_server.upload_archive`) the items' hrefs point there and no asset server runs.
+    """
     from eowatch.archive import load_collections, load_items, load_manifest
     from eowatch.infra.services import AssetServer, StacApiServer
 
     manifest = load_manifest(archive_dir)
-    with AssetServer(archive_dir) as assets:
-        items = load_items(archive_dir, assets.url)
-        with StacApiServer(items, load_collections(archive_dir)) as stac:
-            yield ServedArchive(stac.url, assets.url, manifest)
+    with ExitStack() as stack:
+        if asset_url is None:
+            asset_url = stack.enter_context(AssetServer(archive_dir)).url
+        items = load_items(archive_dir, asset_url)
+        stac = stack.enter_context(StacApiServer(items, load_collections(archive_dir)))
+        yield ServedArchive(stac.url, asset_url, manifest)
 
 
 def ensure_archive(archive_dir: Path, seed: int) -> Path:
@@ -67,8 +73,9 @@ def archive_run_params(
 ) -> Any:
     """Monitoring parameters covering a served archive's whole AOI and date range.
 
-    With ``archive_dir`` the run is scored on the archive's planted truth. ``overrides`` replace any
-    ``MonitorParams`` field (e.g. ``start``, ``s1_collection=None``).
+    With ``archive_dir`` the run is scored on the archive's planted truth. Asset hrefs must lie under the
+    archive's asset server (``asset_stores``), so an item pointing anywhere else is refused before any
+    read. ``overrides`` replace any ``MonitorParams`` field (e.g. ``start``, ``s1_collection=None``).
     """
     from eowatch.pipelines.params import parse_params
 
@@ -83,6 +90,7 @@ def archive_run_params(
         "out": str(out),
         "truth_dir": str(archive_dir / "truth") if archive_dir else None,
         "vhr_collection": "vhr-rgbn",
+        "asset_stores": (served.asset_url,),
     }
     return parse_params(**{**params, **overrides})
 

@@ -9,6 +9,7 @@ time series, whatever the region size.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from eowatch.infra.storage import location
 from eowatch.operators.cloudmask import scl_clear_mask
 from eowatch.operators.composite import period_composite
 from eowatch.operators.periods import assign_periods
@@ -123,7 +125,12 @@ def _optical_region(spec, items, reader, key, lonlat, periods, hw) -> dict[str, 
 
 
 def _solar_day(item: dict[str, Any], lon: float) -> np.datetime64:
-    t = np.datetime64(item["properties"]["datetime"].rstrip("Z"), "s")
+    """Local solar day (datetime64[D]) of an item's acquisition at longitude ``lon`` (degrees)."""
+    props = item["properties"]
+    when = dt.datetime.fromisoformat(props.get("datetime") or props["start_datetime"])
+    if when.tzinfo is not None:  # "Z" or "+02:00": to UTC, as odc-stac does
+        when = when.astimezone(dt.UTC).replace(tzinfo=None)
+    t = np.datetime64(when.replace(microsecond=0), "s")
     return (t + np.timedelta64(round(lon / 15 * 3600), "s")).astype("datetime64[D]")
 
 
@@ -156,7 +163,7 @@ def _sar_region(spec, items, reader, geobox, lonlat, periods, hw) -> dict[str, n
 def build_batch(keys: Sequence[tuple[int, int]], inputs: CubeInputs) -> list[dict[str, Any]]:
     """Dask task: compute and write a batch of chunks, recording each in the ledger after its write."""
     spec = CubeSpec.from_dict(inputs.spec)
-    items = json.loads(Path(inputs.items_path).read_text())
+    items = json.loads(location(inputs.items_path).read_text())  # a local path or an s3:// URL
     return write_chunks(
         keys,
         spec.grid,

@@ -1,6 +1,9 @@
 """Flow parameters as a pydantic model: the typed edge that Prefect renders as a form.
 
-Loose input (bbox strings, GeoJSON files, ISO dates) is parsed here once into a frozen ``MonitorConfig``.
+Loose input (bbox strings, GeoJSON files, ISO dates) is parsed here once into a frozen ``MonitorConfig``,
+and everything that can be checked without a service is checked here, before a run starts: the AOI, the
+dates, the target grid (CRS, size), the model and whether it fits the grid, the asset stores. A bad value
+fails as one ``InputError`` (or ``ModelError``) line, never inside the flow.
 """
 
 from __future__ import annotations
@@ -9,11 +12,55 @@ import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
-from eowatch.errors import InputError
+from eowatch.errors import InputError, ModelError, redact
+from eowatch.pipelines.search_request import check_lonlat_bbox, parse_bbox
 from eowatch.pipelines.spec import ChangeSpec, MonitorConfig
+
+
+def check_stac_url(url: str) -> str:
+    """Validate a STAC API root URL: ``http(s)://host[:port][/path]``. Credentials in it are allowed
+    (and never shown: messages redact them).
+
+    Raises:
+        InputError: no scheme, another scheme (``ftp://``), or no host.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise InputError(f"STAC API URL {redact(url)!r} must be an http:// or https:// URL with a host")
+    return url.strip()
+
+
+def check_collection_id(value: str, what: str) -> str:
+    """A non-empty STAC collection id without whitespace.
+
+    Raises:
+        InputError: empty or containing whitespace.
+    """
+    if not value or not value.strip() or any(c.isspace() for c in value):
+        raise InputError(f"{what} collection id {value!r} must be a non-empty id without spaces")
+    return value
+
+
+def check_model(name: str, variables: tuple[str, ...], resolution_m: float) -> None:
+    """The model ``name`` is registered, shipped, and fits a cube of ``variables`` at ``resolution_m``.
+
+    Reads the model card only (no weights are loaded).
+
+    Raises:
+        ModelError: unknown model, card not shipped, or the cube lacks bands / has another resolution.
+    """
+    from eowatch.models.card import ModelCard
+    from eowatch.models.predict import check_inputs
+    from eowatch.models.registry import card_file_of
+
+    card_file = card_file_of(name)
+    if not card_file.is_file():
+        raise ModelError(f"model {name!r} is registered but its card {card_file} is not shipped")
+    check_inputs(ModelCard.read(card_file), variables, resolution_m)
 
 
 class MonitorParams(BaseModel):
@@ -44,30 +91,69 @@ class MonitorParams(BaseModel):
         None, gt=0, lt=1, description="Change probability threshold (default: the model card's)"
     )
     truth_dir: str | None = Field(None, description="Planted-truth folder to score the run against")
+    asset_stores: tuple[str, ...] = Field(
+        (),
+        description="URL prefixes asset hrefs must lie under, e.g. https://data.example.org/cogs/ "
+        "(default: any http(s):// or s3:// href, never local files)",
+    )
 
-    @field_validator("bbox")
+    @field_serializer("stac_url", "asset_stores", when_used="json")
+    def _redact(self, v: str | tuple[str, ...]) -> str | list[str]:
+        """The JSON form, which Prefect stores and shows as the flow run's parameters, never carries
+        credentials: they are replaced by ``***`` (in-process runs keep the real URL; a run retried from
+        the UI then fails to authenticate, so give secrets through the environment, e.g. a region's
+        ``${VAR}``)."""
+        return redact(v) if isinstance(v, str) else [redact(p) for p in v]
+
+    @field_validator("bbox", mode="before")
     @classmethod
-    def _check_bbox(
-        cls, v: tuple[float, float, float, float] | None
-    ) -> tuple[float, float, float, float] | None:
+    def _check_bbox(cls, v: Any) -> tuple[float, float, float, float] | None:
+        """Any 4 numbers (or a ``"min_lon,min_lat,max_lon,max_lat"`` string), checked by the one bbox rule."""
         if v is None:
-            return v
-        minx, miny, maxx, maxy = v
-        if not (-180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90):
-            raise ValueError(f"bbox {list(v)} is outside lon [-180, 180] / lat [-90, 90]")
-        if not (minx < maxx and miny < maxy):
-            raise ValueError(f"bbox {list(v)} must be min_lon < max_lon and min_lat < max_lat")
+            return None
+        return check_lonlat_bbox(parse_bbox(v) if isinstance(v, str) else v)
+
+    @field_validator("stac_url")
+    @classmethod
+    def _check_stac_url(cls, v: str) -> str:
+        return check_stac_url(v)
+
+    @field_validator("s2_collection", "s1_collection", "vhr_collection")
+    @classmethod
+    def _check_collection(cls, v: str | None, info: Any) -> str | None:
+        return None if v is None else check_collection_id(v, info.field_name.removesuffix("_collection"))
+
+    @field_validator("asset_stores")
+    @classmethod
+    def _check_stores(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from eowatch.pipelines.reader import normalize_store
+
+        return tuple(dict.fromkeys(normalize_store(p) for p in v))
+
+    @field_validator("truth_dir")
+    @classmethod
+    def _check_truth(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).is_dir():
+            raise InputError(f"truth folder {v} does not exist")
         return v
 
     @model_validator(mode="after")
     def _check(self) -> MonitorParams:
         if (self.bbox is None) == (self.geojson is None):
-            raise ValueError("give exactly one AOI: bbox or geojson")
+            raise InputError("give exactly one AOI: bbox or geojson")
         if self.end < self.start:
-            raise ValueError(f"end date {self.end} is before start date {self.start}")
+            raise InputError(f"end date {self.end} is before start date {self.start}")
+        today = dt.datetime.now(dt.UTC).date()
+        if self.start > today:
+            raise InputError(
+                f"start date {self.start} is in the future (today is {today}): nothing to monitor"
+            )
+        spec = self.to_config().cube_spec()  # grid, CRS, size and periods, before any service is touched
+        check_model(self.model, spec.variables, spec.grid.resolution)
         return self
 
     def to_config(self) -> MonitorConfig:
+        """The run as frozen data (the GeoJSON AOI parsed into a geometry and its bounds)."""
         intersects = None
         bbox = self.bbox
         if self.geojson is not None:
@@ -98,6 +184,7 @@ class MonitorParams(BaseModel):
             vhr_collection=self.vhr_collection,
             change=ChangeSpec(model=self.model, threshold=self.threshold),
             truth_dir=self.truth_dir,
+            asset_stores=self.asset_stores,
         )
 
 
@@ -115,5 +202,7 @@ def parse_params(**kwargs: Any) -> MonitorParams:
         return MonitorParams(**kwargs)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "parameters"
-        raise InputError(f"invalid {where}: {err['msg'].removeprefix('Value error, ')}") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a rule across fields: its message names them
+            raise InputError(msg) from None
+        raise InputError(f"invalid {err['loc'][0]}: {msg}") from None

@@ -12,9 +12,13 @@ A regions file is the edge where operators describe what to watch::
         collections: {s2: sentinel-2-l2a, s1: sentinel-1-grd, vhr: vhr-rgbn}
         model: siamese-s2s1-change
         schedule: "0 6 1 * *"               # cron, validated with Prefect's CronSchedule
+        asset_stores: [https://data.example.org/cogs/]   # optional allow-list of asset URL prefixes
 
 ``load_regions`` parses it once into frozen pydantic models; every problem is one ``InputError`` line
-naming the file, the region and the field.
+naming the file, the region and the field. The AOI (bbox or GeoJSON), CRS, collections and asset stores
+are checked by the same rules as the flow parameters (``pipelines.params``) when the file is loaded, so
+a bad region fails at load, not when its first run starts. A region name is a slug, never a path: it
+names the region's folder under the output root and cannot climb out of it (``..``, ``/``).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from eowatch.errors import InputError
-from eowatch.pipelines.params import MonitorParams
+from eowatch.pipelines.params import MonitorParams, check_collection_id, check_stac_url
+from eowatch.pipelines.search_request import check_lonlat_bbox, geometry_from_geojson, parse_bbox
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -42,6 +47,11 @@ class Collections(BaseModel):
     s2: str = Field("sentinel-2-l2a", description="Sentinel-2 L2A collection")
     s1: str | None = Field("sentinel-1-grd", description="Sentinel-1 GRD collection (None: optical only)")
     vhr: str | None = Field(None, description="Optional VHR collection loaded on a nested grid")
+
+    @field_validator("s2", "s1", "vhr")
+    @classmethod
+    def _check_id(cls, v: str | None, info: Any) -> str | None:
+        return None if v is None else check_collection_id(v, info.field_name)
 
 
 class Region(BaseModel):
@@ -63,11 +73,14 @@ class Region(BaseModel):
     collections: Collections = Field(default_factory=Collections)
     model: str = Field("siamese-s2s1-change", description="Change model name (see `eowatch models`)")
     schedule: str | None = Field(None, description="Cron schedule of the monitoring runs, 5 fields")
+    asset_stores: tuple[str, ...] = Field(
+        (), description="URL prefixes asset hrefs must lie under (may hold ${VAR}); default: any http(s)/s3"
+    )
 
     @field_validator("name")
     @classmethod
     def _check_name(cls, v: str) -> str:
-        if not _SLUG.match(v):
+        if not _SLUG.fullmatch(v):  # fullmatch: "$" alone would accept a trailing newline
             raise ValueError(
                 f"region name {v!r} must be a lowercase slug (a-z, 0-9, '-', at most 63 characters)"
             )
@@ -76,8 +89,42 @@ class Region(BaseModel):
     @field_validator("stac_url")
     @classmethod
     def _check_url(cls, v: str) -> str:
-        if not (v.startswith(("http://", "https://")) or v.startswith("${")):
-            raise ValueError(f"stac_url {v!r} must be an http(s) URL or a ${{VAR}} reference")
+        if _ENV.search(v):
+            return v  # checked once expanded, when a run is planned
+        try:
+            return check_stac_url(v)
+        except InputError:
+            raise ValueError(f"stac_url {v!r} must be an http(s) URL or a ${{VAR}} reference") from None
+
+    @field_validator("bbox", mode="before")
+    @classmethod
+    def _check_bbox(cls, v: Any) -> tuple[float, float, float, float] | None:
+        if v is None:
+            return None
+        return check_lonlat_bbox(parse_bbox(v) if isinstance(v, str) else v)
+
+    @field_validator("geojson")
+    @classmethod
+    def _check_geojson(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            geometry_from_geojson(v)  # same rules as a run's AOI: valid polygon(s) in lon/lat
+        return v
+
+    @field_validator("crs")
+    @classmethod
+    def _check_crs(cls, v: str | None) -> str | None:
+        from eowatch.pipelines.spec import check_grid_crs
+
+        return None if v is None else check_grid_crs(v)
+
+    @field_validator("asset_stores")
+    @classmethod
+    def _check_stores(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from eowatch.pipelines.reader import normalize_store
+
+        for store in v:
+            if not _ENV.search(store):
+                normalize_store(store)
         return v
 
     @field_validator("schedule")
@@ -99,9 +146,6 @@ class Region(BaseModel):
     def _check_aoi(self) -> Region:
         if (self.bbox is None) == (self.geojson is None):
             raise ValueError("give exactly one AOI: bbox or geojson")
-        if self.bbox is not None:
-            # MonitorParams owns the lon/lat rules; check them now so a bad file fails at load.
-            MonitorParams._check_bbox(self.bbox)
         return self
 
     def monitor_params(self, start: dt.date, end: dt.date, out_root: str | Path) -> MonitorParams:
@@ -110,17 +154,20 @@ class Region(BaseModel):
         The output folder is ``<out_root>/<name>/<start>_<end>``; ``${VAR}`` in ``stac_url`` is expanded.
 
         Raises:
-            InputError: an environment variable in ``stac_url`` is unset, or the dates are invalid.
+            InputError: an environment variable in ``stac_url`` or ``asset_stores`` is unset, or the dates
+                or the expanded values are invalid.
+            ModelError: the region's model is unknown or does not fit its grid.
         """
         from eowatch.pipelines.params import parse_params
 
-        out = Path(out_root) / self.name / f"{start.isoformat()}_{end.isoformat()}"
+        root, window = str(out_root).rstrip("/"), f"{start.isoformat()}_{end.isoformat()}"
+        out = f"{root}/{self.name}/{window}" if "://" in root else str(Path(root) / self.name / window)
         extra = {"resolution": self.resolution} if self.resolution is not None else {}
         return parse_params(
             stac_url=_expand(self.stac_url, f"region {self.name}: stac_url"),
             start=start,
             end=end,
-            out=str(out),
+            out=out,
             bbox=self.bbox,
             geojson=self.geojson,
             crs=self.crs,
@@ -129,6 +176,7 @@ class Region(BaseModel):
             s1_collection=self.collections.s1,
             vhr_collection=self.collections.vhr,
             model=self.model,
+            asset_stores=tuple(_expand(p, f"region {self.name}: asset_stores") for p in self.asset_stores),
             **extra,
         )
 

@@ -18,14 +18,16 @@ from pystac_client.conformance import ConformanceClasses
 from pystac_client.stac_api_io import StacApiIO
 from urllib3.util.retry import Retry
 
-from eowatch.errors import CatalogError, EmptySearchError, InputError
-from eowatch.pipelines.search_request import Bbox, SearchRequest, geometry_from_geojson
+from eowatch.errors import CatalogError, EmptySearchError, InputError, redact, redact_logs
+from eowatch.pipelines.search_request import Bbox, SearchRequest, check_lonlat_bbox, geometry_from_geojson
 
 __all__ = [
     "Bbox",
     "CloudMode",
     "SearchRequest",
     "check_collections",
+    "check_item",
+    "check_lonlat_bbox",
     "cloud_mode",
     "geometry_from_geojson",
     "item_sort_key",
@@ -47,20 +49,26 @@ _TRANSIENT_STATUS = (429, 500, 502, 503, 504)
 _CLOUD = "eo:cloud_cover"
 
 
-_SECRET_QUERY = re.compile(
-    r"(?i)\b(token|access_token|sig|signature|se|st|sp|sv|sr|skoid|sktid|skt|ske|sks|skv|key|apikey|api_key|"
-    r"password|secret|credential|x-amz-[a-z-]+)=[^&\s'\"]+"
-)
+redact_logs()  # pystac-client and urllib3 print request URLs and headers at DEBUG
 
 
-def redact(text: str) -> str:
-    """Remove credentials from URLs in ``text``: userinfo and secret-looking query parameters."""
-    text = re.sub(r"(?i)([a-z][a-z0-9+.-]*://)[^/@\s'\"]+@", r"\1***@", text)
-    return _SECRET_QUERY.sub(lambda m: f"{m.group(1)}=***", text)
+_READ_TIMEOUT = re.compile(r"read timeout=([0-9.]+)")
 
 
 def _reason(err: BaseException) -> str:
+    """One redacted line saying why a request failed: the HTTP status and body, or what went wrong on
+    the connection (refused, timed out, dropped) instead of urllib3's nested exception reprs."""
     text = " ".join(str(err).split()) or type(err).__name__
+    status = getattr(err, "status_code", None)
+    retried = " after retries" if "Max retries exceeded" in text else ""
+    if status is not None:
+        text = f"HTTP {status}: {text}"
+    elif timeout := _READ_TIMEOUT.search(text):
+        text = f"timed out (no answer within {timeout.group(1)} s{retried})"
+    elif "Connection refused" in text or "Failed to establish a new connection" in text:
+        text = f"connection refused{retried}"
+    elif "RemoteDisconnected" in text or "Connection aborted" in text or "Connection reset" in text:
+        text = f"the server closed the connection without an answer{retried}"
     return redact(text)[:300]
 
 
@@ -93,7 +101,8 @@ def open_catalog(api_url: str, timeout_s: float = 30, retries: int = 3) -> Clien
     """
     io = StacApiIO(timeout=timeout_s, max_retries=retry_policy(retries) if retries > 0 else None)
     try:
-        return Client.open(api_url, stac_io=io)
+        # The timeout goes to open() too: it re-applies its own ``timeout`` (None: wait forever) to stac_io.
+        return Client.open(api_url, stac_io=io, timeout=timeout_s)
     except Exception as err:
         raise CatalogError(f"cannot open STAC API at {redact(api_url)}: {_reason(err)}") from None
 
@@ -152,11 +161,44 @@ def search_parameters(request: SearchRequest, mode: CloudMode) -> dict[str, Any]
 
 
 def passes_cloud_cover(item: Mapping[str, Any], max_cloud_cover: float | None) -> bool:
-    """True if the item has no ``eo:cloud_cover`` or it is ≤ ``max_cloud_cover`` (percent)."""
+    """True if the item has no ``eo:cloud_cover`` or it is ≤ ``max_cloud_cover`` (percent).
+
+    Raises:
+        CatalogError: the item's ``eo:cloud_cover`` is not a number.
+    """
     if max_cloud_cover is None:
         return True
-    cover = item.get("properties", {}).get(_CLOUD)
-    return cover is None or float(cover) <= max_cloud_cover
+    cover = (item.get("properties") or {}).get(_CLOUD)
+    if cover is None:
+        return True
+    try:
+        return float(cover) <= max_cloud_cover
+    except (TypeError, ValueError):
+        raise CatalogError(f"item {item.get('id')!r} has a non-numeric {_CLOUD} {cover!r}") from None
+
+
+def check_item(item: Mapping[str, Any]) -> None:
+    """Raise :class:`CatalogError` naming an item that lacks what a cube needs from it.
+
+    An item needs an ``id``, a ``collection``, a footprint ``geometry``, an acquisition time
+    (``datetime``, or ``start_datetime`` for a range) in ISO 8601, and ``assets``. Projection metadata
+    (``proj:*``) is optional: odc-stac reads the grid from the file when it is missing.
+    """
+    from datetime import datetime
+
+    name = f"STAC item {item.get('id')!r}" if isinstance(item, Mapping) else "a STAC item"
+    if not isinstance(item, Mapping) or not item.get("id") or not item.get("collection"):
+        raise CatalogError(f"{name} lacks an 'id' or a 'collection'")
+    if not isinstance(item.get("geometry"), Mapping) or not item["geometry"].get("coordinates"):
+        raise CatalogError(f"{name} of {item['collection']!r} has no footprint geometry")
+    props = item.get("properties") if isinstance(item.get("properties"), Mapping) else {}
+    when = props.get("datetime") or props.get("start_datetime")
+    try:
+        datetime.fromisoformat(str(when))
+    except ValueError:
+        raise CatalogError(f"{name} of {item['collection']!r} has no valid datetime ({when!r})") from None
+    if not isinstance(item.get("assets"), Mapping) or not item["assets"]:
+        raise CatalogError(f"{name} of {item['collection']!r} has no assets")
 
 
 def item_sort_key(item: Mapping[str, Any]) -> tuple[str, str, str]:

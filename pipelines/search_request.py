@@ -56,7 +56,7 @@ class SearchRequest:
                 "give exactly one area: a bbox or a GeoJSON geometry (intersects), not both/none"
             )
         if self.bbox is not None:
-            object.__setattr__(self, "bbox", _check_bbox(self.bbox))
+            object.__setattr__(self, "bbox", check_lonlat_bbox(self.bbox))
         else:
             object.__setattr__(self, "intersects", mapping(_check_geometry(self.intersects)))
         for name in ("start", "end"):
@@ -139,7 +139,7 @@ class SearchRequest:
             raise InputError("give either a bbox or a GeoJSON area, not both")
         return cls(
             collections=tuple(collections),
-            bbox=_parse_bbox(bbox) if bbox is not None else None,
+            bbox=parse_bbox(bbox) if bbox is not None else None,
             intersects=geometry_from_geojson(geojson) if geojson is not None else None,
             start=_parse_date(start, "start"),
             end=_parse_date(end, "end"),
@@ -160,7 +160,12 @@ def _parse_number(value: str | float | None, what: str) -> float | None:
     return number
 
 
-def _parse_bbox(value: str | Sequence[float]) -> Bbox:
+def parse_bbox(value: str | Sequence[float]) -> Bbox:
+    """``"minlon,minlat,maxlon,maxlat"`` (commas or spaces) or 4 numbers → 4 floats (not range-checked).
+
+    Raises:
+        InputError: not 4 values, or a value that is not a finite number.
+    """
     parts = value.replace(" ", ",").split(",") if isinstance(value, str) else list(value)
     parts = [p for p in parts if not (isinstance(p, str) and not p.strip())]
     if len(parts) != 4:
@@ -168,8 +173,16 @@ def _parse_bbox(value: str | Sequence[float]) -> Bbox:
     return tuple(_parse_number(p, "bbox value") for p in parts)  # type: ignore[return-value]
 
 
-def _check_bbox(bbox: Sequence[float]) -> Bbox:
-    if len(bbox) != 4:
+def check_lonlat_bbox(bbox: Sequence[float]) -> Bbox:
+    """Validate a lon/lat bbox (degrees, EPSG:4326) and return it as 4 floats.
+
+    The one bbox rule of eowatch: search requests, flow parameters and region files all use it.
+
+    Raises:
+        InputError: not 4 finite numbers, outside lon [-180, 180] / lat [-90, 90], zero area, or not
+            ordered (min_lon, min_lat, max_lon, max_lat).
+    """
+    if isinstance(bbox, str | bytes) or len(bbox) != 4:
         raise InputError(f"bbox must be 4 numbers 'minlon,minlat,maxlon,maxlat', got {list(bbox)}")
     minx, miny, maxx, maxy = (_parse_number(v, "bbox value") for v in bbox)
     for lon in (minx, maxx):

@@ -31,7 +31,7 @@ def _run_args(served: Any, out: Path, **override: str) -> list[str]:
     ("override", "message"),
     [
         ({"--bbox": "4.4,50.9,4.3,51.0"}, "bbox"),
-        ({"--bbox": "4.4,95,4.5,96"}, "outside lon"),
+        ({"--bbox": "4.4,95,4.5,96"}, "latitude 95.0 is outside"),
         ({"--start": "2026-06-30", "--end": "2026-04-01"}, "before start"),
         ({"--s2-collection": "sentinel-2-l3z"}, "sentinel-2-l3z"),
         ({"--start": "2019-01-01", "--end": "2019-03-31"}, "no items"),
