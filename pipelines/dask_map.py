@@ -32,7 +32,7 @@ def map_batches(
     stats: list[dict[str, Any]] = []
     done = 0
     try:
-        for fut in as_completed(futures):
+        for fut in as_completed(futures, loop=client.loop):
             stats.extend(fut.result())
             done += 1
             if progress:

@@ -1,9 +1,19 @@
 """Exactly-once bookkeeping: the run's output layout, its chunk ledger and its lock.
 
-Work for a run lives under ``<out>/.eowatch/<run-token>/`` until a stage is complete; only then is the
-finished Zarr store moved into place (``os.replace``, atomic on one filesystem). So the final paths
-``<out>/cube.zarr`` and ``<out>/change.zarr`` exist only when complete, a killed run leaves only its work
-folder, and a re-run with the same token resumes from the ledger: chunks recorded as written are skipped.
+Outputs go to a local folder (the default) or an object-storage prefix (``s3://bucket/prefix``).
+
+Local folder: work for a run lives under ``<out>/.eowatch/<run-token>/`` until a stage is complete; only
+then is the finished Zarr store moved into place (``os.replace``, atomic on one filesystem). So the final
+paths ``<out>/cube.zarr`` and ``<out>/change.zarr`` exist only when complete, a killed run leaves only its
+work folder, and a re-run with the same token resumes from the ledger: chunks recorded as written are
+skipped. Two runs on one folder are kept apart by an ``flock``.
+
+Object storage has no rename of a prefix, so a store is written in place at its final URL: its root
+``zarr.json`` says ``eowatch_status: in-progress`` (and which run token owns it) from the start, and
+``complete`` only after every chunk is written; that attribute, then the STAC catalog and
+``summary.json``, are the last writes (each one PUT, visible whole or not at all). The ledger and the
+search results stay under ``<out>/.eowatch/<run-token>/`` as on disk, and two runs are kept apart by a
+lease object created with a conditional PUT (:class:`ObjectLease`). See docs/storage.md.
 """
 
 from __future__ import annotations
@@ -22,76 +32,134 @@ from typing import Any
 import numpy as np
 
 from eowatch.errors import StorageError
+from eowatch.infra.storage import Location, ObjectPath, location, redact_secrets
 from eowatch.pipelines.grid import ChunkKey, GridSpec
 
 
 @dataclass(frozen=True)
 class RunLayout:
-    """Where a run's outputs and work files live. ``out`` is a local folder."""
+    """Where a run's outputs and work files live: ``out`` is a local folder or an object-storage prefix."""
 
-    out: Path
+    out: Location
     token: str
 
     @property
-    def cube(self) -> Path:
+    def in_place(self) -> bool:
+        """True on object storage: stores are written at their final URL (no atomic rename there)."""
+        return isinstance(self.out, ObjectPath)
+
+    @property
+    def cube(self) -> Location:
         return self.out / "cube.zarr"
 
     @property
-    def change(self) -> Path:
+    def change(self) -> Location:
         return self.out / "change.zarr"
 
     @property
-    def summary(self) -> Path:
+    def vhr(self) -> Location:
+        return self.out / "vhr.zarr"
+
+    @property
+    def summary(self) -> Location:
         return self.out / "summary.json"
 
     @property
-    def quicklook(self) -> Path:
+    def quicklook(self) -> Location:
         return self.out / "quicklook.png"
 
     @property
-    def work(self) -> Path:
+    def catalog(self) -> Location:
+        """Root of the static STAC catalog that describes the outputs."""
+        return self.out / "stac" / "catalog.json"
+
+    @property
+    def work(self) -> Location:
         return self.out / ".eowatch" / self.token
 
     @property
-    def items(self) -> Path:
+    def items(self) -> Location:
         """Search results (plain STAC item dicts), the reference stages pass to each other."""
         return self.work / "items.json"
 
-    def staging(self, name: str) -> Path:
-        return self.work / f"{name}.zarr"
+    def staging(self, name: str) -> Location:
+        """Where the store ``name`` is written while the run works on it.
+
+        Local: ``<work>/<name>.zarr``, moved into place by :meth:`publish`. Object storage: the final
+        URL itself; a store there that another run token owns is refused, so a run never writes into
+        someone else's partial output.
+
+        Raises:
+            StorageError: (object storage) ``<out>/<name>.zarr`` belongs to another run.
+        """
+        if not self.in_place:
+            return self.work / f"{name}.zarr"
+        from eowatch.pipelines.zarr_store import read_attrs
+
+        path = self.out / f"{name}.zarr"
+        owner = read_attrs(path).get("eowatch_run_token")
+        if owner and owner != self.token:
+            raise StorageError(
+                f"{path} holds the output of a different run ({owner}); choose another output location"
+            )
+        return path
 
     def ledger(self, stage: str) -> ChunkLedger:
         return ChunkLedger(self.work / "ledger" / stage)
 
-    def publish(self, name: str) -> Path:
-        """Move a finished staging store into its final place, atomically."""
-        src, dst = self.staging(name), self.out / f"{name}.zarr"
+    def publish(self, name: str) -> Location:
+        """Move a finished staging store into its final place, atomically (locally).
+
+        On object storage the store already is in place and was marked complete by its last write
+        (see the module docstring); nothing moves.
+        """
+        dst = self.out / f"{name}.zarr"
+        if self.in_place:
+            return dst
+        src = self.work / f"{name}.zarr"
+        assert isinstance(src, Path) and isinstance(dst, Path)
         if dst.exists():
             shutil.rmtree(dst)  # only reached for a store of this same token (checked by the caller)
         os.replace(src, dst)
         return dst
 
     def clean_work(self) -> None:
-        shutil.rmtree(self.work, ignore_errors=True)
+        if isinstance(self.work, ObjectPath):
+            self.work.rmtree()
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+def write_atomic(path: Location, data: bytes | str) -> Location:
+    """Write a small file so readers see the old content or the whole new one, never a part.
+
+    Local: a temporary file beside it, then ``os.replace``. Object storage: one PUT.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    if isinstance(path, ObjectPath):
+        path.write_bytes(raw)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(raw)
+    os.replace(tmp, path)
+    return path
 
 
 class ChunkLedger:
     """One JSON marker per finished chunk, written atomically after the chunk's data is written."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Location | str) -> None:
+        self.root = location(root)
 
-    def _marker(self, key: ChunkKey) -> Path:
+    def _marker(self, key: ChunkKey) -> Location:
         return self.root / f"{key}.json"
 
     def is_done(self, key: ChunkKey) -> bool:
         return self._marker(key).exists()
 
     def mark_done(self, key: ChunkKey, info: dict[str, Any]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self._marker(key).with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(info, sort_keys=True))
-        os.replace(tmp, self._marker(key))
+        write_atomic(self._marker(key), json.dumps(info, sort_keys=True))
 
     def done(self) -> set[ChunkKey]:
         if not self.root.exists():
@@ -113,23 +181,28 @@ def write_chunks(
 ) -> list[dict[str, Any]]:
     """Compute and write chunks exactly once: skip those in the ledger, record each after its write.
 
-    The ledger marker is written only after every variable of the chunk is in the store, so a chunk
-    recorded as done is complete, and a chunk interrupted mid-write is simply computed again.
-    (Test hook: ``EOWATCH_TEST_CHUNK_DELAY_S`` sleeps after each recorded chunk; see below.)
+    ``store_path`` and ``ledger_path`` are local paths or ``s3://`` URLs (object storage is reached with
+    the :class:`~eowatch.infra.storage.StorageConfig` of this process's environment: a Dask worker's
+    own credentials, never ones shipped in the task). The ledger marker is written only after every
+    variable of the chunk is in the store, so a chunk recorded as done is complete, and a chunk
+    interrupted mid-write is simply computed again. (Test hook: ``EOWATCH_TEST_CHUNK_DELAY_S`` sleeps
+    after each recorded chunk; see below.)
     """
     from eowatch.pipelines.zarr_store import write_region
 
-    ledger = ChunkLedger(Path(ledger_path))
-    delay_s = _test_chunk_delay_s(ledger_path)
+    ledger = ChunkLedger(ledger_path)
+    store = location(store_path)
+    delay_s = _test_chunk_delay_s(ledger.root.name)
     stats = []
+    done = ledger.done()  # one listing per batch instead of one request per chunk
     for r, c in keys:
         key = ChunkKey(r, c)
-        if ledger.is_done(key):
+        if key in done:
             continue
         t0 = time.perf_counter()
         arrays = compute(key)
         ys, xs = grid.chunk_slices(key)
-        write_region(Path(store_path), grid, ys, xs, arrays)
+        write_region(store, grid, ys, xs, arrays)
         info = {"key": str(key), "seconds": round(time.perf_counter() - t0, 3)}
         info.update(summarise(arrays) if summarise else {})
         ledger.mark_done(key, info)
@@ -139,7 +212,7 @@ def write_chunks(
     return stats
 
 
-def _test_chunk_delay_s(ledger_path: str) -> float:
+def _test_chunk_delay_s(stage_name: str) -> float:
     """Test hook: seconds to sleep after each recorded chunk, from ``EOWATCH_TEST_CHUNK_DELAY_S``.
 
     Only tests set it (tests/pipelines/test_kill_resume.py), to hold a run open between two ledger
@@ -147,18 +220,26 @@ def _test_chunk_delay_s(ledger_path: str) -> float:
     one stage's ledger. Unset (the normal case) it is 0 and costs two lookups per batch, none per chunk.
     """
     stage = os.environ.get("EOWATCH_TEST_CHUNK_DELAY_STAGE")
-    if stage and Path(ledger_path).name != stage:
+    if stage and stage_name != stage:
         return 0.0
     return float(os.environ.get("EOWATCH_TEST_CHUNK_DELAY_S") or 0)
 
 
 @contextmanager
-def run_lock(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on an output folder so two runs never interleave writes.
+def run_lock(out: Location) -> Iterator[None]:
+    """Hold an exclusive lock on an output location so two runs never interleave writes.
 
-    The lock is an ``flock`` on ``<out>/.eowatch/lock``: the kernel releases it when the holder dies, so a
-    killed run never leaves a stale lock behind.
+    Local folder: an ``flock`` on ``<out>/.eowatch/lock``; the kernel releases it when the holder dies,
+    so a killed run never leaves a stale lock behind. Object storage: an :class:`ObjectLease` on
+    ``<out>/.eowatch/lock`` (conditional PUT, renewed while held, taken over once expired).
+
+    Raises:
+        StorageError: another run holds the lock.
     """
+    if isinstance(out, ObjectPath):
+        with ObjectLease(out / ".eowatch" / "lock"):
+            yield
+        return
     lock_dir = out / ".eowatch"
     lock_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -174,17 +255,23 @@ def run_lock(out: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def check_output_location(out: str) -> Path:
-    """Validate the output location before any work starts; return it as a local path.
+def check_output_location(out: str) -> Location:
+    """Validate the output location before any work starts.
+
+    Returns a local ``Path`` for a folder or ``file://`` URL, an ``ObjectPath`` for ``s3://bucket/prefix``.
 
     Raises:
-        StorageError: the URL scheme is not supported, the path is a file, or it cannot be created.
+        StorageError: the URL scheme is not supported, the path is a file or cannot be created, or the
+            bucket does not exist, cannot be reached or written (message without credentials).
     """
     if "://" in out:
         scheme = out.split("://", 1)[0]
+        if scheme == "s3":
+            return _check_object_output(out)
         if scheme != "file":
             raise StorageError(
-                f"output URL scheme {scheme!r} is not supported for --out; use a local folder or file:// URL"
+                f"output URL scheme {scheme!r} is not supported for --out; "
+                "use a local folder, a file:// URL or s3://bucket/prefix"
             )
         out = out.split("://", 1)[1]
     path = Path(out).expanduser().resolve()
@@ -197,3 +284,163 @@ def check_output_location(out: str) -> Path:
     if not os.access(path, os.W_OK):
         raise StorageError(f"output folder {path} is not writable")
     return path
+
+
+def _check_object_output(out: str) -> ObjectPath:
+    from eowatch.errors import InputError
+
+    try:
+        path = location(out)
+    except InputError as exc:
+        raise StorageError(str(exc)) from None
+    assert isinstance(path, ObjectPath)
+    if not path.key:
+        raise StorageError(f"output {path} needs a prefix under the bucket, e.g. {path}/eowatch-output")
+    client = path.config.client()
+    try:
+        client.head_bucket(Bucket=path.bucket)
+    except Exception as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        why = {"404": "does not exist", "NoSuchBucket": "does not exist", "403": "is not accessible"}.get(
+            str(code), f"cannot be reached ({redact_secrets(_first_line(exc))})"
+        )
+        raise StorageError(f"output bucket s3://{path.bucket} {why}") from None
+    probe = f"{path.key}/.eowatch/probe-{os.getpid()}"  # credentials may read but not write: find out now
+    try:
+        client.put_object(Bucket=path.bucket, Key=probe, Body=b"")
+        client.delete_object(Bucket=path.bucket, Key=probe)
+    except Exception as exc:
+        raise StorageError(f"output {path} is not writable ({redact_secrets(_first_line(exc))})") from None
+    return path
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+class ObjectLease:
+    """An exclusive, expiring lease on an object-storage output, held as one small JSON object.
+
+    Acquire: ``PUT`` with ``If-None-Match: *`` (create only if absent; S3, MinIO and moto support it).
+    Hold: a daemon thread renews the lease every ``ttl_s / 3`` with ``If-Match: <ETag>`` (compare and
+    swap), pushing its expiry forward. Release: ``DELETE`` with ``If-Match``. A holder that dies leaves
+    the object behind; once its expiry has passed the next run takes it over, again with ``If-Match`` on
+    the ETag it read, so of two runs racing for a stale lease exactly one wins. A holder that failed to
+    renew (e.g. the store was unreachable for longer than the TTL) may have lost the lease: it says so
+    when the block exits (raises StorageError), and its writes were in any case idempotent chunk writes
+    that the new holder's ledger rewrites.
+    """
+
+    def __init__(self, path: ObjectPath, ttl_s: float = 120.0) -> None:
+        import socket
+        import uuid
+
+        if ttl_s < 3:
+            raise ValueError("ttl_s must be >= 3 s")
+        self.path, self.ttl_s = path, ttl_s
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._etag: str | None = None
+        self._lost = ""
+        self._stop: Any = None
+        self._thread: Any = None
+
+    def _body(self) -> bytes:
+        return json.dumps(
+            {"owner": self.owner, "expires": time.time() + self.ttl_s, "ttl_s": self.ttl_s}
+        ).encode()
+
+    def _put(self, client: Any, **condition: str) -> str:
+        r = client.put_object(Bucket=self.path.bucket, Key=self.path.key, Body=self._body(), **condition)
+        return str(r["ETag"])
+
+    def acquire(self) -> None:
+        """Take the lease or raise StorageError naming the current holder and its expiry."""
+        from botocore.exceptions import ClientError
+
+        client = self.path.config.client()
+        try:
+            self._etag = self._put(client, IfNoneMatch="*")
+            return
+        except ClientError as exc:
+            if not _precondition_failed(exc):
+                raise StorageError(
+                    f"cannot create the lease {self.path}: {redact_secrets(_first_line(exc))}"
+                ) from None
+        current = client.get_object(Bucket=self.path.bucket, Key=self.path.key)
+        held = json.loads(current["Body"].read() or b"{}")
+        if held.get("owner") == self.owner:  # our own create, answered late and retried by botocore
+            self._etag = str(current["ETag"])
+            return
+        if float(held.get("expires", 0)) > time.time():
+            until = time.strftime("%H:%M:%S UTC", time.gmtime(float(held["expires"])))
+            raise StorageError(
+                f"another eowatch run ({held.get('owner', '?')}) is writing to {self.path.parent.parent} "
+                f"(its lease runs until {until}); wait for it to finish or choose another output"
+            )
+        try:
+            self._etag = self._put(client, IfMatch=str(current["ETag"]))
+        except ClientError as exc:
+            if _precondition_failed(exc):
+                raise StorageError(
+                    f"another eowatch run took over the expired lease on {self.path.parent.parent} just now"
+                ) from None
+            raise
+
+    def _renew_loop(self) -> None:
+        from botocore.exceptions import ClientError
+
+        client = self.path.config.client()
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                self._etag = self._put(client, IfMatch=str(self._etag))
+            except ClientError as exc:
+                if _precondition_failed(exc):
+                    self._lost = "another run took the lease over"
+                    return
+                self._lost = f"renewal failed: {redact_secrets(_first_line(exc))}"
+            except Exception as exc:  # unreachable store: try again at the next period
+                self._lost = f"renewal failed: {redact_secrets(_first_line(exc))}"
+            else:
+                self._lost = ""
+
+    def release(self) -> None:
+        """Stop renewing and delete the lease object if it is still ours."""
+        from botocore.exceptions import ClientError
+
+        if self._stop is not None:
+            self._stop.set()
+            self._thread.join(timeout=30)
+        if self._etag is None:
+            return
+        try:
+            self.path.config.client().delete_object(
+                Bucket=self.path.bucket, Key=self.path.key, IfMatch=self._etag
+            )
+        except ClientError as exc:
+            if not _precondition_failed(exc):
+                raise
+        finally:
+            self._etag = None
+
+    def __enter__(self) -> ObjectLease:
+        import threading
+
+        self.acquire()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew_loop, name="eowatch-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        lost = self._lost
+        self.release()
+        if lost and exc_type is None:
+            raise StorageError(f"the run may have lost its lease on {self.path.parent.parent}: {lost}")
+
+
+def _precondition_failed(exc: Any) -> bool:
+    err = getattr(exc, "response", {}) or {}
+    code = str(err.get("Error", {}).get("Code", ""))
+    status = err.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in ("PreconditionFailed", "412", "ConditionalRequestConflict") or status in (409, 412)

@@ -1,30 +1,35 @@
-"""Publish stage: change statistics, quicklook picture and run summary of a finished change cube."""
+"""Publish stage: change statistics, quicklook picture and run summary of a finished change cube.
+
+Outputs go to a local folder or an ``s3://`` prefix; each file is written atomically (a temporary file
+and ``os.replace`` locally, one PUT on object storage).
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 from PIL import Image
 
+from eowatch.infra.storage import Location
 from eowatch.legend import CHANGE_COLOURS, CHANGE_TYPES
+from eowatch.pipelines.ledger import write_atomic
 from eowatch.pipelines.spec import CubeSpec
+from eowatch.pipelines.zarr_store import open_group
 
 QUICKLOOK_MAX_PX = 1024
 NO_OBSERVATION_GREY = (128, 128, 128)
 
 
-def change_statistics(change_path: Path, spec: CubeSpec) -> dict[str, Any]:
+def change_statistics(change_path: Location, spec: CubeSpec) -> dict[str, Any]:
     """Changed area (km²) per change type and per period, streamed chunk by chunk.
 
     A pixel's type over the run is the type of its first detected change.
     """
-    cube = zarr.open_group(str(change_path), mode="r", zarr_format=3)
+    cube = open_group(change_path)
     px_km2 = spec.grid.resolution**2 / 1e6
     n_t = cube["change_mask"].shape[0]
     by_type = dict.fromkeys(CHANGE_TYPES, 0)
@@ -50,12 +55,12 @@ def change_statistics(change_path: Path, spec: CubeSpec) -> dict[str, Any]:
     }
 
 
-def render_quicklook(cube_path: Path, change_path: Path, spec: CubeSpec, out: Path) -> Path:
+def render_quicklook(cube_path: Location, change_path: Location, spec: CubeSpec, out: Location) -> Location:
     """PNG: true colour of the last period beside the change-type map of the whole run (downsampled)."""
     h, w = spec.grid.shape
     step = max(1, math.ceil(max(h, w) / QUICKLOOK_MAX_PX))
-    cube = zarr.open_group(str(cube_path), mode="r", zarr_format=3)
-    change = zarr.open_group(str(change_path), mode="r", zarr_format=3)
+    cube = open_group(cube_path)
+    change = open_group(change_path)
     rgb = np.stack([np.asarray(cube[b][-1, ::step, ::step]) for b in ("red", "green", "blue")], axis=-1)
     no_obs = np.isnan(rgb).any(axis=-1)
     rgb = np.clip(np.nan_to_num(rgb, nan=0.0) / 0.2, 0, 1)
@@ -68,18 +73,14 @@ def render_quicklook(cube_path: Path, change_path: Path, spec: CubeSpec, out: Pa
             overlay[ctype == code] = colour
     gap = np.full((rgb.shape[0], 8, 3), 255, np.uint8)
     canvas = np.concatenate([rgb, gap, overlay], axis=1)
-    tmp = out.with_suffix(".tmp.png")
-    Image.fromarray(canvas).save(tmp, optimize=True)
-    os.replace(tmp, out)
-    return out
+    png = io.BytesIO()
+    Image.fromarray(canvas).save(png, format="PNG", optimize=True)
+    return write_atomic(out, png.getvalue())
 
 
-def write_summary(path: Path, summary: dict[str, Any]) -> Path:
+def write_summary(path: Location, summary: dict[str, Any]) -> Location:
     """Write the run summary JSON atomically."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(summary, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:

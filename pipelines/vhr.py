@@ -12,12 +12,12 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pyproj import Transformer
 
+from eowatch.infra.storage import Location, location
 from eowatch.pipelines.grid import ChunkKey, GridSpec
 from eowatch.pipelines.ledger import RunLayout, write_chunks
 from eowatch.pipelines.reader import StacRegionReader, items_intersecting
@@ -73,7 +73,9 @@ class VhrInputs:
     days: tuple[str, ...]
     collection: str
     items_path: str
+    """Search results (local path or s3:// URL)."""
     store_path: str
+    """The VHR store (local path or s3:// URL)."""
     ledger_path: str
     reader: StacRegionReader
 
@@ -101,7 +103,9 @@ def build_vhr_batch(keys: Sequence[tuple[int, int]], inputs: VhrInputs) -> list[
     grid = GridSpec.from_dict(inputs.grid)
     days = np.array(inputs.days, dtype="datetime64[D]")
     items = [
-        d for d in json.loads(Path(inputs.items_path).read_text()) if d.get("collection") == inputs.collection
+        d
+        for d in json.loads(location(inputs.items_path).read_text())
+        if d.get("collection") == inputs.collection
     ]
     return write_chunks(
         keys,
@@ -112,7 +116,7 @@ def build_vhr_batch(keys: Sequence[tuple[int, int]], inputs: VhrInputs) -> list[
     )
 
 
-def init_vhr(layout: RunLayout, grid: GridSpec, days: np.ndarray, provenance: dict[str, Any]) -> Path:
+def init_vhr(layout: RunLayout, grid: GridSpec, days: np.ndarray, provenance: dict[str, Any]) -> Location:
     """Create the VHR staging store (metadata only) unless an earlier attempt did."""
     path = layout.staging("vhr")
     if not (path / "zarr.json").exists():
@@ -130,6 +134,6 @@ def init_vhr(layout: RunLayout, grid: GridSpec, days: np.ndarray, provenance: di
     return path
 
 
-def finalize_vhr(layout: RunLayout) -> Path:
+def finalize_vhr(layout: RunLayout) -> Location:
     set_attrs(layout.staging("vhr"), {"eowatch_status": "complete"})
     return layout.publish("vhr")

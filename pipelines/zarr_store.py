@@ -2,16 +2,19 @@
 
 Chunk-aligned region writes touch disjoint Zarr chunks, so workers write in parallel without locks and a
 chunk is either fully written or not at all (each Zarr chunk is one file, written then renamed by the
-local store). Readers use ``xarray.open_zarr``; CRS and transform are stored the rioxarray way (a
-``spatial_ref`` coordinate with CF grid-mapping attributes).
+local store; on object storage one object, written by a single PUT). A store is a local folder or an
+``s3://`` URL (:class:`~eowatch.infra.storage.ObjectPath`, reached through Zarr's ``FsspecStore`` over
+s3fs with the retry policy of its :class:`~eowatch.infra.storage.StorageConfig`). Readers use
+``xarray.open_zarr``; CRS and transform are stored the rioxarray way (a ``spatial_ref`` coordinate with
+CF grid-mapping attributes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -20,10 +23,34 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 import zarr
 
+from eowatch.errors import InputError, StorageError
+from eowatch.infra.storage import Location, ObjectPath, location, redact_secrets, register_fsspec_defaults
 from eowatch.pipelines.grid import GridSpec
 
 warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
 warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+# Code that opens an s3:// store by its URL alone (``zarr.open_group(url)`` in a Dask task) reaches the
+# endpoint configured in this process's environment, with the retry policy; explicit options still win.
+# A malformed setting is reported where a location is resolved (``location()``), not on import.
+with contextlib.suppress(InputError):
+    register_fsspec_defaults()
+
+
+def zarr_store(path: Location | str, read_only: bool = False) -> Any:
+    """A Zarr store for a local folder (its path) or an object-storage URL (an ``FsspecStore``)."""
+    path = location(path)
+    if isinstance(path, ObjectPath):
+        from zarr.storage import FsspecStore
+
+        return FsspecStore.from_url(
+            path.url, storage_options=path.config.storage_options(), read_only=read_only
+        )
+    return str(path)
+
+
+def open_group(path: Location | str, mode: str = "r") -> zarr.Group:
+    """Open the Zarr v3 group at a local path or ``s3://`` URL (``mode`` as in ``zarr.open_group``)."""
+    return zarr.open_group(zarr_store(path, read_only=mode == "r"), mode=mode, zarr_format=3)
 
 
 def grid_coords(grid: GridSpec) -> dict[str, np.ndarray]:
@@ -38,7 +65,7 @@ def grid_coords(grid: GridSpec) -> dict[str, np.ndarray]:
 
 
 def create_template(
-    path: Path,
+    path: Location | str,
     grid: GridSpec,
     times: np.ndarray,
     variables: Mapping[str, tuple[np.dtype, Any, dict[str, Any]]],
@@ -48,7 +75,7 @@ def create_template(
     """Write the metadata of a (time, y, x) cube without any data chunk.
 
     Args:
-        path: store location (must not exist).
+        path: store location, a local folder or s3:// URL (must not hold a store yet).
         grid: spatial grid; chunks are ``(len(times), grid.chunk, grid.chunk)``.
         times: datetime64 values of the time axis.
         variables: name → (dtype, fill value, attributes).
@@ -75,14 +102,18 @@ def create_template(
         ds[name].attrs["grid_mapping"] = "spatial_ref"
     ds.attrs.update({k: _attr(v) for k, v in sorted(attrs.items())})
     encoding["time"] = {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int64"}
-    ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, encoding=encoding, consolidated=True)
+    # On object storage a template left half-written by a killed run (no root zarr.json, so never seen
+    # as a store) is overwritten; a local template is created in the run's own work folder.
+    mode = "w" if isinstance(location(path), ObjectPath) else "w-"
+    store = zarr_store(path)
+    ds.to_zarr(store, mode=mode, compute=False, zarr_format=3, encoding=encoding, consolidated=True)
     # xarray does not list the scalar grid-mapping variable among each variable's coordinates, so a plain
     # ``open_zarr`` would return it as a data variable and ``.rio.crs`` would be None; list it explicitly.
-    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    group = zarr.open_group(store, mode="r+", zarr_format=3)
     for name in variables:
         coords_attr = str(group[name].attrs.get("coordinates", ""))
         group[name].attrs["coordinates"] = " ".join([*coords_attr.split(), "spatial_ref"])
-    zarr.consolidate_metadata(str(path), zarr_format=3)
+    zarr.consolidate_metadata(store, zarr_format=3)
 
 
 def _attr(value: Any) -> Any:
@@ -92,10 +123,10 @@ def _attr(value: Any) -> Any:
 
 
 def write_region(
-    path: Path, grid: GridSpec, row_slice: slice, col_slice: slice, arrays: dict[str, np.ndarray]
+    path: Location | str, grid: GridSpec, row_slice: slice, col_slice: slice, arrays: dict[str, np.ndarray]
 ) -> None:
     """Write full-time-axis arrays ``(time, y, x)`` into one chunk-aligned window of an existing store."""
-    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    group = open_group(path, mode="r+")
     for name, values in arrays.items():
         arr = group[name]
         if values.dtype != arr.dtype:
@@ -103,16 +134,36 @@ def write_region(
         arr[:, row_slice, col_slice] = values
 
 
-def set_attrs(path: Path, attrs: dict[str, Any]) -> None:
-    """Update dataset attributes (and the consolidated metadata that ``open_zarr`` reads)."""
-    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+def set_attrs(path: Location | str, attrs: dict[str, Any]) -> None:
+    """Update dataset attributes (and the consolidated metadata that ``open_zarr`` reads).
+
+    Both live in the root ``zarr.json``, which is rewritten whole (one PUT on object storage): a reader
+    sees the old attributes or the new ones.
+    """
+    store = zarr_store(path)
+    group = zarr.open_group(store, mode="r+", zarr_format=3)
     group.attrs.update({k: _attr(v) for k, v in sorted(attrs.items())})
-    zarr.consolidate_metadata(str(path), zarr_format=3)
+    zarr.consolidate_metadata(store, zarr_format=3)
 
 
-def read_attrs(path: Path) -> dict[str, Any]:
-    """Dataset attributes of a store, or {} if there is no readable store at ``path``."""
+def read_attrs(path: Location | str) -> dict[str, Any]:
+    """Dataset attributes of a store, or {} if there is no store (or no readable metadata) at ``path``.
+
+    Raises:
+        StorageError: object storage could not be reached (after the retries): an unreachable store must
+            not look like an absent one, or a run would start over what it had already written.
+    """
+    path = location(path)
     try:
-        return dict(zarr.open_group(str(path), mode="r", zarr_format=3).attrs)
-    except Exception:
+        return dict(open_group(path, mode="r").attrs)
+    except (FileNotFoundError, KeyError, ValueError, TypeError, zarr.errors.BaseZarrError):
         return {}
+    except Exception as exc:
+        if not isinstance(path, ObjectPath):
+            return {}
+        raise StorageError(f"cannot read {path}/zarr.json: {redact_secrets(_first_line(exc))}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
