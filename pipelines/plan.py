@@ -1,0 +1,825 @@
+"""Plan a monitoring run before running it: bytes to read, chunks, Dask tasks, peak memory, time.
+
+Everything comes from STAC metadata and the run's spec; no pixel is read. The plan walks the chunks the
+stages walk and, per chunk, selects the items they select (footprint intersecting the chunk's lon/lat
+bounds), so chunk and task counts are exact and the per-chunk figures follow the data:
+
+- **Bytes to read**, per chunk and asset read: the header (``COG_HEADER_BYTES``) plus the internal tiles
+  the chunk's read window touches, rounded out to ``COG_BLOCK_PX`` tiles and clipped to the raster. A
+  tile is counted at its uncompressed size (dtype from ``raster:bands`` x pixels, geometry from
+  ``proj:shape``/``proj:transform``/``proj:bbox``, else the item bbox at the asset's resolution), or,
+  when the asset has ``file:size``, at its share of the file. Uncompressed tiles are an upper bound for
+  compressed COGs (1.8-2.6x the bytes served on the synthetic archive).
+- **Peak memory per worker**: a task's working set is a measured factor (``*_WORKING_SET``) times the
+  bytes of the arrays one chunk loads and writes, plus a fixed allowance for buffers outside numpy and
+  the parsed STAC items every cube/VHR task loads. A worker runs ``threads_per_worker`` tasks at once on
+  top of its runtime (an idle worker plus the libraries the stages imported so far).
+- **Time**: per-thread rates derived from ``benchmarks/results/latest.json`` (``Throughput``): an
+  estimate for hardware like the benchmark machine's, not a promise.
+
+``check_fits`` refuses a plan whose peak per worker exceeds what Dask lets a worker use.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from typing import Any, Literal
+
+import numpy as np
+import shapely
+from affine import Affine
+from pyproj import Transformer
+
+from eowatch.errors import InputError
+from eowatch.pipelines import stages
+from eowatch.pipelines.assets import resolve_asset_keys
+from eowatch.pipelines.cube import _solar_day, cube_variables
+from eowatch.pipelines.grid import ChunkKey, GridSpec
+from eowatch.pipelines.inference import change_variables, halo_window
+
+log = logging.getLogger("eowatch")
+MIB = 1024**2
+StageName = Literal["cube", "vhr", "change"]
+
+#: Internal tile edge assumed for a COG (STAC does not record it; GDAL's COG driver default is 512).
+COG_BLOCK_PX = 512
+#: Bytes GDAL fetches to open a COG (header and IFDs): ``GDAL_INGESTED_BYTES_AT_OPEN``, 16 KiB.
+COG_HEADER_BYTES = 16 * 1024
+
+#: RSS of an idle Dask worker (benchmarks/results/latest.json, memory benchmark: worker_idle_MiB 104).
+WORKER_IDLE_BYTES = 104 * MIB
+#: RSS a worker gains when it first runs a cube or VHR task, before any chunk-sized array: importing
+#: ``eowatch.pipelines.cube`` (odc-stac, rasterio/GDAL, xarray, zarr, fsspec/boto3: 182 MiB, psutil RSS
+#: of a process with ``distributed`` imported, before and after), the first read's GDAL/PROJ set-up and
+#: reader threads (39 MiB: RSS after a 16 px ``compute_region``) and GDAL's 16 MiB /vsicurl/ cache.
+READER_RUNTIME_BYTES = 240 * MIB
+#: RSS the first change task adds: torch, the model and the first forward pass's set-up (200 MiB: RSS
+#: before and after a 16 px ``infer_region`` in a process that had imported ``eowatch.pipelines.cube``).
+TORCH_RUNTIME_BYTES = 210 * MIB
+
+#: Cube task working set / bytes of the arrays one chunk loads (S2 bands + SCL as uint16 with the cloud
+#: halo, S1 as float32) and writes (the composites). tracemalloc peak of one ``cube.compute_region``:
+#: 2.2-2.4 for 128/256/512 px chunks on the seed-7 2.56 km and seed-5 5.12 km archives; set with margin.
+CUBE_WORKING_SET = 2.8
+#: The same for a VHR chunk (uint8 bands per acquisition day loaded + written): tracemalloc peak of
+#: ``vhr.compute_vhr_region`` on the seed-7 archive (1024 px chunks, 3 dates): 1.15; set with margin.
+VHR_WORKING_SET = 1.6
+#: Memory a cube or VHR task holds outside numpy (GDAL decode buffers, odc-stac): peak RSS growth minus
+#: tracemalloc peak of one ``compute_region`` call in a fresh process, 7-16 MiB.
+READER_TASK_FIXED_BYTES = 16 * MIB
+#: Change task working set / bytes of the float32 cube window (halo included), the network's input and,
+#: per engine window, every period's input and features plus one transition's temporaries, and the
+#: outputs (``_change_tally``). Peak RSS growth of one ``inference.infer_region`` call in a fresh process
+#: (after a 16 px warm-up): 1.18-1.3 for 256/512 px chunks, up to 1.64 for 64/128 px ones, where the
+#: fixed part covers the difference; set to 1.4 + 20 MiB.
+CHANGE_WORKING_SET = 1.4
+CHANGE_TASK_FIXED_BYTES = 20 * MIB
+#: Peak memory of ``json.loads`` of the items file / its size (tracemalloc, 45 items: 4.75).
+ITEMS_MEMORY_FACTOR = 5.0
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Per worker-thread processing rates, for hardware like the benchmark machine's."""
+
+    cube_bytes_per_s: float = 12.1e6
+    """Planned read bytes (this module's estimate) a thread turns into composites per second. The cube
+    benchmark of benchmarks/results/latest.json built its 512 x 512 px, 17-day S2 cube (seed-5 5.12 km
+    archive) in 10.84 s on 2 worker threads; this module plans 262 MB of reads for that run."""
+    vhr_bytes_per_s: float = 50e6
+    """The same for VHR chunks (no benchmark covers them: the VHR stage of the seed-7 archive loaded its
+    planned 201 MB in 1.3-2.0 s on 2 worker threads here)."""
+    infer_px_per_s: float = 0.3e6
+    """Output pixels x transitions per second of ``infer_region`` (Zarr, tiled engine, CVA, SAR) on one
+    torch thread: latest.json inference benchmark (2026-11-25T20:08), row "engine infer_region"."""
+    source: str = "benchmarks/results/latest.json (2026-11-25, 2-core AMD EPYC, 2 workers x 1 thread)"
+    """Where the rates come from (shown with the time estimate)."""
+
+
+@dataclass(frozen=True)
+class ClusterResources:
+    """What a plan must fit into: Dask workers and the memory each may use."""
+
+    workers: int
+    """Worker processes."""
+    threads_per_worker: int
+    """Tasks a worker runs at once."""
+    memory_per_worker: int
+    """Memory limit of one worker, bytes."""
+    cores: int | None = None
+    """CPU cores the workers share (local clusters); None when unknown (a remote scheduler)."""
+    system_memory: int | None = None
+    """Memory of the machine local workers share, bytes; None for a remote scheduler."""
+    kind: str = "local"
+    """Cluster kind as ``infra.cluster.resolve_kind`` resolves it."""
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.threads_per_worker < 1 or self.memory_per_worker < 1:
+            raise InputError("a cluster needs at least one worker, one thread and some memory per worker")
+
+    @property
+    def threads(self) -> int:
+        """Tasks the whole cluster runs at once."""
+        return self.workers * self.threads_per_worker
+
+
+def cluster_resources(config: Any) -> ClusterResources:
+    """The resources ``infra.cluster.cluster_client(config)`` gives, for an ``infra.cluster.ClusterConfig``.
+
+    A worker's memory is its ``memory_limit`` parsed as distributed parses it ("4GiB", "auto", a
+    fraction, None), capped at the system memory divided among the workers, since local workers share
+    one machine (LocalCluster's own default). For kind "address" the scheduler is asked.
+
+    Raises:
+        InputError: the scheduler of an "address" cluster cannot be reached or has no workers.
+    """
+    from dask.system import CPU_COUNT
+    from distributed.system import MEMORY_LIMIT
+    from distributed.worker_memory import parse_memory_limit
+
+    from eowatch.infra.cluster import resolve_kind
+
+    kind = resolve_kind(config)
+    if kind == "address":
+        return _remote_resources(str(config.address))
+    if kind == "slurm":
+        slurm = config.slurm
+        workers = slurm.jobs * slurm.processes
+        return ClusterResources(workers, slurm.threads_per_worker(), slurm.worker_memory_bytes(), kind=kind)
+    if kind == "kubernetes":
+        return _kubernetes_resources(config.kubernetes)
+    workers = config.n_workers
+    if kind == "cuda":
+        import torch
+
+        workers = max(1, torch.cuda.device_count())
+    limit = parse_memory_limit(config.memory_limit, config.threads_per_worker, logger=log) or MEMORY_LIMIT
+    memory = min(int(limit), MEMORY_LIMIT // workers)
+    return ClusterResources(workers, config.threads_per_worker, memory, CPU_COUNT, MEMORY_LIMIT, kind)
+
+
+def _kubernetes_resources(config: Any) -> ClusterResources:
+    """Workers of the DaskCluster's default group: replicas, ``--nthreads`` and ``--memory-limit`` of
+    its worker container (the container's memory limit where the Dask limit is "auto" or absent)."""
+    from dask.utils import parse_bytes
+
+    from eowatch.infra.hpc.k8s import load_dask_specs
+
+    worker = load_dask_specs(config).cluster["spec"]["worker"]
+    container = worker["spec"]["containers"][0]
+    args = [str(a) for a in container.get("args") or []]
+
+    def option(name: str) -> str | None:
+        return args[args.index(name) + 1] if name in args[:-1] else None
+
+    resources = container.get("resources") or {}
+    limit = option("--memory-limit")
+    if limit in (None, "auto"):
+        limit = (resources.get("limits") or {}).get("memory") or (resources.get("requests") or {}).get(
+            "memory"
+        )
+    if not limit:
+        raise InputError(f"cannot tell the workers' memory from {config.spec_path}: set --memory-limit")
+    threads = int(option("--nthreads") or 1)
+    return ClusterResources(int(worker.get("replicas", 1)), threads, parse_bytes(limit), kind="kubernetes")
+
+
+def _remote_resources(address: str) -> ClusterResources:
+    from distributed import Client
+
+    try:
+        with Client(address, timeout="10s", set_as_default=False) as client:
+            workers = list(client.scheduler_info()["workers"].values())
+    except OSError as exc:
+        raise InputError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+    if not workers:
+        raise InputError(f"the Dask scheduler at {address} has no workers; start some and plan again")
+    threads = min(int(w["nthreads"]) for w in workers)
+    memory = min(int(w.get("memory_limit") or 2**50) for w in workers)
+    return ClusterResources(len(workers), threads, memory, None, None, "address")
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """The estimate for one chunked stage."""
+
+    name: StageName
+    chunks: int
+    """Chunks of the stage's grid (the VHR stage has its own nested grid)."""
+    tasks: int
+    """Dask tasks (batches of chunks) the stage submits."""
+    chunk_px: tuple[int, int]
+    """(height, width) of the largest window one chunk reads, halo included, pixels."""
+    acquisitions: int
+    """Most time steps one chunk loads (solar days for cube/VHR, periods for change)."""
+    read_bytes: int
+    """Bytes read: COG bytes from the archive (cube, vhr) or analysis-cube values (change)."""
+    output_bytes: int
+    """Uncompressed bytes of the Zarr chunks written."""
+    task_bytes: int
+    """Peak working set of one task (its largest chunk), bytes."""
+    items_bytes: int
+    """Part of ``task_bytes`` that is the parsed STAC items every task of the stage loads."""
+    runtime_bytes: int
+    """Worker RSS before the task's arrays: idle worker plus the libraries the stages loaded so far."""
+    peak_bytes: int
+    """Peak RSS of one worker in this stage: its runtime plus one task per thread, or, if larger, what
+    the earlier stages left resident plus the libraries this stage adds (freed task memory stays in the
+    worker process: the allocator keeps it and later tasks reuse it)."""
+    seconds: float
+    """Estimated wall time of the stage on the cluster."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The estimate for a whole run (methods in the module docstring)."""
+
+    run_token: str
+    area_km2: float
+    grid: dict[str, Any]
+    """The analysis grid (``GridSpec.to_dict``)."""
+    periods: int
+    items: dict[str, int]
+    """Searched items per collection."""
+    cluster: ClusterResources
+    stages: tuple[StagePlan, ...]
+    headroom: float
+    """Share of a worker's memory limit a plan may use: Dask pauses a worker there."""
+    throughput_source: str = ""
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+    """Metadata the estimate had to guess (no proj information, no data type)."""
+
+    @property
+    def chunks(self) -> int:
+        return sum(s.chunks for s in self.stages)
+
+    @property
+    def tasks(self) -> int:
+        return sum(s.tasks for s in self.stages)
+
+    @property
+    def read_bytes(self) -> int:
+        """Bytes read from the archive (cube and VHR stages)."""
+        return sum(s.read_bytes for s in self.stages if s.name != "change")
+
+    @property
+    def output_bytes(self) -> int:
+        return sum(s.output_bytes for s in self.stages)
+
+    @property
+    def seconds(self) -> float:
+        return round(sum(s.seconds for s in self.stages), 1)
+
+    def peak_stage(self) -> StagePlan:
+        """The stage with the largest peak per worker."""
+        return max(self.stages, key=lambda s: s.peak_bytes)
+
+    @property
+    def peak_worker_bytes(self) -> int:
+        return self.peak_stage().peak_bytes
+
+    @property
+    def usable_worker_bytes(self) -> int:
+        return int(self.cluster.memory_per_worker * self.headroom)
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_worker_bytes <= self.usable_worker_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form with the totals."""
+        return {
+            **asdict(self),
+            "chunks": self.chunks,
+            "tasks": self.tasks,
+            "read_bytes": self.read_bytes,
+            "output_bytes": self.output_bytes,
+            "seconds": self.seconds,
+            "peak_worker_bytes": self.peak_worker_bytes,
+            "usable_worker_bytes": self.usable_worker_bytes,
+            "fits": self.fits,
+        }
+
+
+# --- bytes an asset read fetches ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Raster:
+    """An asset's pixel grid: CRS, affine transform, (rows, cols), bytes per pixel over all its bands."""
+
+    crs: str
+    transform: Affine
+    shape: tuple[int, int]
+    pixel_bytes: int
+    file_size: int | None
+
+
+@lru_cache(maxsize=64)
+def _transformer(src: str, dst: str) -> Transformer:
+    return Transformer.from_crs(src, dst, always_xy=True)
+
+
+_Notes = dict[str, set[str]]
+"""What the plan had to guess -> the asset keys it guessed it for."""
+
+
+def _note(notes: _Notes, what: str, *keys: str) -> None:
+    notes.setdefault(what, set()).update(keys)
+
+
+def _asset_raster(item: Mapping[str, Any], key: str, grid: GridSpec, dtype: str, notes: _Notes) -> _Raster:
+    """An asset's pixel grid from its proj/raster metadata, else from the item bbox (noted)."""
+    asset, props = item["assets"][key], item.get("properties", {})
+    epsg = asset.get("proj:epsg") or props.get("proj:epsg")
+    crs = asset.get("proj:code") or props.get("proj:code") or (f"EPSG:{epsg}" if epsg else None)
+    bands = asset.get("raster:bands") or asset.get("bands") or [{}]
+    types = [b.get("data_type") for b in bands]
+    if None in types:
+        _note(notes, f"{item.get('collection')}: no raster:bands data_type, assumed {dtype}", key)
+    pixel_bytes = sum(np.dtype(t or dtype).itemsize for t in types)
+    size = asset.get("file:size")
+    shape, transform, pbox = asset.get("proj:shape"), asset.get("proj:transform"), asset.get("proj:bbox")
+    if crs and shape and transform:
+        return _Raster(crs, Affine(*transform[:6]), (int(shape[0]), int(shape[1])), pixel_bytes, size)
+    if crs and pbox and (shape or transform):
+        minx, miny, maxx, maxy = pbox
+        if shape:
+            rows, cols = int(shape[0]), int(shape[1])
+            rx, ry = (maxx - minx) / cols, (maxy - miny) / rows
+        else:
+            rx, ry = abs(transform[0]), abs(transform[4])
+            rows, cols = round((maxy - miny) / ry), round((maxx - minx) / rx)
+        return _Raster(crs, Affine(rx, 0, minx, 0, -ry, maxy), (rows, cols), pixel_bytes, size)
+    _note(notes, f"{item.get('collection')}: no proj:shape/proj:transform, footprint from the item bbox", key)
+    res = float(bands[0].get("spatial_resolution") or asset.get("gsd") or props.get("gsd") or grid.resolution)
+    minx, miny, maxx, maxy = _transformer("EPSG:4326", grid.crs).transform_bounds(*item["bbox"])
+    rows, cols = max(1, math.ceil((maxy - miny) / res)), max(1, math.ceil((maxx - minx) / res))
+    return _Raster(grid.crs, Affine(res, 0, minx, 0, -res, maxy), (rows, cols), pixel_bytes, size)
+
+
+def _read_bytes(raster: _Raster, bounds: tuple[float, float, float, float], grid_crs: str) -> int:
+    """Bytes GDAL fetches to read ``bounds`` (grid CRS) of an asset once: the header plus the tiles the
+    window touches (their pixels inside the raster: edge padding compresses away); 0 on a miss."""
+    if raster.crs != grid_crs:
+        bounds = _transformer(grid_crs, raster.crs).transform_bounds(*bounds, densify_pts=5)
+    inv = ~raster.transform
+    cols_rows = [inv @ (x, y) for x in bounds[0::2] for y in bounds[1::2]]
+    xs, ys = [c for c, _ in cols_rows], [r for _, r in cols_rows]
+    rows, cols = raster.shape
+    c0, c1 = max(0, math.floor(min(xs) + 1e-6)), min(cols, math.ceil(max(xs) - 1e-6))
+    r0, r1 = max(0, math.floor(min(ys) + 1e-6)), min(rows, math.ceil(max(ys) - 1e-6))
+    if c0 >= c1 or r0 >= r1:
+        return 0
+    t = COG_BLOCK_PX
+    px = (min(cols, math.ceil(c1 / t) * t) - c0 // t * t) * (min(rows, math.ceil(r1 / t) * t) - r0 // t * t)
+    if raster.file_size:
+        return COG_HEADER_BYTES + round(raster.file_size * px / (rows * cols))
+    return COG_HEADER_BYTES + px * raster.pixel_bytes
+
+
+class _Reads:
+    """Bytes read from one collection's assets over chunk windows; each asset's grid resolved once."""
+
+    def __init__(self, grid: GridSpec, dtype: str) -> None:
+        self.grid, self.dtype = grid, dtype
+        self.notes: _Notes = {}
+        self._rasters: dict[tuple[str, str], _Raster] = {}
+
+    def __call__(self, items: Iterable[dict[str, Any]], keys: Mapping[str, int], bounds: Any) -> int:
+        """Bytes of reading ``keys`` (asset key -> bands read from it) of ``items`` over ``bounds``.
+
+        odc-stac opens an asset once per band it reads, and a read of a pixel-interleaved asset fetches
+        the tiles of all its bands, so a multi-band asset counts once per band read.
+        """
+        total = 0
+        for item in items:
+            for key, reads in keys.items():
+                raster = self._rasters.get((item["id"], key))
+                if raster is None:
+                    raster = _asset_raster(item, key, self.grid, self.dtype, self.notes)
+                    self._rasters[(item["id"], key)] = raster
+                total += reads * _read_bytes(raster, bounds, self.grid.crs)
+        return total
+
+
+class _Footprints:
+    """Items queried by a lon/lat box the way ``reader.items_intersecting`` selects them (R-tree)."""
+
+    def __init__(self, items: Sequence[dict[str, Any]]) -> None:
+        self.items = [d for d in items if d.get("geometry")]
+        self.tree = shapely.STRtree([shapely.geometry.shape(d["geometry"]) for d in self.items])
+
+    def query(self, lonlat: tuple[float, ...]) -> list[dict[str, Any]]:
+        hits = self.tree.query(shapely.box(*lonlat), predicate="intersects")
+        return [self.items[i] for i in sorted(hits)]
+
+
+def _chunk_bounds(grid: GridSpec, key: ChunkKey, halo: int) -> tuple[float, float, float, float]:
+    """A chunk's bounds in the grid CRS, grown by ``halo`` pixels."""
+    ys, xs = grid.chunk_slices(key)
+    minx, _, _, maxy = grid.bounds
+    r = grid.resolution
+    return (
+        minx + (xs.start - halo) * r,
+        maxy - (ys.stop + halo) * r,
+        minx + (xs.stop + halo) * r,
+        maxy - (ys.start - halo) * r,
+    )
+
+
+def _chunk_lonlat(grid: GridSpec, key: ChunkKey) -> tuple[float, float, float, float]:
+    """A chunk's lon/lat bounds exactly as the stages compute them (GeoBox extent to EPSG:4326)."""
+    return tuple(grid.chunk_geobox(key).extent.to_crs("EPSG:4326").boundingbox)  # type: ignore[return-value]
+
+
+def _days(items: Sequence[dict[str, Any]], lon: float) -> int:
+    """Time steps odc-stac loads for ``items``: their distinct solar days at longitude ``lon``."""
+    return len({_solar_day(d, lon) for d in items})
+
+
+def _band_assets(item: Mapping[str, Any], bands: Sequence[str]) -> dict[str, int]:
+    """Asset key -> how many of ``bands`` it holds (matched by key, or eo:bands name or common name)."""
+    keys: dict[str, int] = {}
+    for band in bands:
+        for key, asset in item["assets"].items():
+            meta = asset.get("eo:bands") or asset.get("bands") or []
+            names = {key.lower()} | {str(m.get(k, "")).lower() for m in meta for k in ("name", "common_name")}
+            if band.lower() in names:
+                keys[key] = keys.get(key, 0) + 1
+                break
+    return keys
+
+
+# --- per-stage tallies -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Tally:
+    """Per-chunk figures of one stage, accumulated over its chunks."""
+
+    chunks: int = 0
+    read: int = 0
+    output: int = 0
+    work: float = 0.0
+    task: int = 0
+    steps: int = 0
+    window: tuple[int, int] = (0, 0)
+
+    def add(
+        self, read: int, output: int, work: float, task: int, steps: int, window: tuple[int, int]
+    ) -> None:
+        self.chunks += 1
+        self.read += read
+        self.output += output
+        self.work += work
+        if task > self.task:
+            self.task, self.window = task, window
+        self.steps = max(self.steps, steps)
+
+
+def _cube_tally(run: stages.Run, items: Sequence[dict[str, Any]], notes: _Notes) -> _Tally:
+    """``cube.compute_region`` per chunk: S2 bands + SCL with the cloud halo, S1 on the chunk."""
+    spec, grid = run.spec, run.spec.grid
+    s2 = _Footprints([d for d in items if d.get("collection") == spec.s2_collection])
+    s1 = _Footprints([d for d in items if spec.s1_collection and d.get("collection") == spec.s1_collection])
+    s2_reads, s1_reads = _Reads(grid, "uint16"), _Reads(grid, "float32")
+    out_px = len(spec.periods) * sum(dt.itemsize for dt, _, _ in cube_variables(spec).values())
+    b, tally = spec.cloud_buffer_px, _Tally()
+    for key in grid.chunks():
+        lonlat = _chunk_lonlat(grid, key)
+        lon = (lonlat[0] + lonlat[2]) / 2
+        ys, xs = grid.chunk_slices(key)
+        h, w = ys.stop - ys.start, xs.stop - xs.start
+        hits2, hits1 = s2.query(lonlat), s1.query(lonlat)
+        read = loaded = 0
+        if hits2:  # loaded as uint16
+            keys = dict.fromkeys(resolve_asset_keys(hits2[0], [*spec.s2_bands, "scl"]).values(), 1)
+            read += s2_reads(hits2, keys, _chunk_bounds(grid, key, b))
+            loaded += 2 * _days(hits2, lon) * (h + 2 * b) * (w + 2 * b) * len(keys)
+        if hits1:  # loaded as float32
+            keys = dict.fromkeys(resolve_asset_keys(hits1[0], spec.s1_bands).values(), 1)
+            read += s1_reads(hits1, keys, _chunk_bounds(grid, key, 0))
+            loaded += 4 * _days(hits1, lon) * h * w * len(keys)
+        task = round(CUBE_WORKING_SET * (loaded + out_px * h * w)) + READER_TASK_FIXED_BYTES
+        steps = max(_days(hits2, lon), _days(hits1, lon))
+        tally.add(read, out_px * grid.chunk**2, read, task, steps, (h + 2 * b, w + 2 * b))
+    for reads in (s2_reads, s1_reads):
+        for what, keys in reads.notes.items():
+            _note(notes, what, *keys)
+    return tally
+
+
+def _vhr_tally(run: stages.Run, items: Sequence[dict[str, Any]], notes: _Notes) -> _Tally:
+    """``vhr.compute_vhr_region`` per chunk of the nested grid (none without VHR over the grid)."""
+    from eowatch.pipelines import vhr
+
+    coll = run.config.vhr_collection
+    found = [d for d in items if coll and d.get("collection") == coll]
+    grid = vhr.vhr_grid(run.spec.grid, found) if found else None
+    tally = _Tally()
+    if grid is None:
+        return tally
+    bands, all_days = len(vhr.VHR_BANDS), len(vhr.acquisition_days(found))
+    footprints, reads = _Footprints(found), _Reads(grid, "uint8")
+    for key in grid.chunks():
+        lonlat = _chunk_lonlat(grid, key)
+        ys, xs = grid.chunk_slices(key)
+        h, w = ys.stop - ys.start, xs.stop - xs.start
+        hits = footprints.query(lonlat)
+        days = _days(hits, (lonlat[0] + lonlat[2]) / 2)
+        read = reads(hits, _band_assets(hits[0], vhr.VHR_BANDS) if hits else {}, _chunk_bounds(grid, key, 0))
+        task = round(VHR_WORKING_SET * (days + all_days) * h * w * bands) + READER_TASK_FIXED_BYTES
+        tally.add(read, all_days * bands * grid.chunk**2, read, task, days, (h, w))
+    for what, keys in reads.notes.items():
+        _note(notes, what, *keys)
+    return tally
+
+
+def _change_tally(run: stages.Run, device: str = "cpu") -> _Tally:
+    """``inference.infer_region`` per chunk: a halo window of the cube, the model's windows, baselines.
+
+    The model runs through ``models.engine`` (``default_config`` for ``device``): windows of at most
+    ``tile`` px plus its halo, ``batch_windows`` at a time, every period encoded once per window.
+    """
+    import torch
+
+    from eowatch.models.engine import default_config, plan_axis
+    from eowatch.models.registry import get
+
+    spec, grid, change = run.spec, run.spec.grid, run.config.change
+    card = get(change.model).card
+    arch = card.architecture_args
+    halo = change.halo if change.halo is not None else card.receptive_field_px // 2 + 1
+    channels = len(dict.fromkeys([*card.bands, *spec.s2_bands, *(["vv_db"] if spec.s1_collection else [])]))
+    t, inputs_ch, width, classes = (
+        len(spec.periods),
+        int(arch["in_channels"]),
+        int(arch["width"]),
+        int(arch["n_classes"]),
+    )
+    engine = default_config(torch.device(device), card.receptive_field_px // 2)
+    variables = change_variables()
+    if not spec.s1_collection:
+        variables = {k: v for k, v in variables.items() if not k.startswith("sar_")}
+    out_px = (t - 1) * sum(dt.itemsize for dt, _, _ in variables.values())
+    tally = _Tally()
+    for key in grid.chunks():
+        ry, rx, cy, cx = halo_window(grid, key, halo)
+        hh, ww = ry.stop - ry.start, rx.stop - rx.start
+        px = (cy.stop - cy.start) * (cx.stop - cx.start)
+        wy = plan_axis(hh, cy, engine.tile, engine.halo, engine.overlap)
+        wx = plan_axis(ww, cx, engine.tile, engine.halo, engine.overlap)
+        windows = min(engine.batch_windows, len(wy) * len(wx))
+        window_px = windows * (wy[0].stop - wy[0].start) * (wx[0].stop - wx[0].start)
+        read = 4 * t * channels * hh * ww  # read_window: (period, C, y, x) float32
+        # the network's input over the halo window, then per window: every period's input and features,
+        # and one transition's difference, concatenation and head output at a time
+        network = 4 * t * inputs_ch * hh * ww + 4 * window_px * (t * (inputs_ch + width) + 5 * width)
+        outputs = out_px * px + 2 * 4 * (t - 1) * classes * px  # variables + probabilities (engine, crop)
+        task = round(CHANGE_WORKING_SET * (read + network + outputs)) + CHANGE_TASK_FIXED_BYTES
+        tally.add(read, out_px * grid.chunk**2, (t - 1) * px, task, t, (hh, ww))
+    return tally
+
+
+def _default(func: Callable[..., Any], name: str) -> int:
+    """A function's default for one parameter (the stages' batch sizes live there)."""
+    return int(inspect.signature(func).parameters[name].default)
+
+
+def _stage(
+    name: StageName, tally: _Tally, per_task: int, items_bytes: int, runtime: int, rate: float, cluster: Any
+) -> StagePlan:
+    """A stage's plan from its tally (``peak_bytes`` is filled in by ``plan_run``)."""
+    tasks = math.ceil(tally.chunks / per_task)
+    slots = min(cluster.threads, cluster.cores or cluster.threads, max(tasks, 1))
+    return StagePlan(
+        name=name,
+        chunks=tally.chunks,
+        tasks=tasks,
+        chunk_px=tally.window,
+        acquisitions=tally.steps,
+        read_bytes=tally.read,
+        output_bytes=tally.output,
+        task_bytes=tally.task + items_bytes,
+        items_bytes=items_bytes,
+        runtime_bytes=runtime,
+        peak_bytes=0,
+        seconds=round(tally.work / rate / slots, 1),
+    )
+
+
+def _worker_peaks(stages: Sequence[tuple[str, int, int]], threads: int) -> list[int]:
+    """Peak RSS of a worker in each stage, from (name, runtime, task bytes) in run order.
+
+    Freed task memory stays in the worker process (the allocator keeps it for later tasks), so a stage
+    starts from the previous stage's peak plus the libraries it adds, unless its own tasks need more.
+    """
+    peaks: list[int] = []
+    for name, runtime, task in stages:
+        resident = peaks[-1] + (TORCH_RUNTIME_BYTES if name == "change" else 0) if peaks else 0
+        peaks.append(max(resident, runtime + threads * task))
+    return peaks
+
+
+def _headroom() -> float:
+    """Share of its memory limit at which Dask pauses a worker (``distributed.worker.memory.pause``)."""
+    import dask.config
+
+    pause = dask.config.get("distributed.worker.memory.pause", 0.8)
+    return float(pause) if pause else 0.95
+
+
+def plan_run(
+    run: stages.Run,
+    items: Sequence[dict[str, Any]],
+    cluster: ClusterResources,
+    throughput: Throughput | None = None,
+) -> RunPlan:
+    """Estimate a run from its spec and its searched STAC items, reading no pixel.
+
+    Args:
+        run: the prepared run (``stages.prepare_run``).
+        items: the searched items as plain dicts (what ``stages.search_stage`` writes to
+            ``run.layout.items``).
+        cluster: the workers it will run on (``cluster_resources``).
+        throughput: processing rates; default ``Throughput()``, this machine's benchmark.
+
+    Returns:
+        Per stage (cube; vhr when VHR items cover the grid; change): chunks, tasks, bytes read and
+        written, task working set, worker runtime and time, and the run's totals.
+    """
+    rate = throughput or Throughput()
+    notes: _Notes = {}
+    items_bytes = round(ITEMS_MEMORY_FACTOR * len(json.dumps(list(items))))
+    reader = WORKER_IDLE_BYTES + READER_RUNTIME_BYTES
+    per_task = _default(stages.cube_stage_run, "per_task")
+    plans = [
+        _stage(
+            "cube",
+            _cube_tally(run, items, notes),
+            per_task,
+            items_bytes,
+            reader,
+            rate.cube_bytes_per_s,
+            cluster,
+        )
+    ]
+    vhr = _vhr_tally(run, items, notes)
+    if vhr.chunks:  # one chunk per task (stages.vhr_stage_run)
+        plans.append(_stage("vhr", vhr, 1, items_bytes, reader, rate.vhr_bytes_per_s, cluster))
+    if run.provenance.get("model"):  # a cube-only run (prepare_run(with_model=False)) infers nothing
+        torch, per_task = reader + TORCH_RUNTIME_BYTES, run.config.change.regions_per_task
+        change = _change_tally(run, "cuda" if cluster.kind == "cuda" else "cpu")
+        plans.append(_stage("change", change, per_task, 0, torch, rate.infer_px_per_s, cluster))
+    peaks = _worker_peaks(
+        [(p.name, p.runtime_bytes, p.task_bytes) for p in plans], cluster.threads_per_worker
+    )
+    plans = [replace(p, peak_bytes=peak) for p, peak in zip(plans, peaks, strict=True)]
+    counts: dict[str, int] = {}
+    for d in items:
+        counts[str(d.get("collection"))] = counts.get(str(d.get("collection")), 0) + 1
+    return RunPlan(
+        run_token=run.token,
+        area_km2=round(run.spec.grid.area_km2, 4),
+        grid=run.spec.grid.to_dict(),
+        periods=len(run.spec.periods),
+        items=counts,
+        cluster=cluster,
+        stages=tuple(plans),
+        headroom=_headroom(),
+        throughput_source=rate.source,
+        warnings=tuple(f"{what} (assets {', '.join(sorted(keys))})" for what, keys in sorted(notes.items())),
+    )
+
+
+# --- refusing what cannot fit ------------------------------------------------------------------------
+
+
+def format_bytes(n: float) -> str:
+    """Bytes as MiB below 1 GiB, else GiB (binary units), e.g. "850 MiB", "1.9 GiB"."""
+    if n < 1024**3:
+        return f"{n / MIB:,.0f} MiB" if n >= 10 * MIB else f"{n / MIB:.1f} MiB"
+    return f"{n / 1024**3:,.1f} GiB"
+
+
+def _fixed_task_bytes(stage: StagePlan) -> int:
+    """The part of a task's working set that does not scale with the chunk's area."""
+    return stage.items_bytes + (
+        CHANGE_TASK_FIXED_BYTES if stage.name == "change" else READER_TASK_FIXED_BYTES
+    )
+
+
+def _peak_with(plan: RunPlan, chunk: int | None = None, threads: int | None = None) -> int:
+    """The plan's peak per worker with another chunk size or threads per worker (tasks scaled by the
+    chunk's area; the VHR grid keeps its own chunks)."""
+    scale = (chunk / int(plan.grid["chunk"])) ** 2 if chunk else 1.0
+    rows = []
+    for s in plan.stages:
+        fixed = _fixed_task_bytes(s)
+        task = s.task_bytes if s.name == "vhr" else round(fixed + (s.task_bytes - fixed) * scale)
+        rows.append((s.name, s.runtime_bytes, task))
+    return max(_worker_peaks(rows, threads or plan.cluster.threads_per_worker))
+
+
+def _suggestions(plan: RunPlan) -> list[str]:
+    """What would make ``plan`` fit, most specific first."""
+    stage, c, usable = plan.peak_stage(), plan.cluster, plan.usable_worker_bytes
+    fixes = []
+    chunk = int(plan.grid["chunk"]) // 2
+    while chunk >= 64 and _peak_with(plan, chunk=chunk) > usable:
+        chunk //= 2
+    if chunk >= 64:
+        fixes.append(f"a smaller chunk size (--chunk {chunk}: about {format_bytes(_peak_with(plan, chunk))})")
+    fixes.append(f"at least {format_bytes(math.ceil(stage.peak_bytes / plan.headroom))} of memory per worker")
+    fit = [t for t in range(c.threads_per_worker - 1, 0, -1) if _peak_with(plan, threads=t) <= usable]
+    if fit:
+        fixes.append(f"fewer threads per worker ({fit[0]})")
+    if c.system_memory and c.workers > 1 and c.memory_per_worker >= c.system_memory // c.workers:
+        fewer = int(c.system_memory * plan.headroom // stage.peak_bytes)
+        if 1 <= fewer < c.workers:
+            fixes.append(f"fewer workers ({fewer}: each gets a larger share of the machine's memory)")
+    if stage.items_bytes * 4 >= stage.task_bytes:
+        fixes.append(
+            f"a smaller AOI or shorter date range (every task parses all {sum(plan.items.values())} "
+            f"searched items: {format_bytes(stage.items_bytes)})"
+        )
+    elif stage.name != "change":
+        fixes.append("a shorter date range (fewer acquisitions per chunk)")
+    return fixes
+
+
+def refusal_message(plan: RunPlan) -> str:
+    """Why a plan does not fit its cluster and what to change (numbers in MiB/GiB)."""
+    stage, c = plan.peak_stage(), plan.cluster
+    threads = f"{c.threads_per_worker} thread{'s' if c.threads_per_worker > 1 else ''}"
+    steps = "periods" if stage.name == "change" else "acquisitions"
+    own = stage.runtime_bytes + c.threads_per_worker * stage.task_bytes
+    parts = (
+        f"{format_bytes(stage.runtime_bytes)} runtime + {threads} x {format_bytes(stage.task_bytes)} per "
+        f"{stage.chunk_px[0]}x{stage.chunk_px[1]} px chunk with {stage.acquisitions} {steps}"
+        if own >= stage.peak_bytes
+        else "what the earlier stages left resident in the worker + the libraries it adds"
+    )
+    return (
+        f"run {plan.run_token} does not fit the cluster: the {stage.name} stage needs about "
+        f"{format_bytes(stage.peak_bytes)} per worker ({parts}) but a worker may use "
+        f"{format_bytes(plan.usable_worker_bytes)} ({plan.headroom:.0%} of its "
+        f"{format_bytes(c.memory_per_worker)} memory limit); use " + ", or ".join(_suggestions(plan))
+    )
+
+
+def check_fits(plan: RunPlan) -> RunPlan:
+    """Return ``plan`` if its peak per worker fits the workers' usable memory.
+
+    Raises:
+        InputError: it does not; the one-line message says what to change.
+    """
+    if not plan.fits:
+        raise InputError(refusal_message(plan))
+    return plan
+
+
+# --- the flow's first task ---------------------------------------------------------------------------
+
+
+def plan_stage(
+    run: stages.Run,
+    cluster_config: Any,
+    info: Callable[[str], None] = log.info,
+    on_plan: Callable[[RunPlan], None] | None = None,
+) -> RunPlan:
+    """Plan a run and refuse it when it cannot fit: the first task of the monitor flow.
+
+    Uses the items ``search_stage`` pinned for the run (``run.layout.items``), and runs that search (which
+    pins them) when there are none yet.
+
+    Args:
+        run: the prepared run.
+        cluster_config: the ``infra.cluster.ClusterConfig`` the run will use.
+        info: logger for progress lines.
+        on_plan: called with the plan before the fit check, e.g. to publish it as artifacts, so a
+            refused run shows its numbers too.
+
+    Raises:
+        InputError: the run does not fit the cluster (see ``check_fits``), or a bad cluster address.
+        CatalogError: the search failed.
+    """
+    if not run.layout.items.exists():
+        stages.search_stage(run, info)
+    items = json.loads(run.layout.items.read_text())
+    plan = plan_run(run, items, cluster_resources(cluster_config))
+    info(
+        f"plan: {plan.chunks} chunks in {plan.tasks} tasks, {format_bytes(plan.read_bytes)} to read, peak "
+        f"{format_bytes(plan.peak_worker_bytes)} of {format_bytes(plan.usable_worker_bytes)} per worker, "
+        f"about {plan.seconds:.0f} s"
+    )
+    if on_plan is not None:
+        on_plan(plan)
+    return check_fits(plan)
