@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.eowatch-installed
 
-.PHONY: env demo test test-fast lint format clean bench
+.PHONY: env demo test test-fast lint format clean bench browser
 
 env: $(STAMP)
 
@@ -18,8 +18,21 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/eowatch demo
 
+## Debian's Chromium for the browser test of the Prefect UI (tests/deployments/test_ui_backfill.py).
+## Installed with apt when missing (root); elsewhere the test is skipped, but under CI=true it must be there.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium (apt-get) for the UI test"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1; \
+	  fi; \
+	  test -x $(CHROMIUM) || { \
+	    if [ -n "$$CI" ]; then echo "error: $(CHROMIUM) is missing and could not be installed" >&2; exit 1; fi; \
+	    echo "note: $(CHROMIUM) is missing (apt-get install -y chromium); the UI test will be skipped"; }; }
+
 ## Lint and run the whole test suite (what CI runs).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -1,8 +1,11 @@
-"""Prefect flows of eowatch. This module only wires stages together; it touches no service on import.
+"""Prefect flows and deployments of eowatch. This module only wires stages together; it touches no
+service on import.
 
 The ``monitor`` flow: search the catalog → build the analysis cube → infer change → publish.
 Stages pass references (paths, scheduler address), never arrays; each is idempotent, so Prefect retries
-and re-runs resume from the chunk ledger.
+and re-runs resume from the chunk ledger. ``backfill`` runs one ``monitor`` subflow per window of a named
+region; ``monitor_region`` is what a region's schedule runs. ``deployments`` lists what ``eowatch deploy``
+registers and serves (built by ``eowatch.infra.deployments``).
 """
 
 from __future__ import annotations
@@ -11,18 +14,25 @@ import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE as NO_CACHE
+from pydantic import Field
 
 from eowatch.errors import EowatchError, InputError
-from eowatch.infra.cluster import ClusterConfig, cluster_client
+from eowatch.infra.cluster import ClusterConfig, cluster_client, load_cluster_config
+from eowatch.infra.deployments import MAX_PARALLEL_WINDOWS
 from eowatch.pipelines import stages
 from eowatch.pipelines.ledger import run_lock
 from eowatch.pipelines.params import MonitorParams
-from eowatch.pipelines.publish import summary_markdown
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+
+    from eowatch.infra.deployments import DeployConfig
+    from eowatch.pipelines.regions import Region
 
 
 def _info(msg: str) -> None:
@@ -56,7 +66,7 @@ def _on_cluster(stage: Callable[..., Path | None], run: stages.Run, scheduler: s
     """Run a chunked stage on the flow's Dask cluster (tasks get the scheduler address, not a client)."""
     from distributed import Client
 
-    with Client(scheduler) as client:
+    with Client(scheduler, set_as_default=False) as client:
         path = stage(run, client, _info)
         return str(path) if path else None
 
@@ -92,13 +102,20 @@ def infer_change(run: stages.Run, scheduler: str) -> str | None:
     retry_condition_fn=_retry_unexpected,
 )
 def publish(run: stages.Run, timings: dict[str, float]) -> dict[str, Any]:
+    from eowatch.pipelines.artifacts import publish_run_artifacts
+
     summary = stages.publish_stage(run, timings, _info)
-    create_markdown_artifact(
-        markdown=summary_markdown(summary),
-        key="monitor-summary",
-        description="eowatch monitoring run summary",
-    )
+    publish_run_artifacts(summary, run.layout.quicklook)
     return summary
+
+
+@task(name="plan-run", cache_policy=NO_CACHE, retries=0)
+def plan_run_task(run: stages.Run, cluster: ClusterConfig) -> dict[str, Any]:
+    """Estimate bytes, chunks, tasks, memory and time from the pinned items; refuse what cannot fit."""
+    from eowatch.pipelines.artifacts import publish_plan_artifacts
+    from eowatch.pipelines.plan import plan_stage
+
+    return plan_stage(run, cluster, _info, on_plan=publish_plan_artifacts).to_dict()
 
 
 @flow(name="monitor", log_prints=True)
@@ -110,20 +127,28 @@ def monitor(params: MonitorParams, cluster: ClusterConfig | None = None) -> dict
         logger.info(f"run {run.token} is already complete at {run.layout.change}; nothing to do")
         return stages.existing_summary(run)
     timings: dict[str, float] = {}
-    with run_lock(run.layout.out), cluster_client(cluster or ClusterConfig()) as client:
-        logger.info(f"Dask dashboard: {client.dashboard_link}")
-        scheduler = client.scheduler.address
+    # A deployment's environment (EOWATCH_CLUSTER_CONFIG / EOWATCH_CLUSTER__*) decides over the parameter.
+    cluster = load_cluster_config(default=cluster or ClusterConfig())
+    with run_lock(run.layout.out):
         t = time.perf_counter()
         search_catalog(run)
         timings["search"] = round(time.perf_counter() - t, 2)
-        t = time.perf_counter()
-        build_cube(run, scheduler)
-        build_vhr(run, scheduler)
-        timings["cube"] = round(time.perf_counter() - t, 2)
-        t = time.perf_counter()
-        infer_change(run, scheduler)
-        timings["inference"] = round(time.perf_counter() - t, 2)
-        return publish(run, timings)
+        plan_run_task(run, cluster)  # refuses a run that cannot fit before any cluster starts
+        with cluster_client(cluster) as client:
+            logger.info(f"Dask dashboard: {client.dashboard_link}")
+            return _run_stages(run, client.scheduler.address, timings)
+
+
+def _run_stages(run: stages.Run, scheduler: str, timings: dict[str, float]) -> dict[str, Any]:
+    """The chunked stages on the cluster, then publish (timings in seconds per stage)."""
+    t = time.perf_counter()
+    build_cube(run, scheduler)
+    build_vhr(run, scheduler)
+    timings["cube"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    infer_change(run, scheduler)
+    timings["inference"] = round(time.perf_counter() - t, 2)
+    return publish(run, timings)
 
 
 # --- backfill: one monitoring run per window of a named region (issue 5) ---------------------------
@@ -143,6 +168,23 @@ def _window_row(params: MonitorParams, state: Any) -> dict[str, Any]:
     return row
 
 
+def _region_with_model(regions_file: str, region: str, model: str | None) -> Region:
+    """The region ``region`` of ``regions_file``, with its change model replaced by ``model`` if given.
+
+    Raises:
+        InputError: unknown region, bad regions file, or ``model`` is not a registered model.
+    """
+    from eowatch.infra.deployments import model_names
+    from eowatch.pipelines.regions import get_region
+
+    spec = get_region(regions_file, region)
+    if model is None:
+        return spec
+    if model not in (known := model_names()):
+        raise InputError(f"unknown model {model!r}; registered change models: {', '.join(known)}")
+    return spec.model_copy(update={"model": model})
+
+
 @flow(name="backfill", log_prints=True)
 def backfill(
     region: str,
@@ -150,9 +192,10 @@ def backfill(
     end: date,
     out_root: str,
     regions_file: str = "regions.yaml",
-    max_parallel: int = 1,
-    window_months: int = 3,
+    max_parallel: Annotated[int, Field(ge=1, le=MAX_PARALLEL_WINDOWS)] = 1,
+    window_months: Annotated[int, Field(ge=2, le=24)] = 3,
     cluster: ClusterConfig | None = None,
+    model: str | None = None,
 ) -> list[dict[str, Any]]:
     """Monitor a named region over a long range, one ``monitor`` subflow run per window.
 
@@ -163,18 +206,29 @@ def backfill(
     (``monitor`` is a no-op for them) and resumes the others from their ledgers. Windows run in order,
     ``max_parallel`` at a time (each starts its own Dask cluster: size ``cluster`` accordingly).
 
+    Args:
+        region: Name of the region in the regions file.
+        start: First day of the backfill (inclusive).
+        end: Last day of the backfill (inclusive).
+        out_root: Output root folder; each window writes `<out_root>/<region>/<start>_<end>/change.zarr`.
+        regions_file: Regions YAML file that defines the region.
+        max_parallel: Windows monitored at the same time (each starts its own Dask cluster).
+        window_months: Calendar months per window (at least 2); consecutive windows share one month.
+        cluster: Dask cluster of each window (default: a local cluster of 2 workers).
+        model: Change model of every window (default: the region's model).
+
     Raises:
-        InputError: unknown region, bad regions file or date range (before any window runs).
+        InputError: unknown region or model, bad regions file or date range (before any window runs).
         EowatchError: some windows failed (after all have run and the roll-up is published).
     """
     from concurrent.futures import ThreadPoolExecutor
     from contextvars import copy_context
 
-    from eowatch.pipelines.regions import backfill_windows, get_region, rollup_markdown
+    from eowatch.pipelines.regions import backfill_windows, rollup_markdown
 
     if max_parallel < 1:
         raise InputError(f"max_parallel must be >= 1, got {max_parallel}")
-    spec = get_region(regions_file, region)
+    spec = _region_with_model(regions_file, region, model)
     plan = [spec.monitor_params(a, b, out_root) for a, b in backfill_windows(start, end, window_months)]
     _info(f"backfill {region}: {len(plan)} windows, {max_parallel} at a time")
 
@@ -201,3 +255,75 @@ def backfill(
             "run the backfill again to retry them"
         )
     return rows
+
+
+# --- deployments: scheduled monitoring per region, backfills from the UI (issue 5) ----------------
+
+
+@flow(name="monitor-region", log_prints=True)
+def monitor_region(
+    region: str,
+    start: date | None = None,
+    end: date | None = None,
+    out_root: str = "eowatch-output",
+    regions_file: str = "regions.yaml",
+    months: Annotated[int, Field(ge=2, le=24)] = 2,
+    model: str | None = None,
+    cluster: ClusterConfig | None = None,
+) -> dict[str, Any]:
+    """Monitor a named region once: what a region's schedule runs (``monitor-region/<region>``).
+
+    Without dates the run covers the ``months`` whole calendar months that closed before the month of
+    its scheduled start time, in UTC (``infra.deployments.closed_months_before``): the monthly schedule
+    ``0 6 1 * *`` with ``months=2`` monitors May-June on 1 July, June-July on 1 August, and so on, so
+    every month-to-month change is detected once. The output goes to ``<out_root>/<region>/<start>_<end>/``
+    (the layout of ``backfill``), so a scheduled run and a backfill window over the same months share
+    their output: whichever comes second finds it complete and does nothing.
+
+    Args:
+        region: Name of the region in the regions file.
+        start: First day to monitor (give both dates or neither).
+        end: Last day to monitor, inclusive (give both dates or neither).
+        out_root: Output root folder; the run writes `<out_root>/<region>/<start>_<end>/change.zarr`.
+        regions_file: Regions YAML file that defines the region.
+        months: Closed calendar months a run without dates covers (at least 2).
+        model: Change model (default: the region's model).
+        cluster: Dask cluster of the run (default: a local cluster of 2 workers).
+
+    Raises:
+        InputError: unknown region or model, bad regions file, only one date given, or bad dates.
+    """
+    from prefect.runtime import flow_run
+
+    from eowatch.infra.deployments import closed_months_before
+
+    spec = _region_with_model(regions_file, region, model)
+    if (start is None) != (end is None):
+        raise InputError("give both start and end dates, or neither (the closed months before the run)")
+    if start is None or end is None:
+        scheduled = flow_run.scheduled_start_time
+        start, end = closed_months_before(scheduled, months)
+        _info(f"no dates given: monitoring the {months} months closed before {scheduled:%Y-%m-%d %H:%M %Z}")
+    params = spec.monitor_params(start, end, out_root)
+    name = f"monitor-{region}-{start}_{end}"
+    return monitor.with_options(flow_run_name=name)(params, cluster)
+
+
+def deployments(config: DeployConfig) -> list[RunnerDeployment]:
+    """The deployments ``eowatch deploy`` registers (``prefect.yaml`` describes the same ones).
+
+    - ``monitor-region/<region>`` for each region of ``config.regions_file`` with a ``schedule``: runs
+      ``monitor_region`` on that cron, one run at a time per region;
+    - ``backfill/on-demand``: ``backfill`` from the UI, the regions and models as choices, one at a time.
+
+    Raises:
+        InputError: the regions file is invalid.
+    """
+    from eowatch.infra.deployments import backfill_deployment, monitor_deployments
+    from eowatch.pipelines.regions import load_regions
+
+    regions = load_regions(config.regions_file)
+    return [
+        *monitor_deployments(monitor_region, regions, config),
+        backfill_deployment(backfill, regions, config),
+    ]

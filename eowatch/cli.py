@@ -1,4 +1,4 @@
-"""The ``eowatch`` command line: archive, serve, run, demo, models.
+"""The ``eowatch`` command line: archive, serve, run, backfill, deploy, demo, models, train.
 
 User errors (``EowatchError``) print one line ``error: ...`` and exit non-zero; nothing else is printed
 for them (no traceback).
@@ -27,6 +27,16 @@ def _date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"malformed date {text!r}; use YYYY-MM-DD") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _floats4(text: str) -> tuple[float, float, float, float]:
@@ -84,6 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         s1_collection=args.s1_collection or None,
         truth_dir=args.truth,
         max_cloud_cover=args.max_cloud_cover,
+        asset_stores=tuple(args.asset_stores),
     )
     from flows import monitor
 
@@ -116,6 +127,43 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from eowatch.infra.deployments import (
+        DeployConfig,
+        describe,
+        prefect_urls,
+        serve,
+        unset_variables,
+    )
+    from eowatch.pipelines.regions import load_regions
+    from flows import deployments
+
+    config = DeployConfig(regions_file=args.regions_file, out_root=args.out_root, workers=args.workers)
+    regions = load_regions(config.regions_file)
+    _, ui_url = prefect_urls()
+    for name, names in unset_variables(regions).items():
+        refs = ", ".join(f"${{{n}}}" for n in names)
+        print(
+            f"warning: region {name} uses {refs}, which is not set here: its runs will fail", file=sys.stderr
+        )
+    built = deployments(config)
+    limit = config.process_limit(sum(bool(d.schedules) for d in built))
+
+    def ready(ids: dict[str, Any]) -> None:
+        print(f"Serving {len(ids)} deployments from {config.regions_file} (at most {limit} runs at a time):")
+        print("\n".join(describe(built, ids, ui_url)))
+        print(
+            f"Outputs go to {config.out_root}/<region>/<start>_<end>/. Ctrl-C stops (schedules are paused)."
+        )
+        sys.stdout.flush()
+
+    try:
+        serve(built, limit, ready)
+    except KeyboardInterrupt:
+        print("stopped serving; the schedules are paused until `eowatch deploy` runs again")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from eowatch.demo import run_demo
 
@@ -133,14 +181,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from eowatch.models.registry import WEIGHTS_DIR
-    from eowatch.pipelines.training import train_shipped_model
+    from eowatch.pipelines.training import train_croptype_shipped, train_shipped_model
 
     out = Path(args.out) if args.out else WEIGHTS_DIR
     seeds = [int(s) for s in args.archive_seeds.split(",") if s.strip()]
-    model, scores = train_shipped_model(Path(args.workdir), out, seeds, args.epochs, args.seed, args.workers)
+    crop = args.model == "crop-type-ltae"
+    train = train_croptype_shipped if crop else train_shipped_model
+    epochs = args.epochs if args.epochs is not None else (30 if crop else 12)
+    model, scores = train(Path(args.workdir), out, seeds, epochs, args.seed, args.workers)
     print(f"saved {model.card.name} v{model.card.version} to {out}")
     for key in sorted(scores):
         print(f"  {key}: {scores[key]:.4f}")
+    return 0
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    from eowatch.open import open_change
+
+    change = open_change(args.target, root=args.root, window=args.window)
+    print(change)
+    months = ", ".join(str(t)[:7] for t in change.time.values)
+    print(f"CRS {change.rio.crs}, {abs(change.rio.resolution()[0]):g} m pixels; changes into {months}")
     return 0
 
 
@@ -172,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--geojson", help="AOI GeoJSON file (EPSG:4326)")
     run.add_argument("--start", type=_date, required=True)
     run.add_argument("--end", type=_date, required=True)
-    run.add_argument("--out", required=True, help="output folder")
+    run.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
     run.add_argument("--crs", help="target CRS (default: UTM zone of the AOI)")
     run.add_argument("--bounds", type=_floats4, help="target grid bounds in the target CRS")
     run.add_argument("--resolution", type=float, default=10.0)
@@ -181,7 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--s2-collection", default="sentinel-2-l2a", help="optical collection id")
     run.add_argument("--s1-collection", default="sentinel-1-grd", help="SAR collection id ('' for none)")
     run.add_argument("--truth", help="planted-truth folder to score against")
-    run.add_argument("--workers", type=int, default=2)
+    run.add_argument(
+        "--asset-store",
+        action="append",
+        default=[],
+        dest="asset_stores",
+        metavar="URL_PREFIX",
+        help="read assets only under this URL prefix (repeatable; default: any http(s):// or s3:// href)",
+    )
+    run.add_argument("--workers", type=_positive_int, default=2)
     run.set_defaults(func=cmd_run)
 
     backfill = sub.add_parser("backfill", help="monitor a named region (regions.yaml) window by window")
@@ -194,29 +263,58 @@ def build_parser() -> argparse.ArgumentParser:
         "--window-months", type=int, default=3, help="months per window (consecutive windows share one)"
     )
     backfill.add_argument("--max-parallel", type=int, default=1, help="windows run at a time")
-    backfill.add_argument("--workers", type=int, default=2, help="Dask workers per window")
+    backfill.add_argument("--workers", type=_positive_int, default=2, help="Dask workers per window")
     backfill.set_defaults(func=cmd_backfill)
+
+    deploy = sub.add_parser(
+        "deploy", help="register the scheduled and backfill deployments with Prefect and serve them"
+    )
+    deploy.add_argument("--regions-file", default="regions.yaml", help="regions YAML file")
+    deploy.add_argument(
+        "--out-root", default="eowatch-output", help="output root; a run goes to OUT_ROOT/REGION/START_END/"
+    )
+    deploy.add_argument("--workers", type=_positive_int, default=2, help="Dask workers per monitoring run")
+    deploy.set_defaults(func=cmd_deploy)
 
     demo = sub.add_parser("demo", help="make the synthetic archive, start the services, run the flow")
     demo.add_argument("--workdir", default="eowatch-demo", help="folder for the archive and the outputs")
     demo.add_argument("--seed", type=int, default=DEMO_SEED, help="archive seed (not used in training)")
-    demo.add_argument("--workers", type=int, default=2)
+    demo.add_argument("--workers", type=_positive_int, default=2)
     demo.set_defaults(func=cmd_demo)
 
     serve = sub.add_parser("serve", help="serve an archive through a local STAC API and asset server")
     serve.add_argument("archive")
     serve.set_defaults(func=cmd_serve)
 
-    train = sub.add_parser("train", help="reproduce the shipped change model from a synthetic archive")
+    from eowatch.plan_cli import add_plan_arguments, cmd_plan
+
+    plan = sub.add_parser(
+        "plan", help="estimate a run (bytes, chunks, tasks, memory, time); refuse what cannot fit"
+    )
+    add_plan_arguments(plan)
+    plan.set_defaults(func=cmd_plan)
+
+    open_ = sub.add_parser("open", help="open a change cube (run output, store or region) and describe it")
+    open_.add_argument(
+        "target", help="a run's output folder or s3:// URL, a change.zarr, or a region name (under --root)"
+    )
+    open_.add_argument("--root", help="output root of a region's windows (default: eowatch-output)")
+    open_.add_argument("--window", help="START_END: only this window of a region")
+    open_.set_defaults(func=cmd_open)
+
+    train = sub.add_parser("train", help="reproduce a shipped model from synthetic archives")
+    train.add_argument(
+        "model", nargs="?", default="siamese-s2s1-change", choices=["siamese-s2s1-change", "crop-type-ltae"]
+    )
     train.add_argument("--workdir", default="eowatch-train", help="folder for the training archive and cube")
     train.add_argument("--out", help="weights folder (default: the package's models/weights)")
     from eowatch.pipelines.training import TRAIN_ARCHIVE_SEEDS
 
     seeds = ",".join(str(s) for s in TRAIN_ARCHIVE_SEEDS)
     train.add_argument("--archive-seeds", default=seeds, help="seeds of the training archives")
-    train.add_argument("--epochs", type=int, default=12)
+    train.add_argument("--epochs", type=int, default=None, help="default 12 (change), 30 (crop type)")
     train.add_argument("--seed", type=int, default=0, help="training seed")
-    train.add_argument("--workers", type=int, default=2)
+    train.add_argument("--workers", type=_positive_int, default=2)
     train.set_defaults(func=cmd_train)
 
     models = sub.add_parser("models", help="list the shipped models and their cards")

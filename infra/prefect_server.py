@@ -99,7 +99,10 @@ class PrefectServer(ManagedService):
         base = f"http://{cfg.host}:{port}"
         try:
             self._process = ServiceProcess(
-                "prefect server", argv, home / "server.log", self._server_env(home)
+                "prefect server",
+                argv,
+                home / "server.log",
+                {**self._server_env(home), "PREFECT_UI_API_URL": f"{base}/api"},
             )
             self.startup_s = self._process.wait_http([f"{base}/api/health"], cfg.startup_timeout_s, 0.25)
         except BaseException:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,10 +20,11 @@ from eowatch.pipelines import cube as cube_stage
 from eowatch.pipelines import inference as change_stage
 from eowatch.pipelines.dask_map import map_batches
 from eowatch.pipelines.evaluate import evaluate_change
-from eowatch.pipelines.ledger import RunLayout, check_output_location
+from eowatch.pipelines.ledger import RunLayout, check_output_location, write_atomic
 from eowatch.pipelines.publish import change_statistics, render_quicklook, write_summary
 from eowatch.pipelines.reader import StacRegionReader, redact
 from eowatch.pipelines.spec import CubeSpec, MonitorConfig, stable_token
+from eowatch.pipelines.stac_output import publish_catalog
 from eowatch.pipelines.zarr_store import read_attrs
 
 log = logging.getLogger("eowatch")
@@ -45,6 +45,10 @@ class Run:
         return self.layout.token
 
     def is_complete(self) -> bool:
+        """The change cube is complete and the summary, the run's last write, exists."""
+        return self.change_complete() and self.layout.summary.exists()
+
+    def change_complete(self) -> bool:
         attrs = read_attrs(self.layout.change)
         return attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == self.token
 
@@ -73,7 +77,9 @@ def prepare_run(config: MonitorConfig, with_model: bool = True) -> Run:
         check_inputs(card, spec.variables, spec.grid.resolution)
         model_info = {"name": card.name, "version": card.version, "sha256": card.weights_sha256}
     out = check_output_location(config.out)
-    params = {k: v for k, v in config.to_dict().items() if k not in ("out", "truth_dir", "stac_url")}
+    # Where the catalog and the assets are served from is not what the run computes: not in the token.
+    served_from = ("out", "truth_dir", "stac_url", "asset_stores")
+    params = {k: v for k, v in config.to_dict().items() if k not in served_from}
     token = stable_token(
         {"params": params, "spec": spec.to_dict(), "model": model_info, "eowatch": __version__}
     )
@@ -86,7 +92,11 @@ def prepare_run(config: MonitorConfig, with_model: bool = True) -> Run:
     provenance = {
         "eowatch_version": __version__,
         "eowatch_run_token": token,
-        "parameters": {**params, "stac_url": redact(config.stac_url)},
+        "parameters": {
+            **params,
+            "stac_url": redact(config.stac_url),
+            "asset_stores": [redact(s) for s in config.asset_stores],
+        },
         "model": model_info,
         "cube_spec": spec.to_dict(),
     }
@@ -119,6 +129,7 @@ def search_stage(run: Run, info: Logger = log.info) -> Path:
         found = search_catalog(cfg.stac_url, request)
         info(f"{coll}: {len(found)} items")
         items.extend(found)
+    check_assets(run, items)  # malformed items and hrefs outside the asset stores fail before any read
     if run.layout.items.exists():
         pinned = {d["id"] for d in json.loads(run.layout.items.read_text())}
         now = {d["id"] for d in items}
@@ -130,10 +141,36 @@ def search_stage(run: Run, info: Logger = log.info) -> Path:
             )
         info("resuming: the catalog returned the same items as the first attempt")
     run.layout.work.mkdir(parents=True, exist_ok=True)
-    tmp = run.layout.items.with_suffix(".tmp")
-    tmp.write_text(json.dumps(items))
-    os.replace(tmp, run.layout.items)
+    write_atomic(run.layout.items, json.dumps(items))
     return run.layout.items
+
+
+def check_assets(run: Run, items: list[dict[str, Any]]) -> None:
+    """Check every found item before anything is read: well-formed, with an allowed href for each band.
+
+    Raises:
+        CatalogError: an item lacks an id, collection, geometry or datetime.
+        InputError: an item has no asset for a band the run reads.
+        AssetError: an asset the run reads has no href.
+        RefusedAssetError: an href lies outside the run's asset stores.
+    """
+    from eowatch.pipelines.assets import resolve_asset_keys
+    from eowatch.pipelines.search import check_item
+    from eowatch.pipelines.vhr import VHR_BANDS
+
+    cfg, spec = run.config, run.spec
+    # The cube resolves S2/S1 bands to asset keys (pipelines.assets); VHR bands are band names of one
+    # multi-band asset, which the reader resolves itself.
+    by_key = {cfg.s2_collection: [*spec.s2_bands, "scl"], cfg.s1_collection: list(spec.s1_bands)}
+    reader = StacRegionReader(asset_stores=cfg.asset_stores)
+    for item in items:
+        check_item(item)
+        collection = item["collection"]
+        if collection in by_key:
+            bands = list(resolve_asset_keys(item, by_key[collection]).values())
+        else:
+            bands = list(VHR_BANDS) if collection == cfg.vhr_collection else []
+        reader.check([item], bands)
 
 
 def _progress(info: Logger, what: str) -> Callable[[int, int], None]:
@@ -169,7 +206,7 @@ def cube_stage_run(run: Run, client: Any, info: Logger = log.info, per_task: int
         items_path=str(run.layout.items),
         store_path=str(store),
         ledger_path=str(run.layout.ledger("cube").root),
-        reader=StacRegionReader(),
+        reader=StacRegionReader(asset_stores=run.config.asset_stores),
     )
     batches = cube_stage.pending_batches(run.spec, run.layout, "cube", per_task)
     total = sum(1 for _ in run.spec.grid.chunks())
@@ -203,7 +240,7 @@ def vhr_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path | None
         items_path=str(run.layout.items),
         store_path=str(store),
         ledger_path=str(run.layout.ledger("vhr").root),
-        reader=StacRegionReader(),
+        reader=StacRegionReader(asset_stores=run.config.asset_stores),
     )
     done = run.layout.ledger("vhr").done()
     todo = [(k.row, k.col) for k in grid.chunks() if k not in done]
@@ -237,12 +274,13 @@ def prepare_change(run: Run) -> change_stage.InferenceInputs:
         store_path=str(store),
         ledger_path=str(run.layout.ledger("change").root),
         halo=halo,
+        precision=run.config.change.precision,
     )
 
 
 def change_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path:
     """Infer change over every chunk of the cube (with a halo) and publish the change cube atomically."""
-    if run.is_complete():
+    if run.change_complete():
         return run.layout.change
     inputs = prepare_change(run)
     batches = cube_stage.pending_batches(run.spec, run.layout, "change", run.config.change.regions_per_task)
@@ -258,6 +296,7 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
     if run.config.truth_dir:
         evaluation = evaluate_change(run.layout.change, run.spec, Path(run.config.truth_dir))
     render_quicklook(run.layout.cube, run.layout.change, run.spec, run.layout.quicklook)
+    catalog = publish_catalog(run.layout, run.config.start, run.config.end)  # after the data it describes
     ids = _item_ids(run)
     timings = {**timings, "publish": round(time.perf_counter() - t0, 2)}
     timings["total"] = round(sum(timings.values()), 2)
@@ -273,6 +312,7 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
                 if (run.layout.out / "vhr.zarr").exists()
                 else {}
             ),
+            "stac_catalog": catalog.as_uri(),
             "summary": run.layout.summary.as_uri(),
         },
         "area_km2": round(run.spec.grid.area_km2, 4),
