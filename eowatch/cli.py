@@ -73,6 +73,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"  CVA baseline precision {c['precision']:.3f}  recall {c['recall']:.3f}  F1 {c['f1']:.3f}")
     if "timings_s" in summary:
         print("Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in summary["timings_s"].items()))
+    by_phase = (summary.get("worker_seconds") or {}).get("by_phase") or {}
+    if by_phase:
+        print("Worker time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in by_phase.items()))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

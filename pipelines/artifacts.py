@@ -312,6 +312,7 @@ def run_markdown(summary: Mapping[str, Any], quicklook: Readable | None = None) 
         "|---|---|",
         *[f"| {k} | {v:.1f} |" for k, v in summary.get("timings_s", {}).items()],
     ]
+    lines += worker_phase_lines(summary)
     if quicklook is not None and quicklook.exists():
         lines += [
             "",
@@ -321,6 +322,26 @@ def run_markdown(summary: Mapping[str, Any], quicklook: Readable | None = None) 
             f"![quicklook of run {summary['run_token']}]({quicklook_data_uri(quicklook)})",
         ]
     return "\n".join(lines)
+
+
+def worker_phase_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Markdown lines: the workers' seconds per phase (read, composite, infer, write) and the slowest one.
+
+    Empty for summaries written before phases were recorded (or by a run with no chunk to compute).
+    """
+    by_phase = (summary.get("worker_seconds") or {}).get("by_phase") or {}
+    total = sum(by_phase.values())
+    if total <= 0:
+        return []
+    slowest = max(by_phase, key=by_phase.__getitem__)
+    return [
+        "",
+        f"Worker time per phase, summed over chunk tasks (slowest: **{slowest}**):",
+        "",
+        "| phase | worker seconds | share (%) |",
+        "|---|---|---|",
+        *[f"| {k} | {v:.1f} | {100 * v / total:.0f} |" for k, v in by_phase.items()],
+    ]
 
 
 # --- handing them to Prefect -------------------------------------------------------------------------

@@ -171,6 +171,7 @@ def build_batch(keys: Sequence[tuple[int, int]], inputs: CubeInputs) -> list[dic
         inputs.ledger_path,
         lambda key: compute_region(key, spec, items, inputs.reader),
         lambda arrays: {"clear_obs": int(arrays["clear_count"].sum())},
+        compute_phase="composite",
     )
 
 

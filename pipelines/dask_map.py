@@ -37,7 +37,9 @@ class _FailFast:
 
     func: Callable[..., list[dict[str, Any]]]
 
-    def __call__(self, batch: Sequence[tuple[int, int]], inputs: Any) -> list[dict[str, Any]] | PermanentFailure:
+    def __call__(
+        self, batch: Sequence[tuple[int, int]], inputs: Any
+    ) -> list[dict[str, Any]] | PermanentFailure:
         try:
             return self.func(batch, inputs)
         except EowatchError as exc:

@@ -21,6 +21,7 @@ import zarr
 from eowatch.operators.change import change_vector_magnitude, cva_change_probability, log_ratio_db
 from eowatch.pipelines.grid import ChunkKey, GridSpec
 from eowatch.pipelines.ledger import RunLayout, write_chunks
+from eowatch.pipelines.phases import phase
 from eowatch.pipelines.spec import ChangeSpec, CubeSpec
 from eowatch.pipelines.zarr_store import create_template, set_attrs
 
@@ -73,7 +74,8 @@ def change_variables() -> dict[str, tuple[np.dtype, Any, dict[str, Any]]]:
 
 def read_window(cube: zarr.Group, names: Sequence[str], ys: slice, xs: slice) -> np.ndarray:
     """Read variables over a window: array (period, channel, y, x) float32."""
-    return np.stack([np.asarray(cube[n][:, ys, xs], dtype=np.float32) for n in names], axis=1)
+    with phase("read"):
+        return np.stack([np.asarray(cube[n][:, ys, xs], dtype=np.float32) for n in names], axis=1)
 
 
 def halo_window(grid: GridSpec, key: ChunkKey, halo: int) -> tuple[slice, slice, slice, slice]:
@@ -171,6 +173,7 @@ def infer_batch(keys: Sequence[tuple[int, int]], inputs: InferenceInputs) -> lis
         inputs.ledger_path,
         lambda key: infer_region(key, spec, inputs.change, cube, inputs.halo, inputs.precision),
         lambda arrays: {"changed_px": int(arrays["change_mask"].sum())},
+        compute_phase="infer",
     )
 
 

@@ -34,6 +34,7 @@ import numpy as np
 from eowatch.errors import StorageError
 from eowatch.infra.storage import Location, ObjectPath, location, redact_secrets
 from eowatch.pipelines.grid import ChunkKey, GridSpec
+from eowatch.pipelines.phases import chunk_phases, phase
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,7 @@ def write_chunks(
     ledger_path: str,
     compute: Callable[[ChunkKey], dict[str, np.ndarray]],
     summarise: Callable[[dict[str, np.ndarray]], dict[str, Any]] | None = None,
+    compute_phase: str = "compute",
 ) -> list[dict[str, Any]]:
     """Compute and write chunks exactly once: skip those in the ledger, record each after its write.
 
@@ -185,8 +187,10 @@ def write_chunks(
     the :class:`~eowatch.infra.storage.StorageConfig` of this process's environment: a Dask worker's
     own credentials, never ones shipped in the task). The ledger marker is written only after every
     variable of the chunk is in the store, so a chunk recorded as done is complete, and a chunk
-    interrupted mid-write is simply computed again. (Test hook: ``EOWATCH_TEST_CHUNK_DELAY_S`` sleeps
-    after each recorded chunk; see below.)
+    interrupted mid-write is simply computed again. Each chunk's stats carry ``phases_s``: its wall
+    seconds in ``compute_phase`` (the phase name of ``compute``, e.g. ``composite``), in the phases that
+    ``compute`` marks itself (``read``) and in ``write`` (:mod:`eowatch.pipelines.phases`).
+    (Test hook: ``EOWATCH_TEST_CHUNK_DELAY_S`` sleeps after each recorded chunk; see below.)
     """
     from eowatch.pipelines.zarr_store import write_region
 
@@ -200,10 +204,13 @@ def write_chunks(
         if key in done:
             continue
         t0 = time.perf_counter()
-        arrays = compute(key)
-        ys, xs = grid.chunk_slices(key)
-        write_region(store, grid, ys, xs, arrays)
-        info = {"key": str(key), "seconds": round(time.perf_counter() - t0, 3)}
+        with chunk_phases() as clock:
+            with phase(compute_phase):
+                arrays = compute(key)
+            ys, xs = grid.chunk_slices(key)
+            with phase("write"):
+                write_region(store, grid, ys, xs, arrays)
+        info = {"key": str(key), "seconds": round(time.perf_counter() - t0, 3), "phases_s": clock.rounded()}
         info.update(summarise(arrays) if summarise else {})
         ledger.mark_done(key, info)
         stats.append(info)

@@ -36,6 +36,7 @@ from odc.geo.geobox import GeoBox
 from shapely.geometry import box, shape
 
 from eowatch.errors import AssetError, InputError, RefusedAssetError, redact, redact_logs
+from eowatch.pipelines.phases import phase
 
 __all__ = [
     "DEFAULT_GDAL_ENV",
@@ -215,6 +216,18 @@ class StacRegionReader:
             AssetError: an item lacks one of ``bands``, or an asset could not be opened or read after the
                 retries (names the asset, credentials redacted).
         """
+        with phase("read"):  # the chunk's read phase, retries and their waits included
+            return self._load(items, bands, geobox, dtype, resampling, nodata)
+
+    def _load(
+        self,
+        items: Sequence[dict[str, Any]],
+        bands: Sequence[str],
+        geobox: GeoBox,
+        dtype: str,
+        resampling: dict[str, str],
+        nodata: float | int | None,
+    ) -> xr.Dataset:
         self.check(items, bands)
         failure = ""
         for attempt in range(1, self.attempts + 1):

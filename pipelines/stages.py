@@ -21,6 +21,7 @@ from eowatch.pipelines import inference as change_stage
 from eowatch.pipelines.dask_map import map_batches
 from eowatch.pipelines.evaluate import evaluate_change
 from eowatch.pipelines.ledger import RunLayout, check_output_location, write_atomic
+from eowatch.pipelines.phases import add_phases, stage_phases
 from eowatch.pipelines.publish import change_statistics, render_quicklook, write_summary
 from eowatch.pipelines.reader import StacRegionReader, redact
 from eowatch.pipelines.spec import CubeSpec, MonitorConfig, stable_token
@@ -193,6 +194,31 @@ def _item_ids(run: Run) -> dict[str, list[str]]:
     return ids
 
 
+def _phases_file(run: Run, stage: str) -> Any:
+    return run.layout.work / "phases" / f"{stage}.json"
+
+
+def record_phases(run: Run, stage: str, stats: list[dict[str, Any]]) -> None:
+    """Add the chunks' worker seconds per phase (read, composite, infer, write) to the stage's record.
+
+    The record lives in the run's work folder and sums over the attempts of a resumed run (chunks of an
+    attempt that was killed before its stage ended are not counted: their stats were never returned).
+    """
+    path = _phases_file(run, stage)
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    write_atomic(path, json.dumps(add_phases(earlier, stage_phases(stats))))
+
+
+def worker_phases(run: Run) -> dict[str, dict[str, float]]:
+    """Worker seconds per phase of each chunked stage (cube, vhr, change) recorded by this run."""
+    out = {}
+    for stage in ("cube", "vhr", "change"):
+        path = _phases_file(run, stage)
+        if path.exists():
+            out[stage] = json.loads(path.read_text())
+    return out
+
+
 def cube_stage_run(run: Run, client: Any, info: Logger = log.info, per_task: int = 2) -> Path:
     """Build the analysis cube (skipping chunks already in the ledger) and publish it atomically."""
     attrs = read_attrs(run.layout.cube)
@@ -211,7 +237,8 @@ def cube_stage_run(run: Run, client: Any, info: Logger = log.info, per_task: int
     batches = cube_stage.pending_batches(run.spec, run.layout, "cube", per_task)
     total = sum(1 for _ in run.spec.grid.chunks())
     info(f"cube: {total} chunks of {run.spec.grid.chunk} px, {total - sum(map(len, batches))} already done")
-    map_batches(client, cube_stage.build_batch, batches, inputs, _progress(info, "cube"))
+    stats = map_batches(client, cube_stage.build_batch, batches, inputs, _progress(info, "cube"))
+    record_phases(run, "cube", stats)
     return cube_stage.finalize_cube(run.layout)
 
 
@@ -247,7 +274,8 @@ def vhr_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path | None
     info(
         f"VHR: {len(days)} dates at {grid.resolution:g} m on a {grid.shape[1]}x{grid.shape[0]} px nested grid"
     )
-    map_batches(client, vhr.build_vhr_batch, [[k] for k in todo], inputs, _progress(info, "vhr"))
+    stats = map_batches(client, vhr.build_vhr_batch, [[k] for k in todo], inputs, _progress(info, "vhr"))
+    record_phases(run, "vhr", stats)
     return vhr.finalize_vhr(run.layout)
 
 
@@ -284,7 +312,8 @@ def change_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path:
         return run.layout.change
     inputs = prepare_change(run)
     batches = cube_stage.pending_batches(run.spec, run.layout, "change", run.config.change.regions_per_task)
-    map_batches(client, change_stage.infer_batch, batches, inputs, _progress(info, "inference"))
+    stats = map_batches(client, change_stage.infer_batch, batches, inputs, _progress(info, "inference"))
+    record_phases(run, "change", stats)
     return change_stage.finalize_change(run.layout)
 
 
@@ -298,6 +327,10 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
     render_quicklook(run.layout.cube, run.layout.change, run.spec, run.layout.quicklook)
     catalog = publish_catalog(run.layout, run.config.start, run.config.end)  # after the data it describes
     ids = _item_ids(run)
+    phases = worker_phases(run)
+    totals: dict[str, float] = {}
+    for per_stage in phases.values():
+        totals = add_phases(totals, per_stage)
     timings = {**timings, "publish": round(time.perf_counter() - t0, 2)}
     timings["total"] = round(sum(timings.values()), 2)
     summary = {
@@ -323,6 +356,8 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
         "changes_found": stats,
         "evaluation": evaluation,
         "timings_s": timings,
+        # Summed over every chunk task on the workers (core seconds with one thread per worker).
+        "worker_seconds": {"by_stage": phases, "by_phase": totals},
     }
     write_summary(run.layout.summary, summary)
     run.layout.clean_work()

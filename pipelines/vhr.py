@@ -113,6 +113,7 @@ def build_vhr_batch(keys: Sequence[tuple[int, int]], inputs: VhrInputs) -> list[
         inputs.store_path,
         inputs.ledger_path,
         lambda key: compute_vhr_region(key, grid, days, items, inputs.reader),
+        compute_phase="composite",
     )
 
 

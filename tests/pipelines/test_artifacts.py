@@ -55,6 +55,13 @@ def _summary(by_type: dict[str, float], changed: float | None = None) -> dict[st
             "cva_baseline": {"per_pixel": {"precision": 0.4, "recall": 0.5, "f1": 0.444}},
         },
         "timings_s": {"search": 1.2, "cube": 20.5, "inference": 3.1, "publish": 0.4, "total": 25.2},
+        "worker_seconds": {
+            "by_stage": {
+                "cube": {"read": 20.0, "composite": 8.0, "write": 1.0},
+                "change": {"read": 0.5, "infer": 4.0, "write": 0.5},
+            },
+            "by_phase": {"read": 20.5, "composite": 8.0, "infer": 4.0, "write": 1.5},
+        },
     }
 
 
@@ -133,6 +140,8 @@ def test_markdown_summarises_the_run_and_embeds_a_small_quicklook(quicklook: Pat
         "`siamese-s2s1-change` v0.2.0",
         "| search | 1.2 |",
         "| CVA baseline | 0.400 | 0.500 | 0.444 |",
+        "(slowest: **read**)",
+        "| infer | 4.0 | 12 |",
     ):
         assert text in markdown
     picture = _embedded(markdown)
@@ -154,6 +163,9 @@ def test_markdown_without_quicklook_or_evaluation(tmp_path: Path) -> None:
     summary["evaluation"] = None
     markdown = run_markdown(summary, tmp_path / "missing.png")
     assert "data:image" not in markdown and "planted truth" not in markdown
+
+    del summary["worker_seconds"]  # a summary written before phases were recorded
+    assert "Worker time" not in run_markdown(summary)
 
 
 def test_plan_renderings_agree_and_show_a_refusal() -> None:

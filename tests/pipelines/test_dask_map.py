@@ -71,7 +71,7 @@ def test_stats_of_every_batch_and_progress(client: Client) -> None:
 
 
 def test_a_permanent_error_is_raised_once_without_dask_retries(client: Client) -> None:
-    with pytest.raises(AssetError, match="B04.tif"):
+    with pytest.raises(AssetError, match=r"B04\.tif"):
         map_batches(client, damaged_batch, [[(0, 0)]], None, retries=2)
     assert CALLS["damaged"] == 1
 

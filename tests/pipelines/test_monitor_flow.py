@@ -133,6 +133,13 @@ def test_summary_reports_changes_scores_and_timings(finished_run: dict) -> None:
         scores = ev[method]["per_pixel"]
         assert 0 <= scores["f1"] <= 1 and scores["tp"] + scores["fn"] > 0
     assert set(summary["timings_s"]) >= {"search", "cube", "inference", "publish", "total"}
+    # Worker seconds per phase: every chunked stage read, computed and wrote something.
+    by_stage = summary["worker_seconds"]["by_stage"]
+    assert list(by_stage["cube"]) == ["read", "composite", "write"]
+    assert list(by_stage["change"]) == ["read", "infer", "write"]
+    assert all(v > 0 for stage in by_stage.values() for v in stage.values())
+    by_phase = summary["worker_seconds"]["by_phase"]
+    assert by_phase["read"] == pytest.approx(sum(s.get("read", 0) for s in by_stage.values()), abs=0.01)
     assert (out / "quicklook.png").stat().st_size > 1000
 
 
