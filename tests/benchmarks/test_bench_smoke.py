@@ -146,3 +146,28 @@ def test_engine_and_naive_agree_inside_windows():
 def test_run_rejects_unknown_benchmark():
     with pytest.raises(SystemExit):
         bench_run.main(["--only", "nope"])
+
+
+def test_e2e_rows_give_throughput_and_the_slowest_stage():
+    from benchmarks.bench_e2e import breakdown, throughput_row
+
+    summary = {
+        "area_km2": 25.0,
+        "periods": [["2026-04-01", "2026-05-01"], ["2026-05-01", "2026-06-01"]],
+        "timings_s": {"search": 1.0, "cube": 20.0},
+        "worker_seconds": {"by_phase": {"read": 30.0, "composite": 5.0, "infer": 8.0, "write": 2.0}},
+    }
+    assert breakdown(summary, wall_s=30.0, threads=2) == {
+        "search": 1.0,
+        "read": 30.0,
+        "composite": 5.0,
+        "infer": 8.0,
+        "write": 2.0,
+        "other": 14.0,  # 60 core seconds allocated, 46 accounted for
+    }
+    row = throughput_row(2, summary, wall_s=30.0, cpu_s=45.0)
+    assert row["km2_per_core_hour"] == 1500.0  # 25 km² in 60 core seconds
+    assert row["km2_per_cpu_hour"] == 2000.0
+    assert row["slowest_stage"] == "read" and row["other_s"] == 14.0
+    # a summary from before phases were recorded still gives a row
+    assert throughput_row(1, {"area_km2": 1.0}, wall_s=3.6, cpu_s=0)["km2_per_cpu_hour"] is None
