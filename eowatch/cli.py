@@ -78,11 +78,43 @@ def print_summary(summary: dict[str, Any]) -> None:
         print("Worker time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in by_phase.items()))
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from eowatch.infra.cluster import ClusterConfig
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``eowatch run`` (AOI, dates, output, grid, collections, model, asset stores,
+    workers); ``eowatch plan`` takes the same ones."""
+    parser.add_argument("--stac-url", required=True)
+    parser.add_argument("--bbox", type=_floats4, help="min_lon,min_lat,max_lon,max_lat")
+    parser.add_argument("--geojson", help="AOI GeoJSON file (EPSG:4326)")
+    parser.add_argument("--start", type=_date, required=True)
+    parser.add_argument("--end", type=_date, required=True)
+    parser.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
+    parser.add_argument("--crs", help="target CRS (default: UTM zone of the AOI)")
+    parser.add_argument("--bounds", type=_floats4, help="target grid bounds in the target CRS")
+    parser.add_argument("--resolution", type=float, default=10.0)
+    parser.add_argument("--max-cloud-cover", type=float, default=90.0)
+    parser.add_argument("--model", default="siamese-s2s1-change")
+    parser.add_argument("--s2-collection", default="sentinel-2-l2a", help="optical collection id")
+    parser.add_argument("--s1-collection", default="sentinel-1-grd", help="SAR collection id ('' for none)")
+    parser.add_argument("--truth", help="planted-truth folder to score against")
+    parser.add_argument(
+        "--asset-store",
+        action="append",
+        default=[],
+        dest="asset_stores",
+        metavar="URL_PREFIX",
+        help="read assets only under this URL prefix (repeatable; default: any http(s):// or s3:// href)",
+    )
+    parser.add_argument("--workers", type=_positive_int, default=2)
+
+
+def run_params(args: argparse.Namespace, **extra: Any) -> Any:
+    """``MonitorParams`` from the arguments of :func:`add_run_arguments` (``extra``: more fields).
+
+    Raises:
+        InputError: a bad bbox, geometry, date range, collection or output location.
+    """
     from eowatch.pipelines.params import parse_params
 
-    params = parse_params(
+    return parse_params(
         stac_url=args.stac_url,
         start=args.start,
         end=args.end,
@@ -98,7 +130,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         truth_dir=args.truth,
         max_cloud_cover=args.max_cloud_cover,
         asset_stores=tuple(args.asset_stores),
+        **extra,
     )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from eowatch.infra.cluster import ClusterConfig
+
+    params = run_params(args)
     from flows import monitor
 
     summary = monitor(params, ClusterConfig(n_workers=args.workers))
@@ -231,29 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cli(sub)
 
     run = sub.add_parser("run", help="run the monitoring flow against a STAC API")
-    run.add_argument("--stac-url", required=True)
-    run.add_argument("--bbox", type=_floats4, help="min_lon,min_lat,max_lon,max_lat")
-    run.add_argument("--geojson", help="AOI GeoJSON file (EPSG:4326)")
-    run.add_argument("--start", type=_date, required=True)
-    run.add_argument("--end", type=_date, required=True)
-    run.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
-    run.add_argument("--crs", help="target CRS (default: UTM zone of the AOI)")
-    run.add_argument("--bounds", type=_floats4, help="target grid bounds in the target CRS")
-    run.add_argument("--resolution", type=float, default=10.0)
-    run.add_argument("--max-cloud-cover", type=float, default=90.0)
-    run.add_argument("--model", default="siamese-s2s1-change")
-    run.add_argument("--s2-collection", default="sentinel-2-l2a", help="optical collection id")
-    run.add_argument("--s1-collection", default="sentinel-1-grd", help="SAR collection id ('' for none)")
-    run.add_argument("--truth", help="planted-truth folder to score against")
-    run.add_argument(
-        "--asset-store",
-        action="append",
-        default=[],
-        dest="asset_stores",
-        metavar="URL_PREFIX",
-        help="read assets only under this URL prefix (repeatable; default: any http(s):// or s3:// href)",
-    )
-    run.add_argument("--workers", type=_positive_int, default=2)
+    add_run_arguments(run)
     run.set_defaults(func=cmd_run)
 
     backfill = sub.add_parser("backfill", help="monitor a named region (regions.yaml) window by window")

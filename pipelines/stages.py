@@ -104,21 +104,17 @@ def prepare_run(config: MonitorConfig, with_model: bool = True) -> Run:
     return Run(config, spec, layout, provenance)
 
 
-def search_stage(run: Run, info: Logger = log.info) -> Path:
-    """Search the catalog and record the result for the other stages.
-
-    A resumed run searches again (asset URLs may have changed: a restarted server, re-signed URLs) but
-    must find exactly the items its first attempt recorded, so a half-built cube never mixes inputs.
+def search_items(run: Run, info: Logger = log.info) -> list[dict[str, Any]]:
+    """Search the catalog for the run's collections, one after the other; nothing is written or pinned.
 
     Raises:
-        CatalogError: a resumed run's search returns other items than its first attempt.
+        CatalogError, EmptySearchError, InputError: as ``pipelines.search.search_catalog``.
     """
     from eowatch.pipelines.search import SearchRequest, search_catalog
 
     cfg = run.config
-    collections = tuple(c for c in (cfg.s2_collection, cfg.s1_collection, cfg.vhr_collection) if c)
     items: list[dict[str, Any]] = []
-    for coll in collections:
+    for coll in (c for c in (cfg.s2_collection, cfg.s1_collection, cfg.vhr_collection) if c):
         request = SearchRequest(
             collections=(coll,),
             bbox=cfg.bbox if cfg.intersects is None else None,
@@ -130,6 +126,19 @@ def search_stage(run: Run, info: Logger = log.info) -> Path:
         found = search_catalog(cfg.stac_url, request)
         info(f"{coll}: {len(found)} items")
         items.extend(found)
+    return items
+
+
+def search_stage(run: Run, info: Logger = log.info) -> Path:
+    """Search the catalog and record the result for the other stages.
+
+    A resumed run searches again (asset URLs may have changed: a restarted server, re-signed URLs) but
+    must find exactly the items its first attempt recorded, so a half-built cube never mixes inputs.
+
+    Raises:
+        CatalogError: a resumed run's search returns other items than its first attempt.
+    """
+    items = search_items(run, info)
     check_assets(run, items)  # malformed items and hrefs outside the asset stores fail before any read
     if run.layout.items.exists():
         pinned = {d["id"] for d in json.loads(run.layout.items.read_text())}
