@@ -26,31 +26,30 @@ import inspect
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
 from typing import Any, Literal
-
-import numpy as np
-import shapely
-from affine import Affine
-from pyproj import Transformer
 
 from eowatch.errors import InputError
 from eowatch.pipelines import stages
 from eowatch.pipelines.assets import resolve_asset_keys
-from eowatch.pipelines.cube import _solar_day, cube_variables
-from eowatch.pipelines.grid import ChunkKey, GridSpec
+from eowatch.pipelines.cube import cube_variables
 from eowatch.pipelines.inference import change_variables, halo_window
+from eowatch.pipelines.plan_reads import (
+    AssetReads,
+    Footprints,
+    Notes,
+    band_assets,
+    chunk_bounds,
+    chunk_lonlat,
+    note,
+    solar_day_count,
+)
 
 log = logging.getLogger("eowatch")
 MIB = 1024**2
 StageName = Literal["cube", "vhr", "change"]
 
-#: Internal tile edge assumed for a COG (STAC does not record it; GDAL's COG driver default is 512).
-COG_BLOCK_PX = 512
-#: Bytes GDAL fetches to open a COG (header and IFDs): ``GDAL_INGESTED_BYTES_AT_OPEN``, 16 KiB.
-COG_HEADER_BYTES = 16 * 1024
 
 #: RSS of an idle Dask worker (benchmarks/results/latest.json, memory benchmark: worker_idle_MiB 104).
 WORKER_IDLE_BYTES = 104 * MIB
@@ -308,156 +307,6 @@ class RunPlan:
         }
 
 
-# --- bytes an asset read fetches ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Raster:
-    """An asset's pixel grid: CRS, affine transform, (rows, cols), bytes per pixel over all its bands."""
-
-    crs: str
-    transform: Affine
-    shape: tuple[int, int]
-    pixel_bytes: int
-    file_size: int | None
-
-
-@lru_cache(maxsize=64)
-def _transformer(src: str, dst: str) -> Transformer:
-    return Transformer.from_crs(src, dst, always_xy=True)
-
-
-_Notes = dict[str, set[str]]
-"""What the plan had to guess -> the asset keys it guessed it for."""
-
-
-def _note(notes: _Notes, what: str, *keys: str) -> None:
-    notes.setdefault(what, set()).update(keys)
-
-
-def _asset_raster(item: Mapping[str, Any], key: str, grid: GridSpec, dtype: str, notes: _Notes) -> _Raster:
-    """An asset's pixel grid from its proj/raster metadata, else from the item bbox (noted)."""
-    asset, props = item["assets"][key], item.get("properties", {})
-    epsg = asset.get("proj:epsg") or props.get("proj:epsg")
-    crs = asset.get("proj:code") or props.get("proj:code") or (f"EPSG:{epsg}" if epsg else None)
-    bands = asset.get("raster:bands") or asset.get("bands") or [{}]
-    types = [b.get("data_type") for b in bands]
-    if None in types:
-        _note(notes, f"{item.get('collection')}: no raster:bands data_type, assumed {dtype}", key)
-    pixel_bytes = sum(np.dtype(t or dtype).itemsize for t in types)
-    size = asset.get("file:size")
-    shape, transform, pbox = asset.get("proj:shape"), asset.get("proj:transform"), asset.get("proj:bbox")
-    if crs and shape and transform:
-        return _Raster(crs, Affine(*transform[:6]), (int(shape[0]), int(shape[1])), pixel_bytes, size)
-    if crs and pbox and (shape or transform):
-        minx, miny, maxx, maxy = pbox
-        if shape:
-            rows, cols = int(shape[0]), int(shape[1])
-            rx, ry = (maxx - minx) / cols, (maxy - miny) / rows
-        else:
-            rx, ry = abs(transform[0]), abs(transform[4])
-            rows, cols = round((maxy - miny) / ry), round((maxx - minx) / rx)
-        return _Raster(crs, Affine(rx, 0, minx, 0, -ry, maxy), (rows, cols), pixel_bytes, size)
-    _note(notes, f"{item.get('collection')}: no proj:shape/proj:transform, footprint from the item bbox", key)
-    res = float(bands[0].get("spatial_resolution") or asset.get("gsd") or props.get("gsd") or grid.resolution)
-    minx, miny, maxx, maxy = _transformer("EPSG:4326", grid.crs).transform_bounds(*item["bbox"])
-    rows, cols = max(1, math.ceil((maxy - miny) / res)), max(1, math.ceil((maxx - minx) / res))
-    return _Raster(grid.crs, Affine(res, 0, minx, 0, -res, maxy), (rows, cols), pixel_bytes, size)
-
-
-def _read_bytes(raster: _Raster, bounds: tuple[float, float, float, float], grid_crs: str) -> int:
-    """Bytes GDAL fetches to read ``bounds`` (grid CRS) of an asset once: the header plus the tiles the
-    window touches (their pixels inside the raster: edge padding compresses away); 0 on a miss."""
-    if raster.crs != grid_crs:
-        bounds = _transformer(grid_crs, raster.crs).transform_bounds(*bounds, densify_pts=5)
-    inv = ~raster.transform
-    cols_rows = [inv @ (x, y) for x in bounds[0::2] for y in bounds[1::2]]
-    xs, ys = [c for c, _ in cols_rows], [r for _, r in cols_rows]
-    rows, cols = raster.shape
-    c0, c1 = max(0, math.floor(min(xs) + 1e-6)), min(cols, math.ceil(max(xs) - 1e-6))
-    r0, r1 = max(0, math.floor(min(ys) + 1e-6)), min(rows, math.ceil(max(ys) - 1e-6))
-    if c0 >= c1 or r0 >= r1:
-        return 0
-    t = COG_BLOCK_PX
-    px = (min(cols, math.ceil(c1 / t) * t) - c0 // t * t) * (min(rows, math.ceil(r1 / t) * t) - r0 // t * t)
-    if raster.file_size:
-        return COG_HEADER_BYTES + round(raster.file_size * px / (rows * cols))
-    return COG_HEADER_BYTES + px * raster.pixel_bytes
-
-
-class _Reads:
-    """Bytes read from one collection's assets over chunk windows; each asset's grid resolved once."""
-
-    def __init__(self, grid: GridSpec, dtype: str) -> None:
-        self.grid, self.dtype = grid, dtype
-        self.notes: _Notes = {}
-        self._rasters: dict[tuple[str, str], _Raster] = {}
-
-    def __call__(self, items: Iterable[dict[str, Any]], keys: Mapping[str, int], bounds: Any) -> int:
-        """Bytes of reading ``keys`` (asset key -> bands read from it) of ``items`` over ``bounds``.
-
-        odc-stac opens an asset once per band it reads, and a read of a pixel-interleaved asset fetches
-        the tiles of all its bands, so a multi-band asset counts once per band read.
-        """
-        total = 0
-        for item in items:
-            for key, reads in keys.items():
-                raster = self._rasters.get((item["id"], key))
-                if raster is None:
-                    raster = _asset_raster(item, key, self.grid, self.dtype, self.notes)
-                    self._rasters[(item["id"], key)] = raster
-                total += reads * _read_bytes(raster, bounds, self.grid.crs)
-        return total
-
-
-class _Footprints:
-    """Items queried by a lon/lat box the way ``reader.items_intersecting`` selects them (R-tree)."""
-
-    def __init__(self, items: Sequence[dict[str, Any]]) -> None:
-        self.items = [d for d in items if d.get("geometry")]
-        self.tree = shapely.STRtree([shapely.geometry.shape(d["geometry"]) for d in self.items])
-
-    def query(self, lonlat: tuple[float, ...]) -> list[dict[str, Any]]:
-        hits = self.tree.query(shapely.box(*lonlat), predicate="intersects")
-        return [self.items[i] for i in sorted(hits)]
-
-
-def _chunk_bounds(grid: GridSpec, key: ChunkKey, halo: int) -> tuple[float, float, float, float]:
-    """A chunk's bounds in the grid CRS, grown by ``halo`` pixels."""
-    ys, xs = grid.chunk_slices(key)
-    minx, _, _, maxy = grid.bounds
-    r = grid.resolution
-    return (
-        minx + (xs.start - halo) * r,
-        maxy - (ys.stop + halo) * r,
-        minx + (xs.stop + halo) * r,
-        maxy - (ys.start - halo) * r,
-    )
-
-
-def _chunk_lonlat(grid: GridSpec, key: ChunkKey) -> tuple[float, float, float, float]:
-    """A chunk's lon/lat bounds exactly as the stages compute them (GeoBox extent to EPSG:4326)."""
-    return tuple(grid.chunk_geobox(key).extent.to_crs("EPSG:4326").boundingbox)  # type: ignore[return-value]
-
-
-def _days(items: Sequence[dict[str, Any]], lon: float) -> int:
-    """Time steps odc-stac loads for ``items``: their distinct solar days at longitude ``lon``."""
-    return len({_solar_day(d, lon) for d in items})
-
-
-def _band_assets(item: Mapping[str, Any], bands: Sequence[str]) -> dict[str, int]:
-    """Asset key -> how many of ``bands`` it holds (matched by key, or eo:bands name or common name)."""
-    keys: dict[str, int] = {}
-    for band in bands:
-        for key, asset in item["assets"].items():
-            meta = asset.get("eo:bands") or asset.get("bands") or []
-            names = {key.lower()} | {str(m.get(k, "")).lower() for m in meta for k in ("name", "common_name")}
-            if band.lower() in names:
-                keys[key] = keys.get(key, 0) + 1
-                break
-    return keys
-
-
 # --- per-stage tallies -------------------------------------------------------------------------------
 
 
@@ -485,16 +334,16 @@ class _Tally:
         self.steps = max(self.steps, steps)
 
 
-def _cube_tally(run: stages.Run, items: Sequence[dict[str, Any]], notes: _Notes) -> _Tally:
+def _cube_tally(run: stages.Run, items: Sequence[dict[str, Any]], notes: Notes) -> _Tally:
     """``cube.compute_region`` per chunk: S2 bands + SCL with the cloud halo, S1 on the chunk."""
     spec, grid = run.spec, run.spec.grid
-    s2 = _Footprints([d for d in items if d.get("collection") == spec.s2_collection])
-    s1 = _Footprints([d for d in items if spec.s1_collection and d.get("collection") == spec.s1_collection])
-    s2_reads, s1_reads = _Reads(grid, "uint16"), _Reads(grid, "float32")
+    s2 = Footprints([d for d in items if d.get("collection") == spec.s2_collection])
+    s1 = Footprints([d for d in items if spec.s1_collection and d.get("collection") == spec.s1_collection])
+    s2_reads, s1_reads = AssetReads(grid, "uint16"), AssetReads(grid, "float32")
     out_px = len(spec.periods) * sum(dt.itemsize for dt, _, _ in cube_variables(spec).values())
     b, tally = spec.cloud_buffer_px, _Tally()
     for key in grid.chunks():
-        lonlat = _chunk_lonlat(grid, key)
+        lonlat = chunk_lonlat(grid, key)
         lon = (lonlat[0] + lonlat[2]) / 2
         ys, xs = grid.chunk_slices(key)
         h, w = ys.stop - ys.start, xs.stop - xs.start
@@ -502,22 +351,22 @@ def _cube_tally(run: stages.Run, items: Sequence[dict[str, Any]], notes: _Notes)
         read = loaded = 0
         if hits2:  # loaded as uint16
             keys = dict.fromkeys(resolve_asset_keys(hits2[0], [*spec.s2_bands, "scl"]).values(), 1)
-            read += s2_reads(hits2, keys, _chunk_bounds(grid, key, b))
-            loaded += 2 * _days(hits2, lon) * (h + 2 * b) * (w + 2 * b) * len(keys)
+            read += s2_reads(hits2, keys, chunk_bounds(grid, key, b))
+            loaded += 2 * solar_day_count(hits2, lon) * (h + 2 * b) * (w + 2 * b) * len(keys)
         if hits1:  # loaded as float32
             keys = dict.fromkeys(resolve_asset_keys(hits1[0], spec.s1_bands).values(), 1)
-            read += s1_reads(hits1, keys, _chunk_bounds(grid, key, 0))
-            loaded += 4 * _days(hits1, lon) * h * w * len(keys)
+            read += s1_reads(hits1, keys, chunk_bounds(grid, key, 0))
+            loaded += 4 * solar_day_count(hits1, lon) * h * w * len(keys)
         task = round(CUBE_WORKING_SET * (loaded + out_px * h * w)) + READER_TASK_FIXED_BYTES
-        steps = max(_days(hits2, lon), _days(hits1, lon))
+        steps = max(solar_day_count(hits2, lon), solar_day_count(hits1, lon))
         tally.add(read, out_px * grid.chunk**2, read, task, steps, (h + 2 * b, w + 2 * b))
     for reads in (s2_reads, s1_reads):
         for what, keys in reads.notes.items():
-            _note(notes, what, *keys)
+            note(notes, what, *keys)
     return tally
 
 
-def _vhr_tally(run: stages.Run, items: Sequence[dict[str, Any]], notes: _Notes) -> _Tally:
+def _vhr_tally(run: stages.Run, items: Sequence[dict[str, Any]], notes: Notes) -> _Tally:
     """``vhr.compute_vhr_region`` per chunk of the nested grid (none without VHR over the grid)."""
     from eowatch.pipelines import vhr
 
@@ -528,18 +377,18 @@ def _vhr_tally(run: stages.Run, items: Sequence[dict[str, Any]], notes: _Notes) 
     if grid is None:
         return tally
     bands, all_days = len(vhr.VHR_BANDS), len(vhr.acquisition_days(found))
-    footprints, reads = _Footprints(found), _Reads(grid, "uint8")
+    footprints, reads = Footprints(found), AssetReads(grid, "uint8")
     for key in grid.chunks():
-        lonlat = _chunk_lonlat(grid, key)
+        lonlat = chunk_lonlat(grid, key)
         ys, xs = grid.chunk_slices(key)
         h, w = ys.stop - ys.start, xs.stop - xs.start
         hits = footprints.query(lonlat)
-        days = _days(hits, (lonlat[0] + lonlat[2]) / 2)
-        read = reads(hits, _band_assets(hits[0], vhr.VHR_BANDS) if hits else {}, _chunk_bounds(grid, key, 0))
+        days = solar_day_count(hits, (lonlat[0] + lonlat[2]) / 2)
+        read = reads(hits, band_assets(hits[0], vhr.VHR_BANDS) if hits else {}, chunk_bounds(grid, key, 0))
         task = round(VHR_WORKING_SET * (days + all_days) * h * w * bands) + READER_TASK_FIXED_BYTES
         tally.add(read, all_days * bands * grid.chunk**2, read, task, days, (h, w))
     for what, keys in reads.notes.items():
-        _note(notes, what, *keys)
+        note(notes, what, *keys)
     return tally
 
 
@@ -657,7 +506,7 @@ def plan_run(
         written, task working set, worker runtime and time, and the run's totals.
     """
     rate = throughput or Throughput()
-    notes: _Notes = {}
+    notes: Notes = {}
     items_bytes = round(ITEMS_MEMORY_FACTOR * len(json.dumps(list(items))))
     reader = WORKER_IDLE_BYTES + READER_RUNTIME_BYTES
     per_task = _default(stages.cube_stage_run, "per_task")

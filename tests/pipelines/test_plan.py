@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from eowatch.errors import InputError
 from eowatch.infra.cluster import ClusterConfig
 from eowatch.pipelines import plan as planning
-from eowatch.pipelines import stages
+from eowatch.pipelines import plan_reads, stages
 from eowatch.pipelines.artifacts import plan_markdown, plan_table, plan_text
 from eowatch.pipelines.params import MonitorParams
 from eowatch.pipelines.plan import ClusterResources, RunPlan, check_fits, plan_run
@@ -430,19 +430,19 @@ def test_read_bytes_count_touched_tiles_clipped_to_the_raster() -> None:
     grid = GridSpec("EPSG:32631", 10.0, (600000, 5640000, 610240, 5650240), 256)
     raster = {"proj:shape": [1024, 1024], "proj:transform": [10, 0, 600000, 0, -10, 5650240]}
     notes: dict[str, set[str]] = {}
-    geo = planning._asset_raster(
+    geo = plan_reads.asset_raster(
         _item(**raster, **{"raster:bands": [{"data_type": "uint16"}]}), "b", grid, "uint8", notes
     )
-    header, tile = planning.COG_HEADER_BYTES, planning.COG_BLOCK_PX**2 * 2
+    header, tile = plan_reads.COG_HEADER_BYTES, plan_reads.COG_BLOCK_PX**2 * 2
     inside_one_tile = (600010.0, 5650240.0 - 500, 600500.0, 5650230.0)
-    assert planning._read_bytes(geo, inside_one_tile, grid.crs) == header + tile
+    assert plan_reads.read_bytes(geo, inside_one_tile, grid.crs) == header + tile
     across_four = (600000.0 + 5000, 5650240.0 - 5200, 600000.0 + 5200, 5650240.0 - 5000)
-    assert planning._read_bytes(geo, across_four, grid.crs) == header + 4 * tile
-    assert planning._read_bytes(geo, (0.0, 0.0, 10.0, 10.0), grid.crs) == 0
-    sized = planning._asset_raster(_item(**raster, **{"file:size": 1_000_000}), "b", grid, "uint16", notes)
-    assert planning._read_bytes(sized, inside_one_tile, grid.crs) == header + 250_000
+    assert plan_reads.read_bytes(geo, across_four, grid.crs) == header + 4 * tile
+    assert plan_reads.read_bytes(geo, (0.0, 0.0, 10.0, 10.0), grid.crs) == 0
+    sized = plan_reads.asset_raster(_item(**raster, **{"file:size": 1_000_000}), "b", grid, "uint16", notes)
+    assert plan_reads.read_bytes(sized, inside_one_tile, grid.crs) == header + 250_000
     assert notes == {"c: no raster:bands data_type, assumed uint16": {"b"}}
-    bare = planning._asset_raster(_item(gsd=20), "b", grid, "uint16", notes)
+    bare = plan_reads.asset_raster(_item(gsd=20), "b", grid, "uint16", notes)
     assert bare.transform.a == 20 and bare.crs == grid.crs
     assert notes["c: no proj:shape/proj:transform, footprint from the item bbox"] == {"b"}
 
@@ -452,15 +452,15 @@ def test_read_bytes_of_an_asset_in_another_crs() -> None:
     from eowatch.pipelines.grid import GridSpec
 
     grid = GridSpec("EPSG:32631", 10.0, (700000, 5640000, 702560, 5642560), 256)
-    left, _, _, top = planning._transformer("EPSG:32631", "EPSG:32632").transform_bounds(*grid.bounds)
+    left, _, _, top = plan_reads.transformer("EPSG:32631", "EPSG:32632").transform_bounds(*grid.bounds)
     # the window starts 512-513 px right of and below the asset's corner: inside its second tile
     origin = (math.floor(left / 10) * 10 - 5120, math.ceil(top / 10) * 10 + 5120)
     item = _item(**{"proj:shape": [2048, 2048], "proj:transform": [10, 0, origin[0], 0, -10, origin[1]]})
     item["properties"] = {"proj:epsg": 32632}
-    raster = planning._asset_raster(item, "b", grid, "uint16", {})
+    raster = plan_reads.asset_raster(item, "b", grid, "uint16", {})
     assert raster.crs == "EPSG:32632"
-    read = planning._read_bytes(raster, grid.bounds, grid.crs)
-    assert read == planning.COG_HEADER_BYTES + planning.COG_BLOCK_PX**2 * 2
+    read = plan_reads.read_bytes(raster, grid.bounds, grid.crs)
+    assert read == plan_reads.COG_HEADER_BYTES + plan_reads.COG_BLOCK_PX**2 * 2
 
 
 @pytest.mark.realdata
