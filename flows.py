@@ -94,6 +94,11 @@ def infer_change(run: stages.Run, scheduler: str) -> str | None:
     return _on_cluster(stages.change_stage_run, run, scheduler)
 
 
+@task(name="map-crop-types", **_CLUSTER_TASK)
+def map_crop_types(run: stages.Run, scheduler: str) -> str | None:
+    return _on_cluster(stages.crop_stage_run, run, scheduler)
+
+
 @task(
     name="publish",
     retries=2,
@@ -148,6 +153,10 @@ def _run_stages(run: stages.Run, scheduler: str, timings: dict[str, float]) -> d
     t = time.perf_counter()
     infer_change(run, scheduler)
     timings["inference"] = round(time.perf_counter() - t, 2)
+    if run.config.crop_model:
+        t = time.perf_counter()
+        map_crop_types(run, scheduler)
+        timings["crop_types"] = round(time.perf_counter() - t, 2)
     return publish(run, timings)
 
 

@@ -58,7 +58,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     ch = summary.get("changes_found", {})
     print()
     print(f"Change cube:   {out['change_cube']}")
-    for key in ("analysis_cube", "quicklook", "summary"):
+    for key in ("analysis_cube", "crop_type_map", "quicklook", "summary"):
         if key in out:
             print(f"{key.replace('_', ' ').capitalize() + ':':<15}{out[key]}")
     if ch:
@@ -71,6 +71,14 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"Against planted truth ({ev['scope']}):")
         print(f"  model        precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}")
         print(f"  CVA baseline precision {c['precision']:.3f}  recall {c['recall']:.3f}  F1 {c['f1']:.3f}")
+    crops = summary.get("crop_types")
+    if crops:
+        print(f"Crop types ({crops['model']}): {crops['mapped_km2']:.2f} km² mapped")
+        for name, km2 in crops["by_class_km2"].items():
+            print(f"  {name:<16} {km2:8.4f} km²")
+        cev = crops.get("evaluation")
+        if cev:
+            print(f"  against planted land cover: OA {cev['oa']:.3f}  kappa {cev['kappa']:.3f}")
     if "timings_s" in summary:
         print("Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in summary["timings_s"].items()))
     by_phase = (summary.get("worker_seconds") or {}).get("by_phase") or {}
@@ -91,7 +99,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bounds", type=_floats4, help="target grid bounds in the target CRS")
     parser.add_argument("--resolution", type=float, default=10.0)
     parser.add_argument("--max-cloud-cover", type=float, default=90.0)
-    parser.add_argument("--model", default="siamese-s2s1-change")
+    parser.add_argument("--model", default="siamese-s2s1-change", help="change model (see `eowatch models`)")
+    parser.add_argument(
+        "--crop-model", help="also map crop types over the season with this model, e.g. crop-type-ltae"
+    )
     parser.add_argument("--s2-collection", default="sentinel-2-l2a", help="optical collection id")
     parser.add_argument("--s1-collection", default="sentinel-1-grd", help="SAR collection id ('' for none)")
     parser.add_argument("--truth", help="planted-truth folder to score against")
@@ -125,6 +136,7 @@ def run_params(args: argparse.Namespace, **extra: Any) -> Any:
         bounds=args.bounds,
         resolution=args.resolution,
         model=args.model,
+        crop_model=args.crop_model or None,
         s2_collection=args.s2_collection,
         s1_collection=args.s1_collection or None,
         truth_dir=args.truth,

@@ -106,7 +106,7 @@ def run_demo(workdir: Path, seed: int, workers: int = 2) -> dict[str, Any]:
         served = stack.enter_context(served_archive(archive))
         prefect = stack.enter_context(PrefectServer())
         stack.enter_context(prefect_env(prefect.api_url))
-        params = archive_run_params(served, workdir / "output", archive)
+        params = archive_run_params(served, workdir / "output", archive, crop_model="crop-type-ltae")
         from flows import monitor
 
         return monitor(params, ClusterConfig(n_workers=workers))

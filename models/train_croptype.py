@@ -158,6 +158,11 @@ def _landcover_lut() -> np.ndarray:
     return lut
 
 
+def landcover_to_crop(cover: np.ndarray) -> np.ndarray:
+    """Crop class codes (int64, -1 = unlabelled) of archive land-cover codes (any shape; 0 = nodata)."""
+    return _landcover_lut()[cover]
+
+
 def sample_cube(
     cube_path: Path,
     truth_dir: Path,

@@ -312,6 +312,7 @@ def run_markdown(summary: Mapping[str, Any], quicklook: Readable | None = None) 
         "|---|---|",
         *[f"| {k} | {v:.1f} |" for k, v in summary.get("timings_s", {}).items()],
     ]
+    lines += crop_lines(summary)
     lines += worker_phase_lines(summary)
     if quicklook is not None and quicklook.exists():
         lines += [
@@ -322,6 +323,30 @@ def run_markdown(summary: Mapping[str, Any], quicklook: Readable | None = None) 
             f"![quicklook of run {summary['run_token']}]({quicklook_data_uri(quicklook)})",
         ]
     return "\n".join(lines)
+
+
+def crop_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Markdown lines: area per crop class (and the map's scores against truth); empty without a map."""
+    crops = summary.get("crop_types")
+    if not crops:
+        return []
+    mapped = crops["mapped_km2"] or 1.0
+    lines = [
+        "",
+        f"Crop types of the season (`{crops['model']}`, `{summary['output'].get('crop_type_map', '')}`):",
+        "",
+        "| crop type | area (km²) | share of mapped (%) |",
+        "|---|---|---|",
+        *[f"| {k} | {v:.4f} | {100 * v / mapped:.1f} |" for k, v in crops["by_class_km2"].items()],
+    ]
+    ev = crops.get("evaluation")
+    if ev:
+        lines += [
+            "",
+            f"Against planted land cover ({ev['scope']}, {ev['n_px']} px): OA **{ev['oa']:.3f}**, "
+            f"kappa {ev['kappa']:.3f}, macro F1 {ev['macro_f1']:.3f}",
+        ]
+    return lines
 
 
 def worker_phase_lines(summary: Mapping[str, Any]) -> list[str]:

@@ -63,6 +63,24 @@ def check_model(name: str, variables: tuple[str, ...], resolution_m: float) -> N
     check_inputs(ModelCard.read(card_file), variables, resolution_m)
 
 
+def check_crop_model(name: str, spec: Any) -> None:
+    """The crop-type model ``name`` is registered, shipped, a crop-type model, and fits the cube ``spec``
+    (bands, resolution, at least one period in a month it was trained on). Reads the card only.
+
+    Raises:
+        ModelError: unknown model, card not shipped, not a crop-type model, or a mismatch it names.
+    """
+    from eowatch.models.card import ModelCard
+    from eowatch.models.croptype import check_croptype_inputs
+    from eowatch.models.registry import card_file_of
+
+    card_file = card_file_of(name)
+    if not card_file.is_file():
+        raise ModelError(f"model {name!r} is registered but its card {card_file} is not shipped")
+    months = [int(str(a)[5:7]) for a, _ in spec.periods]
+    check_croptype_inputs(ModelCard.read(card_file), spec.variables, spec.grid.resolution, months)
+
+
 class MonitorParams(BaseModel):
     """Parameters of one monitoring run."""
 
@@ -89,6 +107,9 @@ class MonitorParams(BaseModel):
     model: str = Field("siamese-s2s1-change", description="Change model name (see `eowatch models`)")
     threshold: float | None = Field(
         None, gt=0, lt=1, description="Change probability threshold (default: the model card's)"
+    )
+    crop_model: str | None = Field(
+        None, description="Optional crop-type model mapped over the season, e.g. crop-type-ltae"
     )
     truth_dir: str | None = Field(None, description="Planted-truth folder to score the run against")
     asset_stores: tuple[str, ...] = Field(
@@ -150,6 +171,8 @@ class MonitorParams(BaseModel):
             )
         spec = self.to_config().cube_spec()  # grid, CRS, size and periods, before any service is touched
         check_model(self.model, spec.variables, spec.grid.resolution)
+        if self.crop_model is not None:
+            check_crop_model(self.crop_model, spec)
         return self
 
     def to_config(self) -> MonitorConfig:
@@ -183,6 +206,7 @@ class MonitorParams(BaseModel):
             s1_collection=self.s1_collection,
             vhr_collection=self.vhr_collection,
             change=ChangeSpec(model=self.model, threshold=self.threshold),
+            crop_model=self.crop_model,
             truth_dir=self.truth_dir,
             asset_stores=self.asset_stores,
         )

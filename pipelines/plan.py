@@ -48,7 +48,9 @@ from eowatch.pipelines.plan_reads import (
 
 log = logging.getLogger("eowatch")
 MIB = 1024**2
-StageName = Literal["cube", "vhr", "change"]
+StageName = Literal["cube", "vhr", "change", "crop_type"]
+#: Stages that run a model over the analysis cube (they read the cube, not the archive).
+MODEL_STAGES: tuple[str, ...] = ("change", "crop_type")
 
 
 #: RSS of an idle Dask worker (benchmarks/results/latest.json, memory benchmark: worker_idle_MiB 104).
@@ -266,7 +268,7 @@ class RunPlan:
     @property
     def read_bytes(self) -> int:
         """Bytes read from the archive (cube and VHR stages)."""
-        return sum(s.read_bytes for s in self.stages if s.name != "change")
+        return sum(s.read_bytes for s in self.stages if s.name not in MODEL_STAGES)
 
     @property
     def output_bytes(self) -> int:
@@ -438,6 +440,32 @@ def _change_tally(run: stages.Run, device: str = "cpu") -> _Tally:
     return tally
 
 
+def _crop_tally(run: stages.Run) -> _Tally:
+    """``crops.crop_region`` per chunk (no halo): the chunk's series, the per-step features, the outputs.
+
+    The work is counted in pixels of the season at the change model's per-pixel rate: an upper bound,
+    since the L-TAE costs far less per pixel than the convolutional change model.
+    """
+    from eowatch.models.registry import get
+    from eowatch.pipelines.crops import crop_variables
+
+    name = run.config.crop_model
+    assert name is not None
+    card, grid, t = get(name).card, run.spec.grid, len(run.spec.periods)
+    out_px = sum(dt.itemsize for dt, _, _ in crop_variables(name).values())
+    tally = _Tally()
+    for key in grid.chunks():
+        ys, xs = grid.chunk_slices(key)
+        px = (ys.stop - ys.start) * (xs.stop - xs.start)
+        read = 4 * t * len(card.bands) * px  # read_window: (period, band, y, x) float32
+        # (N, T, B) series, (N, T, C) features and the attention's per-step embeddings, probabilities
+        per_step = len(card.bands) + 2 * len(card.inputs_per_step) + 64
+        network = 4 * px * t * per_step + 8 * px * len(card.classes)
+        task = round(CHANGE_WORKING_SET * (read + network + out_px * px)) + CHANGE_TASK_FIXED_BYTES
+        tally.add(read, out_px * grid.chunk**2, px, task, t, (ys.stop - ys.start, xs.stop - xs.start))
+    return tally
+
+
 def _default(func: Callable[..., Any], name: str) -> int:
     """A function's default for one parameter (the stages' batch sizes live there)."""
     return int(inspect.signature(func).parameters[name].default)
@@ -528,6 +556,10 @@ def plan_run(
         torch, per_task = reader + TORCH_RUNTIME_BYTES, run.config.change.regions_per_task
         change = _change_tally(run, "cuda" if cluster.kind == "cuda" else "cpu")
         plans.append(_stage("change", change, per_task, 0, torch, rate.infer_px_per_s, cluster))
+    if run.config.crop_model:
+        torch, per_task = reader + TORCH_RUNTIME_BYTES, run.config.change.regions_per_task
+        crops = _stage("crop_type", _crop_tally(run), per_task, 0, torch, rate.infer_px_per_s, cluster)
+        plans.append(crops)
     peaks = _worker_peaks(
         [(p.name, p.runtime_bytes, p.task_bytes) for p in plans], cluster.threads_per_worker
     )
@@ -562,7 +594,7 @@ def format_bytes(n: float) -> str:
 def _fixed_task_bytes(stage: StagePlan) -> int:
     """The part of a task's working set that does not scale with the chunk's area."""
     return stage.items_bytes + (
-        CHANGE_TASK_FIXED_BYTES if stage.name == "change" else READER_TASK_FIXED_BYTES
+        CHANGE_TASK_FIXED_BYTES if stage.name in MODEL_STAGES else READER_TASK_FIXED_BYTES
     )
 
 
@@ -600,7 +632,7 @@ def _suggestions(plan: RunPlan) -> list[str]:
             f"a smaller AOI or shorter date range (every task parses all {sum(plan.items.values())} "
             f"searched items: {format_bytes(stage.items_bytes)})"
         )
-    elif stage.name != "change":
+    elif stage.name not in MODEL_STAGES:
         fixes.append("a shorter date range (fewer acquisitions per chunk)")
     return fixes
 
@@ -609,7 +641,7 @@ def refusal_message(plan: RunPlan) -> str:
     """Why a plan does not fit its cluster and what to change (numbers in MiB/GiB)."""
     stage, c = plan.peak_stage(), plan.cluster
     threads = f"{c.threads_per_worker} thread{'s' if c.threads_per_worker > 1 else ''}"
-    steps = "periods" if stage.name == "change" else "acquisitions"
+    steps = "periods" if stage.name in MODEL_STAGES else "acquisitions"
     own = stage.runtime_bytes + c.threads_per_worker * stage.task_bytes
     parts = (
         f"{format_bytes(stage.runtime_bytes)} runtime + {threads} x {format_bytes(stage.task_bytes)} per "

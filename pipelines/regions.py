@@ -72,6 +72,9 @@ class Region(BaseModel):
     resolution: float | None = Field(None, gt=0, description="Target pixel size in metres (default 10)")
     collections: Collections = Field(default_factory=Collections)
     model: str = Field("siamese-s2s1-change", description="Change model name (see `eowatch models`)")
+    crop_model: str | None = Field(
+        None, description="Optional crop-type model mapped over each window's season, e.g. crop-type-ltae"
+    )
     schedule: str | None = Field(None, description="Cron schedule of the monitoring runs, 5 fields")
     asset_stores: tuple[str, ...] = Field(
         (), description="URL prefixes asset hrefs must lie under (may hold ${VAR}); default: any http(s)/s3"
@@ -176,6 +179,7 @@ class Region(BaseModel):
             s1_collection=self.collections.s1,
             vhr_collection=self.collections.vhr,
             model=self.model,
+            crop_model=self.crop_model,
             asset_stores=tuple(_expand(p, f"region {self.name}: asset_stores") for p in self.asset_stores),
             **extra,
         )

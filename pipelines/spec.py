@@ -176,6 +176,8 @@ class MonitorConfig:
     vhr_collection: str | None = None
     """Optional very-high-resolution collection, loaded on a grid nested in the analysis grid."""
     change: ChangeSpec = field(default_factory=ChangeSpec)
+    crop_model: str | None = None
+    """Optional crop-type model mapped over the analysis cube (``<out>/crop_type.zarr``)."""
     truth_dir: str | None = None
     """Folder with planted ground truth (synthetic archive) to score the run against, or None."""
     asset_stores: tuple[str, ...] = ()

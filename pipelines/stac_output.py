@@ -4,7 +4,8 @@ Per run, under ``<out>/stac/`` (written after the data it describes; only ``summ
 
 - ``catalog.json``: the root catalog of the run;
 - one Collection per region and product, ``eowatch-<region>-<product>/collection.json`` (products:
-  ``change`` for the change cube, ``cube`` for the analysis-ready cube, ``vhr`` for the VHR cube);
+  ``change`` for the change cube, ``cube`` for the analysis-ready cube, ``vhr`` for the VHR cube,
+  ``crop_type`` for the crop-type map);
 - one Item per run in each collection (``<region>-<start>_<end>``), whose period is the run's, with the
   datacube extension (``cube:dimensions``, ``cube:variables``), the projection extension and a Zarr
   asset (``application/vnd+zarr``, role ``data``) pointing at the store by a relative href.
@@ -49,6 +50,7 @@ PRODUCTS: dict[str, str] = {
     "change": "change cube: change probability, mask and type per monthly transition, CVA and SAR baselines",
     "cube": "analysis-ready cube: monthly median composites of clear Sentinel-2 and Sentinel-1 dB means",
     "vhr": "very-high-resolution acquisitions on a grid nested in the analysis grid",
+    "crop_type": "crop-type map of the season: class per pixel and class probabilities",
 }
 _WINDOW = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{4}-\d{2}-\d{2}$")
 _SLUG = re.compile(r"[^a-z0-9-]+")
@@ -231,14 +233,16 @@ def write_catalog(catalog: pystac.Catalog, out: Location) -> Location:
 
 
 def publish_catalog(layout: RunLayout, start: dt.date, end: dt.date) -> Location:
-    """Describe a run's finished stores (change, analysis and, when present, VHR cube) as a static STAC
-    catalog under ``<out>/stac``; return the root ``catalog.json``.
+    """Describe a run's finished stores (change, analysis and, when present, VHR cube and crop-type map)
+    as a static STAC catalog under ``<out>/stac``; return the root ``catalog.json``.
 
     Call it after the stores are complete: it is one of the run's last writes (only the summary follows).
     """
     stores = {"change": layout.change, "cube": layout.cube}
     if layout.vhr.exists():
         stores["vhr"] = layout.vhr
+    if (layout.out / "crop_type.zarr" / "zarr.json").exists():
+        stores["crop_type"] = layout.out / "crop_type.zarr"
     catalog = build_catalog(
         layout.out, stores, start.isoformat(), end.isoformat(), {"eowatch:run_token": layout.token}
     )

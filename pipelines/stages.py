@@ -16,6 +16,7 @@ from typing import Any
 
 from eowatch import __version__
 from eowatch.errors import CatalogError, StorageError
+from eowatch.infra.storage import Location
 from eowatch.pipelines import cube as cube_stage
 from eowatch.pipelines import inference as change_stage
 from eowatch.pipelines.dask_map import map_batches
@@ -221,7 +222,7 @@ def record_phases(run: Run, stage: str, stats: list[dict[str, Any]]) -> None:
 def worker_phases(run: Run) -> dict[str, dict[str, float]]:
     """Worker seconds per phase of each chunked stage (cube, vhr, change) recorded by this run."""
     out = {}
-    for stage in ("cube", "vhr", "change"):
+    for stage in ("cube", "vhr", "change", "crop_type"):
         path = _phases_file(run, stage)
         if path.exists():
             out[stage] = json.loads(path.read_text())
@@ -326,6 +327,34 @@ def change_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path:
     return change_stage.finalize_change(run.layout)
 
 
+def crop_stage_run(run: Run, client: Any, info: Logger = log.info) -> Location | None:
+    """Map crop types over the season (skipping chunks already in the ledger) and publish the map;
+    None when the run has no crop-type model."""
+    from eowatch.pipelines import crops
+
+    name = run.config.crop_model
+    if not name:
+        return None
+    attrs = read_attrs(run.layout.out / f"{crops.STORE}.zarr")
+    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
+        return run.layout.out / f"{crops.STORE}.zarr"
+    prov = {**run.provenance, "stac_items": _item_ids(run)}
+    store = crops.init_crops(run.layout, run.spec, name, prov)
+    inputs = crops.CropInputs(
+        cube_spec=run.spec.to_dict(),
+        model=name,
+        cube_path=str(run.layout.cube),
+        store_path=str(store),
+        ledger_path=str(run.layout.ledger(crops.STORE).root),
+    )
+    per_task = run.config.change.regions_per_task
+    batches = cube_stage.pending_batches(run.spec, run.layout, crops.STORE, per_task)
+    info(f"crop types: {name} over {len(run.spec.periods)} monthly steps")
+    stats = map_batches(client, crops.crop_batch, batches, inputs, _progress(info, "crop types"))
+    record_phases(run, crops.STORE, stats)
+    return crops.finalize_crops(run.layout)
+
+
 def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) -> dict[str, Any]:
     """Statistics, evaluation against truth (when given), quicklook and the summary JSON."""
     t0 = time.perf_counter()
@@ -333,6 +362,7 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
     evaluation = None
     if run.config.truth_dir:
         evaluation = evaluate_change(run.layout.change, run.spec, Path(run.config.truth_dir))
+    crops_found = _crop_summary(run)
     render_quicklook(run.layout.cube, run.layout.change, run.spec, run.layout.quicklook)
     catalog = publish_catalog(run.layout, run.config.start, run.config.end)  # after the data it describes
     ids = _item_ids(run)
@@ -354,6 +384,11 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
                 if (run.layout.out / "vhr.zarr").exists()
                 else {}
             ),
+            **(
+                {"crop_type_map": (run.layout.out / "crop_type.zarr").as_uri()}
+                if run.config.crop_model
+                else {}
+            ),
             "stac_catalog": catalog.as_uri(),
             "summary": run.layout.summary.as_uri(),
         },
@@ -364,6 +399,7 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
         "model": run.provenance["model"],
         "changes_found": stats,
         "evaluation": evaluation,
+        **({"crop_types": crops_found} if crops_found else {}),
         "timings_s": timings,
         # Summed over every chunk task on the workers (core seconds with one thread per worker).
         "worker_seconds": {"by_stage": phases, "by_phase": totals},
@@ -372,6 +408,19 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
     run.layout.clean_work()
     info(f"summary written to {run.layout.summary}")
     return summary
+
+
+def _crop_summary(run: Run) -> dict[str, Any] | None:
+    """Areas per crop class and, with planted truth, the map's scores; None without a crop model."""
+    from eowatch.pipelines import crops
+
+    if not run.config.crop_model:
+        return None
+    path = run.layout.out / f"{crops.STORE}.zarr"
+    found = crops.crop_statistics(path, run.spec)
+    if run.config.truth_dir:
+        found["evaluation"] = crops.evaluate_crops(path, run.spec, run.config.truth_dir)
+    return found
 
 
 def existing_summary(run: Run) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def _params(served: Any, archive: Path, out: Path, **extra: Any) -> MonitorParam
     from eowatch.demo import archive_run_params
 
     base = archive_run_params(served, out, archive)
-    return MonitorParams(**{**base.model_dump(), "chunk": 128, **extra})
+    return MonitorParams(**{**base.model_dump(), "chunk": 128, "crop_model": "crop-type-ltae", **extra})
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -49,7 +49,8 @@ def finished_run(
     from flows import monitor
 
     out = tmp_path_factory.mktemp("run") / "out"
-    summary = monitor(_params(served_small_archive, small_archive, out), CLUSTER)
+    params = _params(served_small_archive, small_archive, out)
+    summary = monitor(params, CLUSTER)
     return {"out": out, "summary": summary}
 
 
@@ -141,6 +142,27 @@ def test_summary_reports_changes_scores_and_timings(finished_run: dict) -> None:
     by_phase = summary["worker_seconds"]["by_phase"]
     assert by_phase["read"] == pytest.approx(sum(s.get("read", 0) for s in by_stage.values()), abs=0.01)
     assert (out / "quicklook.png").stat().st_size > 1000
+
+
+def test_crop_type_map_of_the_season(finished_run: dict) -> None:
+    """The crop-type stage maps the season chunk by chunk; the map opens with its CRS and scores well
+    against the planted land cover of an archive the model was not trained on (seed 7)."""
+    out: Path = finished_run["out"]
+    crops = xr.open_zarr(out / "crop_type.zarr")
+    assert str(crops.rio.crs) == "EPSG:32631" and crops.sizes["time"] == 1
+    assert crops.attrs["eowatch_status"] == "complete"
+    codes = np.unique(crops.crop_type.values)
+    assert set(codes.tolist()) <= {0, 1, 2, 3, 4, 255}
+    legend = json.loads(crops.crop_type.attrs["legend"])  # code -> class name
+    probs = np.stack([crops[f"p_{legend[str(c)]}"].values[0] for c in range(len(legend))])
+    mapped = crops.crop_type.values[0] != 255
+    assert np.allclose(probs[:, mapped].sum(axis=0), 1.0, atol=1e-4)
+    assert (probs.argmax(axis=0)[mapped] == crops.crop_type.values[0][mapped]).all()
+    found = finished_run["summary"]["crop_types"]
+    assert found["model"] == "crop-type-ltae"
+    assert sum(found["by_class_km2"].values()) == pytest.approx(found["mapped_km2"], abs=1e-3)
+    assert found["evaluation"]["oa"] > 0.9 and found["evaluation"]["n_px"] > 10_000
+    assert "crop_type" in finished_run["summary"]["worker_seconds"]["by_stage"]
 
 
 def test_flow_run_and_artifact_are_on_the_prefect_server(finished_run: dict, prefect_server: Any) -> None:

@@ -265,6 +265,22 @@ def plan_run_again(plan: RunPlan, cluster: ClusterResources) -> RunPlan:
     return replace(plan, cluster=cluster, stages=tuple(refit), headroom=0.8)
 
 
+def test_a_crop_type_model_adds_its_stage(planned: dict[str, Any]) -> None:
+    """With a crop-type model the plan has its stage: the cube's chunks and tasks, no archive read."""
+    from dataclasses import replace
+
+    run = planned["run"]
+    crop_run = replace(run, config=replace(run.config, crop_model="crop-type-ltae"))
+    plan = plan_run(crop_run, planned["items"], planning.cluster_resources(CLUSTER))
+    crops, change = _stage(plan, "crop_type"), _stage(plan, "change")
+    assert [s.name for s in plan.stages] == [*_stage_names(run), "crop_type"]
+    assert (crops.chunks, crops.tasks) == (change.chunks, change.tasks)
+    assert crops.acquisitions == len(run.spec.periods) and crops.seconds > 0
+    assert plan.read_bytes == planned["plan"].read_bytes  # reads the cube, not the archive
+    assert 0 < crops.task_bytes < change.task_bytes  # a per-pixel model over a chunk without halo
+    assert crops.output_bytes == crops.chunks * run.spec.grid.chunk**2 * (1 + 4 * 5)
+
+
 def test_a_tiny_worker_is_refused_with_what_to_change(planned: dict[str, Any]) -> None:
     message = _refusal(planned["plan"], usable=200 * MIB)
     assert message.startswith(f"run {planned['run'].token} does not fit the cluster")

@@ -91,6 +91,13 @@ CLI: dict[str, Row] = {
     ),
     "resolution not the model's": Row({"--resolution": "20"}, 7, "trained at 10 m but the cube is at 20 m"),
     "model unknown": Row({"--model": "resnet-9000"}, 7, "unknown model 'resnet-9000'; known models:"),
+    "crop model unknown": Row({"--crop-model": "tempcnn-x"}, 7, "unknown model 'tempcnn-x'; known models:"),
+    "crop model is a change model": Row(
+        {"--crop-model": "siamese-s2s1-change"}, 7, "is a change-detection model, not a crop-type model"
+    ),
+    "crop model without SAR": Row(
+        {"--crop-model": "crop-type-ltae", "--s1-collection": ""}, 7, "needs bands vv_db, vh_db"
+    ),
     "url without scheme": Row({"--stac-url": "127.0.0.1:9/stac"}, 2, "must be an http:// or https:// URL"),
     "url ftp": Row({"--stac-url": "ftp://example.org/stac"}, 2, "must be an http:// or https:// URL"),
     "url credentials redacted": Row(
