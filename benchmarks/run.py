@@ -1,6 +1,6 @@
 """Run every benchmark and write ``benchmarks/results/latest.json`` and ``latest.md``.
 
-Usage: ``python -m benchmarks.run [--quick] [--only cube,inference,memory,e2e] [--out DIR]``
+Usage: ``python -m benchmarks.run [--quick] [--only cube,inference,memory,e2e,storage] [--out DIR]``
 (``make bench``). A benchmark that fails is recorded as failed; the others still run.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_cube, bench_e2e, bench_inference, bench_memory
+from benchmarks import bench_cube, bench_e2e, bench_inference, bench_memory, bench_storage
 from benchmarks._harness import RESULTS, build_report, failed, write_report
 
 BENCHMARKS: dict[str, tuple[str, Callable[[bool], dict[str, Any]]]] = {
@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[bool], dict[str, Any]]]] = {
     "inference": (bench_inference.TITLE, bench_inference.run),
     "memory": (bench_memory.TITLE, bench_memory.run),
     "e2e": (bench_e2e.TITLE, bench_e2e.run),
+    "storage": (bench_storage.TITLE, bench_storage.run),
 }
 
 

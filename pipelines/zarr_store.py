@@ -7,6 +7,11 @@ local store; on object storage one object, written by a single PUT). A store is 
 s3fs with the retry policy of its :class:`~eowatch.infra.storage.StorageConfig`). Readers use
 ``xarray.open_zarr``; CRS and transform are stored the rioxarray way (a ``spatial_ref`` coordinate with
 CF grid-mapping attributes).
+
+How chunks are encoded is explicit (:class:`ZarrEncoding`, :data:`DEFAULT_ENCODING`: zstd level 3 with
+zstd's content checksum) rather than left to the installed Zarr's defaults, so a Zarr upgrade cannot
+change the bytes a resumed run writes, and a chunk damaged at rest fails to decode instead of decoding
+into other values. The choice is measured in ``benchmarks/bench_storage.py`` (docs/storage-choices.md).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import contextlib
 import json
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal, get_args
 
 import dask.array as da
 import numpy as np
@@ -34,6 +40,79 @@ warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specificati
 # A malformed setting is reported where a location is resolved (``location()``), not on import.
 with contextlib.suppress(InputError):
     register_fsspec_defaults()
+
+
+Compressor = Literal["zstd", "blosc-zstd", "blosc-lz4", "none"]
+COMPRESSORS: tuple[Compressor, ...] = get_args(Compressor)
+
+
+@dataclass(frozen=True)
+class ZarrEncoding:
+    """How the chunks of a store's data variables are encoded (lossless unless ``float_keepbits`` is set).
+
+    Every field but ``float_keepbits`` changes only the bytes on disk: decoded values are bit-identical.
+    """
+
+    compressor: Compressor = "zstd"
+    """Bytes-to-bytes compressor of every chunk; ``blosc-*`` use Blosc with the given inner codec."""
+    level: int = 3
+    """Compression level: zstd 1-22 (3 is libzstd's default), Blosc 1-9; ignored for ``none``."""
+    checksum: bool = True
+    """Store a checksum per chunk so that a chunk damaged at rest fails to decode (an error) instead of
+    decoding into other values: zstd's 4-byte content checksum, or a ``crc32c`` codec for the others."""
+    shuffle: bool = True
+    """Blosc only: byte-shuffle elements before compressing."""
+    float_keepbits: int | None = None
+    """Opt-in, LOSSY: keep this many mantissa bits of floating-point variables (numcodecs ``BitRound``,
+    1-23 for float32); None keeps every bit. Integer variables are never rounded."""
+
+    def __post_init__(self) -> None:
+        if self.compressor not in COMPRESSORS:
+            raise ValueError(f"compressor must be one of {', '.join(COMPRESSORS)}, not {self.compressor!r}")
+        low, high = (1, 22) if self.compressor == "zstd" else (1, 9)
+        if self.compressor != "none" and not low <= self.level <= high:
+            raise ValueError(f"{self.compressor} level must be in {low}..{high}, not {self.level}")
+        if self.float_keepbits is not None and not 1 <= self.float_keepbits <= 23:
+            raise ValueError(
+                f"float_keepbits must be in 1..23 (float32 mantissa bits), not {self.float_keepbits}"
+            )
+
+    @property
+    def lossless(self) -> bool:
+        """True when decoded values equal the written ones bit for bit."""
+        return self.float_keepbits is None
+
+    def codecs(self, dtype: np.dtype) -> dict[str, tuple[Any, ...]]:
+        """Zarr v3 ``filters`` and ``compressors`` for an array of ``dtype`` (``create_array`` keywords,
+        also valid as xarray ``to_zarr`` encoding)."""
+        from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+
+        filters: tuple[Any, ...] = ()
+        if self.float_keepbits is not None and np.dtype(dtype).kind == "f":
+            from zarr.codecs.numcodecs import BitRound
+
+            with warnings.catch_warnings():  # "not in the Zarr v3 specification": known, opt-in
+                warnings.simplefilter("ignore")
+                filters = (BitRound(keepbits=self.float_keepbits),)
+        if self.compressor == "zstd":  # zstd carries its own checksum
+            return {"filters": filters, "compressors": (ZstdCodec(level=self.level, checksum=self.checksum),)}
+        compressors: tuple[Any, ...] = ()
+        if self.compressor != "none":
+            shuffle = "shuffle" if self.shuffle else "noshuffle"
+            cname = self.compressor.removeprefix("blosc-")
+            compressors = (BloscCodec(cname=cname, clevel=self.level, shuffle=shuffle),)
+        return {"filters": filters, "compressors": compressors + ((Crc32cCodec(),) if self.checksum else ())}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ZarrEncoding:
+        return cls(**dict(data))
+
+
+#: What every eowatch store is written with unless a caller passes another encoding.
+DEFAULT_ENCODING = ZarrEncoding()
 
 
 def zarr_store(path: Location | str, read_only: bool = False) -> Any:
@@ -71,6 +150,7 @@ def create_template(
     variables: Mapping[str, tuple[np.dtype, Any, dict[str, Any]]],
     attrs: dict[str, Any],
     extra_coords: Mapping[str, tuple[str, np.ndarray]] | None = None,
+    encoding: ZarrEncoding = DEFAULT_ENCODING,
 ) -> None:
     """Write the metadata of a (time, y, x) cube without any data chunk.
 
@@ -81,16 +161,17 @@ def create_template(
         variables: name → (dtype, fill value, attributes).
         attrs: dataset attributes (JSON-serialisable; nested values are stored as JSON strings).
         extra_coords: name → (dim, values) for additional 1-D coordinates along ``time``.
+        encoding: chunk encoding of the data variables; coordinates get its lossless part.
     """
     h, w = grid.shape
     t = len(times)
     chunks = (t, grid.chunk, grid.chunk)
     data_vars = {}
-    encoding: dict[str, dict[str, Any]] = {}
+    var_encoding: dict[str, dict[str, Any]] = {}
     for name, (dtype, fill, var_attrs) in variables.items():
         data = da.full((t, h, w), fill, dtype=dtype, chunks=chunks)
         data_vars[name] = xr.Variable(("time", "y", "x"), data, attrs=dict(var_attrs))
-        encoding[name] = {"chunks": chunks, "fill_value": fill}
+        var_encoding[name] = {"chunks": chunks, "fill_value": fill, **encoding.codecs(np.dtype(dtype))}
     coords: dict[str, Any] = {"time": times, **grid_coords(grid)}
     for cname, (dim, values) in (extra_coords or {}).items():
         coords[cname] = (dim, values)
@@ -101,12 +182,21 @@ def create_template(
     for name in variables:
         ds[name].attrs["grid_mapping"] = "spatial_ref"
     ds.attrs.update({k: _attr(v) for k, v in sorted(attrs.items())})
-    encoding["time"] = {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int64"}
+    var_encoding["time"] = {
+        "units": "days since 1970-01-01",
+        "calendar": "proleptic_gregorian",
+        "dtype": "int64",
+    }
+    # Coordinates get the same checksummed compression (a damaged x/y/time would silently move the
+    # data), never bit rounding.
+    exact = replace(encoding, float_keepbits=None)
+    for cname in ds.coords:
+        var_encoding.setdefault(str(cname), {}).update(exact.codecs(ds[cname].dtype))
     # On object storage a template left half-written by a killed run (no root zarr.json, so never seen
     # as a store) is overwritten; a local template is created in the run's own work folder.
     mode = "w" if isinstance(location(path), ObjectPath) else "w-"
     store = zarr_store(path)
-    ds.to_zarr(store, mode=mode, compute=False, zarr_format=3, encoding=encoding, consolidated=True)
+    ds.to_zarr(store, mode=mode, compute=False, zarr_format=3, encoding=var_encoding, consolidated=True)
     # xarray does not list the scalar grid-mapping variable among each variable's coordinates, so a plain
     # ``open_zarr`` would return it as a data variable and ``.rio.crs`` would be None; list it explicitly.
     group = zarr.open_group(store, mode="r+", zarr_format=3)
