@@ -318,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("archive")
     serve.set_defaults(func=cmd_serve)
 
+    from eowatch.evaluate_cli import add_evaluate_arguments, cmd_evaluate
+
+    evaluate = sub.add_parser(
+        "evaluate", help="score a model on labelled data (archive, run output, WorldCereal); metrics, picture"
+    )
+    add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+
     from eowatch.plan_cli import add_plan_arguments, cmd_plan
 
     plan = sub.add_parser(

@@ -163,30 +163,70 @@ def crop_statistics(path: Any, spec: CubeSpec) -> dict[str, Any]:
     }
 
 
-def evaluate_crops(path: Any, spec: CubeSpec, truth_dir: str) -> dict[str, Any]:
-    """The map against the archive's planted land cover where it is stable over the season.
-
-    Scored pixels: land cover unchanged from start to end and no planted change (the truth's crop
-    classes through the card's ``eowatch_landcover`` mapping); OA, kappa, macro F1, per-class F1.
-    """
-    from eowatch.models.croptype import CROP_CLASSES, multiclass_scores
+def crop_confusion(path: Any, spec: CubeSpec, truth_dir: str) -> tuple[np.ndarray, dict[int, str]]:
+    """Confusion matrix (truth class, predicted class) of the map against the planted land cover where it
+    is stable over the season and unchanged (the archive's land cover through the card's
+    ``eowatch_landcover`` mapping), and the class names by code."""
+    from eowatch.models.confusion import confusion_matrix
+    from eowatch.models.croptype import CROP_CLASSES
     from eowatch.models.train_croptype import landcover_to_crop, read_landcover
     from eowatch.pipelines.zarr_store import grid_coords
 
     coords = grid_coords(spec.grid)
     truth = landcover_to_crop(read_landcover(truth_dir, coords["x"], coords["y"]))
     group = zarr.open_group(_store(path), mode="r", zarr_format=3)
-    pred = np.asarray(group["crop_type"][0]).astype(np.int64)
-    scores = multiclass_scores(pred, truth, {c: info.name for c, info in CROP_CLASSES.items()})
-    per_class = {k: v["f1"] for k, v in scores.items() if isinstance(v, dict)}
+    names = {c: info.name for c, info in CROP_CLASSES.items()}
+    cm = np.zeros((len(names), len(names)), np.int64)
+    for key in spec.grid.chunks():  # chunk by chunk: the map is never read whole
+        ys, xs = spec.grid.chunk_slices(key)
+        pred = np.asarray(group["crop_type"][0, ys, xs]).astype(np.int64)
+        cm += confusion_matrix(pred, truth[ys, xs], len(names), valid=pred != 255)
+    return cm, names
+
+
+def evaluate_crops(path: Any, spec: CubeSpec, truth_dir: str) -> dict[str, Any]:
+    """The map against the archive's planted land cover where it is stable over the season.
+
+    Scored pixels: land cover unchanged from start to end and no planted change (the truth's crop
+    classes through the card's ``eowatch_landcover`` mapping); OA, kappa, macro F1, per-class F1/IoU.
+    Unmapped pixels (no trained month observed) count as errors.
+    """
+    from eowatch.models.confusion import class_scores
+
+    cm, names = crop_confusion(path, spec, truth_dir)
+    unmapped = _unmapped_labelled(path, spec, truth_dir)
+    scores = class_scores(cm, names)
+    n = int(scores["n"]) + unmapped  # type: ignore[call-overload]
+    oa = float(np.trace(cm)) / n if n else 0.0
+    per_class = scores["per_class"]
+    assert isinstance(per_class, dict)
     return {
         "scope": "pixels whose planted land cover is stable over the season",
-        "n_px": int(scores["n"]),
-        "oa": round(float(scores["oa"]), 4),
-        "kappa": round(float(scores["kappa"]), 4),
-        "macro_f1": round(float(scores["macro_f1"]), 4),
-        "f1_by_class": {k: round(float(v), 4) for k, v in per_class.items()},
+        "n_px": n,
+        "unmapped_px": unmapped,
+        "oa": round(oa, 4),
+        "kappa": round(float(scores["kappa"]), 4),  # type: ignore[arg-type]
+        "macro_f1": round(float(scores["macro_f1"]), 4),  # type: ignore[arg-type]
+        "miou": round(float(scores["miou"]), 4),  # type: ignore[arg-type]
+        "f1_by_class": {k: round(float(v["f1"]), 4) for k, v in per_class.items()},
+        "iou_by_class": {k: round(float(v["iou"]), 4) for k, v in per_class.items()},
     }
+
+
+def _unmapped_labelled(path: Any, spec: CubeSpec, truth_dir: str) -> int:
+    """Labelled truth pixels the map left unmapped (255)."""
+    from eowatch.models.train_croptype import landcover_to_crop, read_landcover
+    from eowatch.pipelines.zarr_store import grid_coords
+
+    coords = grid_coords(spec.grid)
+    truth = landcover_to_crop(read_landcover(truth_dir, coords["x"], coords["y"]))
+    group = zarr.open_group(_store(path), mode="r", zarr_format=3)
+    total = 0
+    for key in spec.grid.chunks():
+        ys, xs = spec.grid.chunk_slices(key)
+        pred = np.asarray(group["crop_type"][0, ys, xs])
+        total += int(((pred == 255) & (truth[ys, xs] >= 0)).sum())
+    return total
 
 
 def _store(path: Any) -> Any:

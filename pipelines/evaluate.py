@@ -24,6 +24,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from eowatch.legend import CHANGE_TYPES
+from eowatch.models.confusion import class_scores, confusion_matrix, semantic_change_scores
 from eowatch.models.labels import transition_labels
 from eowatch.models.metrics import binary_scores
 from eowatch.pipelines.cube import period_bounds
@@ -86,6 +87,8 @@ def evaluate_change(change_path: Path, spec: CubeSpec, truth_dir: Path) -> dict[
     bounds = period_bounds(spec)
     counts = {k: _Counts() for k in ("model_pixel", "cva_pixel", "model_transition", "cva_transition")}
     per_type = {code: {"truth_px": 0, "detected_px": 0, "typed_px": 0} for code in CHANGE_TYPES if code}
+    n_types = max(CHANGE_TYPES) + 1
+    semantic = np.zeros((n_types, n_types), np.int64)  # (truth type, predicted type) per transition
     for key in spec.grid.chunks():
         ys, xs = spec.grid.chunk_slices(key)
         truth = read_truth_window(truth_dir, spec.grid, ys, xs)
@@ -103,6 +106,7 @@ def evaluate_change(change_path: Path, spec: CubeSpec, truth_dir: Path) -> dict[
         scored_t = np.broadcast_to(scored, labels.shape)
         counts["model_transition"].add(mask, np.isin(labels, TARGET_TYPES), scored_t)
         counts["cva_transition"].add(cva, np.isin(labels, TARGET_TYPES), scored_t)
+        semantic += confusion_matrix(np.where(mask, ctype, 0), labels, n_types)
         typed = np.where(mask, ctype, 0).max(0)
         for code, acc in per_type.items():
             sel = ever_type == code
@@ -127,8 +131,28 @@ def evaluate_change(change_path: Path, spec: CubeSpec, truth_dir: Path) -> dict[
             }
             for code, acc in per_type.items()
         },
+        "semantic": semantic_summary(semantic),
     }
     return result
+
+
+def semantic_summary(cm: np.ndarray) -> dict[str, Any]:
+    """Semantic change scores of a (truth type, predicted type) per-transition confusion matrix: SECOND's
+    SeK and mIoU, OA, kappa, per-type F1/IoU, and the matrix itself (legend codes in order)."""
+    names = {code: CHANGE_TYPES[code] for code in range(cm.shape[0])}
+    scores = class_scores(cm, names)
+    per_class = scores["per_class"]
+    assert isinstance(per_class, dict)
+    return {
+        "scope": "every pixel and transition: no change or the planted change type",
+        **{k: round(v, 4) for k, v in semantic_change_scores(cm).items()},
+        "oa": round(float(scores["oa"]), 4),  # type: ignore[arg-type]
+        "kappa": round(float(scores["kappa"]), 4),  # type: ignore[arg-type]
+        "f1_by_type": {k: round(v["f1"], 4) for k, v in per_class.items()},
+        "iou_by_type": {k: round(v["iou"], 4) for k, v in per_class.items()},
+        "classes": [names[c] for c in sorted(names)],
+        "confusion": cm.tolist(),
+    }
 
 
 def _ratio(a: int, b: int) -> float | None:

@@ -247,3 +247,47 @@ def test_unreadable_asset_fails_cleanly(small_archive: Path, tmp_path: Path, pre
         )
     assert code == 4
     assert not (out / "change.zarr").exists() and not (out / "cube.zarr").exists()
+
+
+def test_evaluate_scores_a_finished_run(
+    finished_run: dict, small_archive: Path, tmp_path: Path, capsys
+) -> None:
+    """``eowatch evaluate`` on the run's output: the same scores as the summary, SeK, and a picture."""
+    from PIL import Image
+
+    from eowatch.cli import main
+
+    out, truth = finished_run["out"], small_archive / "truth"
+    assert (
+        main(["evaluate", "siamese-s2s1-change", str(out), "--truth", str(truth), "--out", str(tmp_path)])
+        == 0
+    )
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    change, summary = metrics["change"], finished_run["summary"]["evaluation"]
+    assert change["model"]["per_pixel"]["f1"] == pytest.approx(summary["model"]["per_pixel"]["f1"])
+    sem = change["semantic"]
+    assert 0 < sem["sek"] < 1 and 0 < sem["miou"] <= 1
+    assert np.array(sem["confusion"]).sum() == 2 * 256 * 256  # every pixel of both transitions
+    assert Image.open(tmp_path / "confusion.png").size[0] > 300
+    printed = capsys.readouterr().out
+    assert "semantic change: SeK" in printed and "confusion.png" in printed
+
+    crop_out = tmp_path / "crops"
+    assert main(["evaluate", "crop-type-ltae", str(out), "--truth", str(truth), "--out", str(crop_out)]) == 0
+    crops = json.loads((crop_out / "metrics.json").read_text())["crop_type"]
+    assert crops["oa"] == pytest.approx(finished_run["summary"]["crop_types"]["evaluation"]["oa"])
+    assert crops["miou"] > 0.5
+
+
+def test_evaluate_refuses_what_it_cannot_score(
+    finished_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from eowatch.cli import main
+
+    out = str(finished_run["out"])
+    assert main(["evaluate", "siamese-s2s1-change", out]) == 2  # no --truth
+    assert "give --truth DIR" in capsys.readouterr().err
+    assert main(["evaluate", "siamese-s2s1-change", str(tmp_path)]) == 2
+    assert "is neither a synthetic archive" in capsys.readouterr().err
+    assert main(["evaluate", "resnet-9000", out, "--truth", str(tmp_path)]) == 7
+    assert "unknown model 'resnet-9000'" in capsys.readouterr().err

@@ -1,0 +1,234 @@
+"""``eowatch evaluate MODEL DATA``: score a model on labelled data; print the metrics, save them as JSON
+and the confusion matrix as a PNG.
+
+What DATA may be (recognised by its content):
+
+- **a synthetic archive** (``eowatch archive make``; has ``manifest.json`` and ``truth/``): the archive is
+  served on loopback and the monitoring flow runs over it with MODEL (and, for a crop-type MODEL, with it
+  as the run's crop model) into ``OUT/run``; the outputs are scored against the planted truth. Use a seed
+  the models were not trained on (training used seeds 1-4; the demo's 42 is held out).
+- **a finished run's output folder** (has ``change.zarr``) with ``--truth DIR``: scored as it is, nothing
+  is recomputed; MODEL must be the one the change cube (or crop-type map) was made with.
+- **a WorldCereal folder** (``../shared/data/crops/worldcereal``; a crop-type MODEL): the labelled Flanders
+  samples and the patch against WorldCereal's own maps (``models.worldcereal``).
+
+Metrics: change models get precision, recall, F1, IoU, kappa and OA per pixel and per transition for
+the model and the CVA baseline, and the semantic change scores (SeK, mIoU, per-type F1/IoU) of the change
+types; crop-type models OA, kappa, macro F1 and per-class F1. Files: ``OUT/metrics.json``,
+``OUT/confusion.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eowatch.errors import InputError, ModelError
+
+DEFAULT_OUT = "eowatch-eval"
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="registered model name (see `eowatch models`)")
+    parser.add_argument(
+        "data", help="a synthetic archive, a finished run's output folder, or a WorldCereal folder"
+    )
+    parser.add_argument("--truth", help="planted-truth folder, for a run's output folder")
+    parser.add_argument(
+        "--out", help=f"where metrics.json and confusion.png go (default: {DEFAULT_OUT}/MODEL-DATA)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="Dask workers, when DATA is an archive")
+
+
+def data_kind(path: Path) -> str:
+    """``archive``, ``run`` or ``worldcereal`` from what the folder holds.
+
+    Raises:
+        InputError: the folder does not exist or is none of these.
+    """
+    from eowatch.models.worldcereal import SAMPLES_FILE
+
+    if not path.is_dir():
+        raise InputError(f"evaluation data {path} is not a folder")
+    if (path / "manifest.json").is_file() and (path / "truth").is_dir():
+        return "archive"
+    if (path / "change.zarr").is_dir():
+        return "run"
+    if (path / SAMPLES_FILE).is_file():
+        return "worldcereal"
+    raise InputError(
+        f"{path} is neither a synthetic archive (manifest.json + truth/), a run's output folder "
+        "(change.zarr) nor a WorldCereal folder"
+    )
+
+
+def _card(name: str) -> Any:
+    from eowatch.models.card import ModelCard
+    from eowatch.models.registry import card_file_of
+
+    path = card_file_of(name)
+    if not path.is_file():
+        raise ModelError(f"model {name!r} is registered but its card {path} is not shipped")
+    return ModelCard.read(path)
+
+
+def _run_archive(model: str, archive: Path, out: Path, workers: int) -> tuple[Path, Path]:
+    """Run the monitoring flow over a served archive with ``model``; its output folder and truth."""
+    from contextlib import ExitStack
+
+    from eowatch.demo import archive_run_params, served_archive
+    from eowatch.infra.cluster import ClusterConfig
+    from eowatch.infra.services import PrefectServer, prefect_env
+
+    card = _card(model)
+    extra = {"crop_model": model} if card.task == "crop_type" else {"model": model}
+    run_out = out / "run"
+    with ExitStack() as stack:
+        served = stack.enter_context(served_archive(archive))
+        prefect = stack.enter_context(PrefectServer())
+        stack.enter_context(prefect_env(prefect.api_url))
+        params = archive_run_params(served, run_out, archive, **extra)
+        from flows import monitor
+
+        monitor(params, ClusterConfig(n_workers=workers))
+    return run_out, archive / "truth"
+
+
+def _made_with(store: Path) -> tuple[str | None, dict[str, Any]]:
+    """The model name a store records and its cube spec (from the store's attributes)."""
+    from eowatch.pipelines.zarr_store import read_attrs
+
+    attrs = read_attrs(store)
+    model = attrs.get("crop_model") or attrs.get("model")
+    if isinstance(model, str):
+        model = json.loads(model)
+    spec = attrs.get("cube_spec")
+    return (model or {}).get("name"), json.loads(spec) if isinstance(spec, str) else dict(spec or {})
+
+
+def evaluate_run(model: str, run_out: Path, truth: Path, out: Path) -> dict[str, Any]:
+    """Scores of a finished run's change cube or crop-type map (by ``model``'s task) against ``truth``."""
+    from eowatch.models.confusion import render_confusion
+    from eowatch.pipelines.spec import CubeSpec
+
+    card = _card(model)
+    store = run_out / ("crop_type.zarr" if card.task == "crop_type" else "change.zarr")
+    if not (store / "zarr.json").is_file():
+        raise InputError(f"{run_out} has no {store.name}: the run did not use {model!r}")
+    made_with, spec_dict = _made_with(store)
+    if made_with != model:
+        raise ModelError(f"{store} was made with model {made_with!r}, not {model!r}")
+    if not truth.is_dir():
+        raise InputError(f"truth folder {truth} does not exist")
+    spec = CubeSpec.from_dict(spec_dict)
+    if card.task == "crop_type":
+        from eowatch.pipelines.crops import crop_confusion, evaluate_crops
+
+        metrics = {"crop_type": evaluate_crops(store, spec, str(truth))}
+        cm, names = crop_confusion(store, spec, str(truth))
+        title = f"{model}: crop type vs planted land cover"
+    else:
+        from eowatch.legend import CHANGE_TYPES
+        from eowatch.pipelines.evaluate import evaluate_change
+
+        result = evaluate_change(store, spec, truth)
+        if result is None:
+            raise InputError(
+                f"{truth} lacks the change truth rasters (change_type, change_start, change_end)"
+            )
+        metrics = {"change": result}
+        cm, names = np.array(result["semantic"]["confusion"]), dict(CHANGE_TYPES)
+        title = f"{model}: change type per transition vs planted truth"
+    out.mkdir(parents=True, exist_ok=True)
+    render_confusion(cm, names, out / "confusion.png", title)
+    return metrics
+
+
+def evaluate_worldcereal_folder(model: str, folder: Path, out: Path) -> dict[str, Any]:
+    """A crop-type model on the real WorldCereal folder (samples and patch), with the samples' confusion."""
+    from eowatch.models.confusion import confusion_matrix, render_confusion
+    from eowatch.models.croptype import NODATA_CLASS, centroids_path, load_centroids, predict_croptype_pixels
+    from eowatch.models.registry import WEIGHTS_DIR, get
+    from eowatch.models.worldcereal import SAMPLES_FILE, evaluate_worldcereal, read_samples, reference_classes
+
+    loaded = get(model)
+    card = loaded.card
+    if card.task != "crop_type":
+        raise ModelError(f"model {model!r} is a {card.task} model; WorldCereal data scores crop-type models")
+    centroids = load_centroids(centroids_path(WEIGHTS_DIR, model), card)
+    scores = evaluate_worldcereal(loaded, folder, centroids)
+    samples = read_samples(folder / SAMPLES_FILE, card.bands)
+    reference = reference_classes(samples, card.label_mapping, card)
+    probs = predict_croptype_pixels(loaded, samples.raw, samples.months)
+    pred = np.where(np.isnan(probs[:, 0]), NODATA_CLASS, np.nan_to_num(probs).argmax(axis=1))
+    names = {c: info.name for c, info in card.classes.items()}
+    cm = confusion_matrix(pred, reference, len(names))
+    out.mkdir(parents=True, exist_ok=True)
+    render_confusion(cm, names, out / "confusion.png", f"{model}: Flanders 2021 samples (WorldCereal)")
+    return {
+        "worldcereal": scores,
+        "flanders_confusion": {"classes": list(names.values()), "counts": cm.tolist()},
+    }
+
+
+def headline(metrics: dict[str, Any]) -> list[str]:
+    """The lines ``eowatch evaluate`` prints."""
+    lines = []
+    change = metrics.get("change")
+    if change:
+        for who in ("model", "cva_baseline"):
+            for view in ("per_pixel", "per_transition"):
+                s = change[who][view]
+                lines.append(
+                    f"{who:<13}{view:<15} precision {s['precision']:.3f}  recall {s['recall']:.3f}  "
+                    f"F1 {s['f1']:.3f}  IoU {s['iou']:.3f}  kappa {s['kappa']:.3f}  OA {s['oa']:.4f}"
+                )
+        sem = change["semantic"]
+        lines.append(f"semantic change: SeK {sem['sek']:.3f}  mIoU {sem['miou']:.3f}  OA {sem['oa']:.4f}")
+        lines += [
+            f"  {k:<16} F1 {v:.3f}  IoU {sem['iou_by_type'][k]:.3f}" for k, v in sem["f1_by_type"].items()
+        ]
+    crops = metrics.get("crop_type")
+    if crops:
+        lines.append(
+            f"crop type: OA {crops['oa']:.3f}  kappa {crops['kappa']:.3f}  macro F1 {crops['macro_f1']:.3f}"
+        )
+        lines += [f"  {k:<16} F1 {v:.3f}" for k, v in crops["f1_by_class"].items()]
+    wc = metrics.get("worldcereal")
+    if wc:
+        for prefix in (
+            "flanders.model",
+            "flanders.ndvi_centroid",
+            "flanders.majority",
+            "worldcereal_patch.model",
+        ):
+            if f"{prefix}.oa" in wc:
+                lines.append(f"{prefix:<28} OA {wc[f'{prefix}.oa']:.3f}  kappa {wc[f'{prefix}.kappa']:.3f}")
+    return lines
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    data = Path(args.data).expanduser().resolve()
+    _card(args.model)  # unknown model: fail before anything runs
+    kind = data_kind(data)
+    out = Path(args.out) if args.out else Path(DEFAULT_OUT) / f"{args.model}-{data.name}"
+    if kind == "archive":
+        run_out, truth = _run_archive(args.model, data, out, args.workers)
+        metrics = evaluate_run(args.model, run_out, truth, out)
+    elif kind == "run":
+        if not args.truth:
+            raise InputError("a run's output folder is scored against planted truth: give --truth DIR")
+        metrics = evaluate_run(args.model, data, Path(args.truth).expanduser().resolve(), out)
+    else:
+        metrics = evaluate_worldcereal_folder(args.model, data, out)
+    report = {"model": args.model, "data": str(data), "kind": kind, **metrics}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    for line in headline(metrics):
+        print(line)
+    print(f"metrics: {out / 'metrics.json'}\nconfusion matrix: {out / 'confusion.png'}")
+    return 0
