@@ -3,7 +3,7 @@ and the confusion matrix as a PNG.
 
 What DATA may be (recognised by its content):
 
-- **a synthetic archive** (``eowatch archive make``; has ``manifest.json`` and ``truth/``): the archive is
+- **a synthetic archive** (``eowatch archive make``; has ``archive.json`` and ``truth/``): the archive is
   served on loopback and the monitoring flow runs over it with MODEL (and, for a crop-type MODEL, with it
   as the run's crop model) into ``OUT/run``; the outputs are scored against the planted truth. Use a seed
   the models were not trained on (training used seeds 1-4; the demo's 42 is held out).
@@ -54,14 +54,14 @@ def data_kind(path: Path) -> str:
 
     if not path.is_dir():
         raise InputError(f"evaluation data {path} is not a folder")
-    if (path / "manifest.json").is_file() and (path / "truth").is_dir():
+    if (path / "archive.json").is_file() and (path / "truth").is_dir():
         return "archive"
     if (path / "change.zarr").is_dir():
         return "run"
     if (path / SAMPLES_FILE).is_file():
         return "worldcereal"
     raise InputError(
-        f"{path} is neither a synthetic archive (manifest.json + truth/), a run's output folder "
+        f"{path} is neither a synthetic archive (archive.json + truth/), a run's output folder "
         "(change.zarr) nor a WorldCereal folder"
     )
 
