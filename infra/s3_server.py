@@ -3,8 +3,10 @@
 moto answers the S3 REST API (path-style addressing, SigV4 signing, multipart uploads, conditional
 ``If-None-Match``/``If-Match`` PUTs) from memory in a daemon thread of this process. Its buckets live in
 moto's process-wide backend, so :meth:`S3Server.restart` (stop, then serve again on the same port) models
-a server restart that keeps its data: clients see refused connections in between. Any access key works;
-tests use made-up ones that they then grep for in every output.
+a server restart that keeps its data: clients see refused connections in between. Any access key works
+and **signatures are not checked** by default; tests use made-up keys that they then grep for in every
+output. :meth:`S3Server.verify_signatures` turns moto's SigV4 verification on (against the IAM users
+that :meth:`S3Server.iam_credentials` creates), e.g. to show that a proxy keeps signed requests intact.
 
 Needs ``moto[server]`` (the ``dev`` extra).
 """
@@ -12,9 +14,10 @@ Needs ``moto[server]`` (the ``dev`` extra).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +64,7 @@ class S3Server(ManagedService):
         self.config = config or S3ServerConfig()
         self._port: int | None = None
         self._server: Any = None
+        self._iam_keys: dict[str, tuple[str, str]] = {}
         self.startup_s: float | None = None
 
     @property
@@ -127,6 +131,58 @@ class S3Server(ManagedService):
         while port is not None and port_is_open(self.config.host, port) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.start()
+
+    def iam_credentials(self, user: str = "eowatch") -> tuple[str, str]:
+        """Create IAM user ``user`` allowed ``s3:*`` on this server and an access key for it (the same key
+        on later calls for the same user: IAM allows two per user).
+
+        Returns:
+            (access key id, secret access key): what a client must sign with once
+            :meth:`verify_signatures` is on.
+        """
+        if user in self._iam_keys:
+            return self._iam_keys[user]
+        iam = self._client("iam")
+        with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+            iam.create_user(UserName=user)
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+        }
+        iam.put_user_policy(UserName=user, PolicyName="eowatch-s3", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        self._iam_keys[user] = (str(key["AccessKeyId"]), str(key["SecretAccessKey"]))
+        return self._iam_keys[user]
+
+    @contextlib.contextmanager
+    def verify_signatures(self) -> Iterator[None]:
+        """Within the block, the server checks every request's SigV4 signature and answers
+        ``SignatureDoesNotMatch`` (403) to a request whose signed parts (``Host`` included) changed.
+
+        Only keys from :meth:`iam_credentials` are accepted then. The setting is moto's, process-wide:
+        every moto server of this process checks signatures while the block runs.
+        """
+        with httpx.Client(timeout=10.0, trust_env=False) as http:
+            reply = http.post(f"{self.url}/moto-api/reset-auth", content=b"0")
+            reply.raise_for_status()
+            previous = reply.json().get("PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT", "inf")
+            try:
+                yield
+            finally:
+                http.post(f"{self.url}/moto-api/reset-auth", content=str(previous).encode())
+
+    def _client(self, service: str) -> Any:
+        """A botocore client of ``service`` on this server, signed with a made-up key (moto accepts any
+        while it does not verify signatures)."""
+        import botocore.session
+
+        return botocore.session.Session().create_client(
+            service,
+            endpoint_url=self.url,
+            region_name=self.config.region,
+            aws_access_key_id="AKIAEOWATCHADMIN0000",
+            aws_secret_access_key="moto-admin",  # made up: moto accepts any key
+        )
 
     def create_bucket(self, name: str) -> str:
         """Create bucket ``name`` (no error if it exists); return ``s3://name``."""

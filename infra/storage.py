@@ -1,13 +1,16 @@
 """Object storage configuration: where S3 is, how to reach it, and how to keep its secrets out of output.
 
 :class:`StorageConfig` holds the *non-secret* settings of an S3-compatible store (endpoint, region,
-anonymous access, AWS profile name, retry and timeout policy). Credentials are never part of it: botocore
-(for fsspec/s3fs and Zarr) and GDAL (for ``/vsis3/`` reads) find them themselves in the process
-environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``) or the AWS profile,
-so a config can travel in a Dask task graph, a Prefect parameter or a log line without leaking anything.
+anonymous access, AWS profile name, the name of a Prefect credentials block, retry and timeout policy).
+Credentials are never part of it: botocore (for fsspec/s3fs and Zarr) and GDAL (for ``/vsis3/`` reads)
+find them themselves in the process environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_SESSION_TOKEN``) or the AWS profile, or each process loads them from the named Prefect block
+(:mod:`eowatch.infra.s3_credentials`), so a config can travel in a Dask task graph, a Prefect parameter
+or a log line without leaking anything.
 
-From the config come (a) an fsspec filesystem (s3fs; botocore retries in ``adaptive`` mode with
-exponential backoff on throttling, 5xx, timeouts and dropped connections), (b) the GDAL options of
+From the config come (a) an fsspec filesystem (s3fs; botocore retries, ``adaptive`` mode by default, with
+exponential backoff on throttling, 5xx, timeouts and dropped connections, plus HTTP 429 whatever its
+error code: :mod:`eowatch.infra.s3_filesystem`), (b) the GDAL options of
 ``/vsis3/`` reads against a custom endpoint, (c) :func:`redact_secrets`, which removes the credential
 values this process holds from any text. :class:`ObjectPath` is the small ``pathlib``-like handle the
 pipelines use for an ``s3://`` location (``/``, ``exists``, ``read_text``, ``write_bytes``...); each of
@@ -24,10 +27,16 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from eowatch.errors import REDACTED, InputError, redact
+from eowatch.errors import REDACTED, InputError, StorageError, redact
+from eowatch.infra.s3_credentials import (
+    S3Credentials,
+    block_credentials,
+    cached_secret_values,
+    check_block_name,
+)
 
 __all__ = [
     "OBJECT_SCHEMES",
@@ -50,6 +59,8 @@ SECRET_ENV: tuple[str, ...] = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AW
 #: Endpoint variables, first match wins (the eowatch one, then the AWS SDKs' standard ones).
 ENDPOINT_ENV: tuple[str, ...] = ("EOWATCH_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 _TRUE = frozenset({"1", "true", "yes", "on"})
+RetryMode = Literal["standard", "adaptive"]
+"""botocore retry modes eowatch accepts (``legacy`` does not retry throttling by error code)."""
 # "KEY=value" / "KEY: value" spellings of credential settings (GDAL and botocore debug output).
 _SECRET_SETTING = re.compile(
     r"(?i)((?:aws_secret_access_key|aws_session_token|secret_access_key|session_token|"
@@ -69,15 +80,34 @@ class StorageConfig:
     """Unsigned requests (public buckets); no credentials are looked up then."""
     profile: str | None = None
     """AWS profile (``~/.aws/credentials``) to take credentials from; None: the environment."""
+    credentials_block: str | None = None
+    """Name of a Prefect ``AwsCredentials`` block to take credentials from (each process that makes S3
+    requests loads it from its Prefect API, once); None: the environment or ``profile``. Only the name
+    is held here, never the secret."""
     max_attempts: int = 10
-    """Attempts per request, the first included, of botocore's adaptive retry mode (throttling, 5xx,
-    timeouts, connection errors), with exponential backoff and jitter up to 20 s between them."""
+    """Attempts per request, the first included, of botocore's retry mode (throttling, 5xx, timeouts,
+    connection errors), with exponential backoff and jitter up to 20 s between them."""
+    retry_mode: RetryMode = "adaptive"
+    """botocore's retry mode: ``adaptive`` (``standard`` plus client-side rate limiting once the store
+    throttles: fewer requests wasted on a store that says SlowDown, at the cost of slowing that client
+    for a while) or ``standard``."""
     connect_timeout_s: float = 5.0
     """Seconds to establish a connection before the attempt counts as failed."""
     read_timeout_s: float = 30.0
     """Seconds without response data before the attempt counts as failed."""
 
     def __post_init__(self) -> None:
+        if self.credentials_block is not None:
+            try:
+                object.__setattr__(self, "credentials_block", check_block_name(self.credentials_block))
+            except StorageError as exc:
+                raise InputError(str(exc)) from None
+            if self.anonymous or self.profile:
+                raise InputError(
+                    "choose one source of S3 credentials: a credentials block "
+                    f"({self.credentials_block!r}) cannot be combined with "
+                    f"{'anonymous access' if self.anonymous else 'an AWS profile'}"
+                )
         if self.endpoint_url is not None:
             parts = urlsplit(self.endpoint_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -89,6 +119,10 @@ class StorageConfig:
                     "give credentials through AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or an AWS profile"
                 )
             object.__setattr__(self, "endpoint_url", self.endpoint_url.rstrip("/"))
+        if self.retry_mode not in get_args(RetryMode):
+            raise InputError(
+                f"S3 retry mode must be one of {', '.join(get_args(RetryMode))}, got {self.retry_mode!r}"
+            )
         if self.max_attempts < 1 or self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
             raise InputError("max_attempts must be >= 1 and the timeouts > 0")
 
@@ -98,27 +132,28 @@ class StorageConfig:
 
         ``EOWATCH_S3_ENDPOINT`` (else ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``), ``AWS_REGION``
         (else ``AWS_DEFAULT_REGION``), ``EOWATCH_S3_ANONYMOUS`` or ``AWS_NO_SIGN_REQUEST`` (``yes``/``true``
-        /``1``), ``AWS_PROFILE`` and ``EOWATCH_S3_MAX_ATTEMPTS``.
+        /``1``), ``AWS_PROFILE``, ``EOWATCH_S3_CREDENTIALS_BLOCK`` (a block name: with it, ``AWS_PROFILE``
+        is ignored), ``EOWATCH_S3_MAX_ATTEMPTS``, ``EOWATCH_S3_CONNECT_TIMEOUT_S`` and
+        ``EOWATCH_S3_READ_TIMEOUT_S`` (seconds), ``EOWATCH_S3_RETRY_MODE`` (``adaptive`` or
+        ``standard``). Nothing is looked up over the network.
 
         Raises:
-            InputError: a malformed endpoint or attempt count.
+            InputError: a malformed endpoint, block name, attempt count or timeout.
         """
         env = os.environ if env is None else env
         endpoint = next((env[k] for k in ENDPOINT_ENV if env.get(k)), None)
         anonymous = any(
             env.get(k, "").lower() in _TRUE for k in ("EOWATCH_S3_ANONYMOUS", "AWS_NO_SIGN_REQUEST")
         )
-        attempts = env.get("EOWATCH_S3_MAX_ATTEMPTS")
-        try:
-            extra = {"max_attempts": int(attempts)} if attempts else {}
-        except ValueError:
-            raise InputError(f"EOWATCH_S3_MAX_ATTEMPTS must be an integer, got {attempts!r}") from None
+        block = env.get("EOWATCH_S3_CREDENTIALS_BLOCK") or None
         return cls(
             endpoint_url=endpoint,
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
             anonymous=anonymous,
-            profile=env.get("AWS_PROFILE") or None,
-            **extra,
+            profile=None if block else env.get("AWS_PROFILE") or None,
+            credentials_block=block,
+            **({"retry_mode": env["EOWATCH_S3_RETRY_MODE"]} if env.get("EOWATCH_S3_RETRY_MODE") else {}),
+            **_numbers_from_env(env),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,15 +169,28 @@ class StorageConfig:
         return self.region or ("us-east-1" if self.endpoint_url else None)
 
     def botocore_config(self) -> dict[str, Any]:
-        """Keyword arguments of ``botocore.config.Config``: adaptive retries and timeouts."""
+        """Keyword arguments of ``botocore.config.Config``: retries (:attr:`retry_mode`) and timeouts."""
         return {
-            "retries": {"mode": "adaptive", "max_attempts": self.max_attempts},
+            "retries": {"mode": self.retry_mode, "max_attempts": self.max_attempts},
             "connect_timeout": self.connect_timeout_s,
             "read_timeout": self.read_timeout_s,
         }
 
+    def credentials(self) -> S3Credentials | None:
+        """The credentials of :attr:`credentials_block`, loaded in this process (cached); None without a
+        block (botocore and GDAL then find credentials themselves).
+
+        Raises:
+            StorageError: the block cannot be loaded (see
+                :func:`~eowatch.infra.s3_credentials.block_credentials`).
+        """
+        return block_credentials(self.credentials_block) if self.credentials_block else None
+
     def storage_options(self) -> dict[str, Any]:
-        """Options of ``s3fs.S3FileSystem`` (and of Zarr's ``FsspecStore.from_url``). No credentials."""
+        """Options of the s3fs filesystem (and of Zarr's ``FsspecStore.from_url``). No credentials: a
+        block is only named (``credentials_block``); the filesystem registered for ``s3://``
+        (:class:`~eowatch.infra.s3_filesystem.BlockCredentialsS3FileSystem`) resolves it in the process
+        that connects."""
         opts: dict[str, Any] = {
             "anon": self.anonymous,
             "config_kwargs": self.botocore_config(),
@@ -157,6 +205,8 @@ class StorageConfig:
             opts["client_kwargs"] = client
         if self.profile:
             opts["profile"] = self.profile
+        if self.credentials_block:
+            opts["credentials_block"] = self.credentials_block
         return opts
 
     def filesystem(self) -> Any:
@@ -164,10 +214,13 @@ class StorageConfig:
         import fsspec
 
         install_log_redaction()
+        _register_filesystem()
         return fsspec.filesystem("s3", **self.storage_options())
 
     def client(self) -> Any:
-        """A synchronous botocore S3 client (for conditional requests that s3fs does not expose)."""
+        """A synchronous botocore S3 client (for conditional requests that s3fs does not expose), with the
+        retry policy of :meth:`botocore_config` plus retries of HTTP 429
+        (:class:`~eowatch.infra.s3_filesystem.Retry429`) and the credentials of the block, if any."""
         import botocore.config
         import botocore.session
 
@@ -178,14 +231,22 @@ class StorageConfig:
             kwargs["config"] = kwargs["config"].merge(botocore.config.Config(signature_version=_unsigned()))
         if self.endpoint_url:
             kwargs["endpoint_url"] = self.endpoint_url
-        return session.create_client("s3", region_name=self.region_name, **kwargs)
+        credentials = self.credentials()
+        if credentials is not None:
+            kwargs.update(credentials.botocore_kwargs())
+        from eowatch.infra.s3_filesystem import install_retry_429
+
+        client = session.create_client("s3", region_name=self.region_name, **kwargs)
+        return install_retry_429(client, self.max_attempts)
 
     def gdal_env(self) -> dict[str, str]:
         """GDAL configuration options of ``/vsis3/`` reads for this config.
 
         With a custom endpoint: ``AWS_S3_ENDPOINT`` (host:port), ``AWS_HTTPS`` from its scheme and
         path-style addressing (``AWS_VIRTUAL_HOSTING=FALSE``). Credentials are not included: GDAL reads
-        them from the environment or the profile (``AWS_PROFILE``) of the process doing the read.
+        them from the environment or the profile (``AWS_PROFILE``) of the process doing the read, and
+        those of a :attr:`credentials_block` go through :meth:`aws_session_options` (rasterio refuses
+        them as options).
         """
         env: dict[str, str] = {}
         if self.endpoint_url:
@@ -201,6 +262,57 @@ class StorageConfig:
             env["AWS_PROFILE"] = self.profile
         return env
 
+    def aws_session_options(self) -> dict[str, str] | None:
+        """The credentials of :attr:`credentials_block` for GDAL ``/vsis3/`` reads, loaded in this process:
+        keyword arguments of ``rasterio.session.AWSSession`` (odc-stac: ``configure_rio(aws=...)``;
+        rasterio: ``rasterio.Env(session=AWSSession(**options), **gdal_env())``). rasterio refuses
+        ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` as plain GDAL options, hence a session.
+
+        None without a block: GDAL then finds credentials in the environment or the profile. Call it
+        where the read runs (a Dask worker) and never ship or log the result.
+
+        Raises:
+            StorageError: the credentials block cannot be loaded.
+        """
+        credentials = self.credentials()
+        if credentials is None:
+            return None
+        options = credentials.botocore_kwargs()
+        if self.region_name:
+            options["region_name"] = self.region_name
+        return options
+
+
+def _numbers_from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """``max_attempts`` and the timeouts from their ``EOWATCH_S3_*`` variables (only those set)."""
+    out: dict[str, Any] = {}
+    for var, name, kind in (
+        ("EOWATCH_S3_MAX_ATTEMPTS", "max_attempts", int),
+        ("EOWATCH_S3_CONNECT_TIMEOUT_S", "connect_timeout_s", float),
+        ("EOWATCH_S3_READ_TIMEOUT_S", "read_timeout_s", float),
+    ):
+        raw = env.get(var)
+        if not raw:
+            continue
+        try:
+            out[name] = kind(raw)
+        except ValueError:
+            what = "an integer" if kind is int else "a number of seconds"
+            raise InputError(f"{var} must be {what}, got {raw!r}") from None
+    return out
+
+
+def _register_filesystem() -> None:
+    """Make :class:`~eowatch.infra.s3_filesystem.BlockCredentialsS3FileSystem` (s3fs that can resolve
+    a credentials block) fsspec's implementation of ``s3://`` in this process. Imported here, not at
+    module level: s3fs takes half a second to import and only S3 work needs it."""
+    import fsspec
+
+    from eowatch.infra.s3_filesystem import BlockCredentialsS3FileSystem
+
+    if fsspec.registry.get("s3") is not BlockCredentialsS3FileSystem:
+        fsspec.register_implementation("s3", BlockCredentialsS3FileSystem, clobber=True)
+
 
 def _unsigned() -> Any:
     from botocore import UNSIGNED
@@ -212,12 +324,12 @@ def redact_secrets(text: str, env: Mapping[str, str] | None = None) -> str:
     """``text`` with every credential this process holds replaced by ``***``.
 
     Removes the literal values of ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN`` and
-    ``AWS_ACCESS_KEY_ID`` found in ``env`` (default: the process environment), ``KEY=value`` spellings
-    of secret settings, and everything :func:`eowatch.errors.redact` removes from URLs. Idempotent.
+    ``AWS_ACCESS_KEY_ID`` found in ``env`` (default: the process environment) and of the credentials
+    this process loaded from Prefect blocks, ``KEY=value`` spellings of secret settings, and everything
+    :func:`eowatch.errors.redact` removes from URLs. Idempotent.
     """
     env = os.environ if env is None else env
-    for name in SECRET_ENV:
-        value = env.get(name, "")
+    for value in (*(env.get(name, "") for name in SECRET_ENV), *cached_secret_values()):
         if len(value) >= 4:  # never replace trivially short strings all over a message
             text = text.replace(value, REDACTED)
     return redact(_SECRET_SETTING.sub(rf"\1{REDACTED}", text))
@@ -284,6 +396,7 @@ def register_fsspec_defaults(config: StorageConfig | None = None) -> StorageConf
 
     config = config or StorageConfig.from_env()
     opts = config.storage_options()
+    _register_filesystem()  # before the defaults: they may name a credentials block
     current = fsspec.config.conf.get("s3")
     if current != opts:
         fsspec.config.conf["s3"] = opts

@@ -191,6 +191,10 @@ def write_chunks(
     seconds in ``compute_phase`` (the phase name of ``compute``, e.g. ``composite``), in the phases that
     ``compute`` marks itself (``read``) and in ``write`` (:mod:`eowatch.pipelines.phases`).
     (Test hook: ``EOWATCH_TEST_CHUNK_DELAY_S`` sleeps after each recorded chunk; see below.)
+
+    Raises:
+        StorageError: a chunk or its ledger marker could not be written (after the store's own retries);
+            the message names the chunk and the store, never a credential.
     """
     from eowatch.pipelines.zarr_store import write_region
 
@@ -208,15 +212,43 @@ def write_chunks(
             with phase(compute_phase):
                 arrays = compute(key)
             ys, xs = grid.chunk_slices(key)
-            with phase("write"):
+            with phase("write"), _storage_errors(f"cannot write chunk {key} to {store}"):
                 write_region(store, grid, ys, xs, arrays)
         info = {"key": str(key), "seconds": round(time.perf_counter() - t0, 3), "phases_s": clock.rounded()}
         info.update(summarise(arrays) if summarise else {})
-        ledger.mark_done(key, info)
+        with _storage_errors(f"cannot record chunk {key} of {store} in its ledger {ledger.root}"):
+            ledger.mark_done(key, info)
         stats.append(info)
         if delay_s:
             time.sleep(delay_s)
     return stats
+
+
+@contextmanager
+def _storage_errors(what: str) -> Iterator[None]:
+    """Turn an I/O failure of the block (after the store's retries) into one StorageError line.
+
+    I/O failures are ``OSError`` (s3fs translates S3 errors into it; timeouts are ``TimeoutError``) and
+    botocore's own exceptions; anything else (a dtype mismatch, a bug) passes unchanged.
+    """
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as exc:
+        if not _is_io_failure(exc):
+            raise
+        raise StorageError(f"{what}: {redact_secrets(_first_line(exc))}") from None
+
+
+def _is_io_failure(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return True
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # pragma: no cover - botocore comes with s3fs
+        return False
+    return isinstance(exc, BotoCoreError | ClientError)
 
 
 def _test_chunk_delay_s(stage_name: str) -> float:
@@ -366,15 +398,31 @@ class ObjectLease:
         from botocore.exceptions import ClientError
 
         client = self.path.config.client()
-        try:
-            self._etag = self._put(client, IfNoneMatch="*")
-            return
-        except ClientError as exc:
-            if not _precondition_failed(exc):
+        for _ in range(3):  # a lease released between our create and our read: create again
+            try:
+                self._etag = self._put(client, IfNoneMatch="*")
+                return
+            except ClientError as exc:
+                if not _precondition_failed(exc):
+                    raise StorageError(
+                        f"cannot create the lease {self.path}: {redact_secrets(_first_line(exc))}"
+                    ) from None
+            try:
+                current = client.get_object(Bucket=self.path.bucket, Key=self.path.key)
+            except ClientError as exc:
+                if _not_found(exc):
+                    continue
                 raise StorageError(
-                    f"cannot create the lease {self.path}: {redact_secrets(_first_line(exc))}"
+                    f"cannot read the lease {self.path}: {redact_secrets(_first_line(exc))}"
                 ) from None
-        current = client.get_object(Bucket=self.path.bucket, Key=self.path.key)
+            self._take_over(client, current)
+            return
+        raise StorageError(f"cannot take the lease {self.path}: other runs keep creating and releasing it")
+
+    def _take_over(self, client: Any, current: Any) -> None:
+        """Hold the lease ``current`` (an S3 GetObject answer) if it is ours or expired; else raise."""
+        from botocore.exceptions import ClientError
+
         held = json.loads(current["Body"].read() or b"{}")
         if held.get("owner") == self.owner:  # our own create, answered late and retried by botocore
             self._etag = str(current["ETag"])
@@ -388,11 +436,14 @@ class ObjectLease:
         try:
             self._etag = self._put(client, IfMatch=str(current["ETag"]))
         except ClientError as exc:
-            if _precondition_failed(exc):
+            if not _precondition_failed(exc):
+                raise
+            etag = self._etag_if_ours(client)  # our takeover landed, its answer was lost and retried
+            if etag is None:
                 raise StorageError(
                     f"another eowatch run took over the expired lease on {self.path.parent.parent} just now"
                 ) from None
-            raise
+            self._etag = etag
 
     def _renew_loop(self) -> None:
         from botocore.exceptions import ClientError
@@ -402,6 +453,12 @@ class ObjectLease:
             try:
                 self._etag = self._put(client, IfMatch=str(self._etag))
             except ClientError as exc:
+                # Our own renewal may have landed with its answer lost: botocore's retry of the same
+                # conditional PUT then finds the new ETag. The lease is still ours if it names us.
+                etag = self._etag_if_ours(client) if _precondition_failed(exc) else None
+                if etag is not None:
+                    self._etag, self._lost = etag, ""
+                    continue
                 if _precondition_failed(exc):
                     self._lost = "another run took the lease over"
                     return
@@ -411,8 +468,18 @@ class ObjectLease:
             else:
                 self._lost = ""
 
+    def _etag_if_ours(self, client: Any) -> str | None:
+        """The lease object's ETag if it names this holder; None if it names another or cannot be read."""
+        try:
+            current = client.get_object(Bucket=self.path.bucket, Key=self.path.key)
+            held = json.loads(current["Body"].read() or b"{}")
+        except Exception:
+            return None
+        return str(current["ETag"]) if held.get("owner") == self.owner else None
+
     def release(self) -> None:
-        """Stop renewing and delete the lease object if it is still ours."""
+        """Stop renewing and delete the lease object if it is still ours (a delete whose answer was lost
+        and whose retry finds the object gone counts as done)."""
         from botocore.exceptions import ClientError
 
         if self._stop is not None:
@@ -425,7 +492,7 @@ class ObjectLease:
                 Bucket=self.path.bucket, Key=self.path.key, IfMatch=self._etag
             )
         except ClientError as exc:
-            if not _precondition_failed(exc):
+            if not (_precondition_failed(exc) or _not_found(exc)):
                 raise
         finally:
             self._etag = None
@@ -444,6 +511,12 @@ class ObjectLease:
         self.release()
         if lost and exc_type is None:
             raise StorageError(f"the run may have lost its lease on {self.path.parent.parent}: {lost}")
+
+
+def _not_found(exc: Any) -> bool:
+    err = getattr(exc, "response", {}) or {}
+    code = str(err.get("Error", {}).get("Code", ""))
+    return code in ("NoSuchKey", "404") or err.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
 
 
 def _precondition_failed(exc: Any) -> bool:

@@ -287,6 +287,14 @@ class StacRegionReader:
 
         return {**StorageConfig.from_env().gdal_env(), **self.gdal_env}
 
+    def aws_session(self) -> dict[str, str] | None:
+        """Credentials of the S3 credentials block (``EOWATCH_S3_CREDENTIALS_BLOCK``) for ``/vsis3/``
+        reads, loaded in this process (a Dask worker), as keyword arguments of rasterio's ``AWSSession``
+        (rasterio refuses them as GDAL options); None without a block: GDAL finds credentials itself."""
+        from eowatch.infra.storage import StorageConfig
+
+        return StorageConfig.from_env().aws_session_options()
+
     def _load_once(
         self,
         items: Sequence[dict[str, Any]],
@@ -297,7 +305,7 @@ class StacRegionReader:
         nodata: float | int | None,
     ) -> tuple[xr.Dataset | None, str]:
         """One odc-stac read: (dataset, "") or (None, the first line of the failure)."""
-        odc.stac.configure_rio(cloud_defaults=False, **self.gdal_options())
+        odc.stac.configure_rio(cloud_defaults=False, aws=self.aws_session(), **self.gdal_options())
         kwargs: dict[str, Any] = {} if nodata is None else {"nodata": nodata}
         try:
             ds = odc.stac.load(
@@ -324,11 +332,13 @@ class StacRegionReader:
         Reads only the window that the load needed, without GDAL's retries (the load already retried).
         """
         import rasterio
+        from rasterio.session import AWSSession
         from rasterio.warp import transform_bounds
         from rasterio.windows import from_bounds
 
         env = {**self.gdal_options(), "GDAL_HTTP_MAX_RETRY": "0"}
-        with rasterio.Env(**env):
+        aws = self.aws_session()
+        with rasterio.Env(session=AWSSession(**aws) if aws else None, **env):
             for item in items:
                 for band in bands:
                     href = item["assets"][band]["href"]

@@ -1,19 +1,38 @@
-"""A fault-injecting HTTP proxy on loopback, in front of the STAC API or the asset server.
+"""A fault-injecting HTTP proxy on loopback, in front of the STAC API, the asset server or an S3 server.
 
-It forwards ``GET``/``HEAD``/``POST`` requests (headers such as ``Range`` included) to one upstream base
-URL and answers a configurable share of them with a fault instead: HTTP 500/502/503, 429 with a
-``Retry-After`` header, a stall (no answer for ``stall_s`` seconds, longer than the client's timeout), a
-dropped connection, or a permanent 403/404 (an expired signed URL, a deleted object). Which request gets
-which fault is deterministic from a seed: the decision for the ``n``-th arrival of a request (method,
-path, query, ``Range``, body) is a hash of ``(seed, request, n)``, so it does not depend on the order in
-which concurrent clients' requests arrive.
+It forwards every method clients use (``GET``/``HEAD``/``POST``/``PUT``/``DELETE``/``PATCH``/``OPTIONS``)
+to one upstream base URL, request bodies included (sized by ``Content-Length`` or sent with
+``Transfer-Encoding: chunked``, which is decoded and forwarded with a ``Content-Length``) and every
+end-to-end header (``Range``, ``If-None-Match``, ``If-Match``, ``x-amz-*``, ``Authorization``...), and
+answers a configurable share of requests with a fault instead:
 
-``max_faults_per_request`` bounds how often one request is failed, so that a client retrying more often
-than that always gets through (the "transient fault" case); ``None`` fails a request every time it is
-drawn (with ``share=1`` every request fails: the "the service is down" case).
+- an HTTP status: 500/502/503, 429 with a ``Retry-After`` header (transient), 403/404 (permanent: an
+  expired signed URL, a deleted object). In the ``s3`` dialect the body is an S3 XML error document
+  (``<Error><Code>SlowDown</Code>...`` for 503 and 429, ``InternalError`` for 500), as S3 answers;
+- ``stall``: no answer for ``stall_s`` seconds (longer than the client's read timeout), then the request
+  is forwarded: it reaches the server late, possibly after the client gave up and retried, as a slow
+  network delivers it;
+- ``drop``: the connection is closed without an answer; the request never reaches the server;
+- ``drop_after``: the request reaches the server (a PUT is applied), then the connection is closed
+  without the answer: the client cannot know that its write landed;
+- ``truncate``: the request is forwarded and its answer cut off halfway through the body announced.
 
-Response bodies whose type is JSON or text have every occurrence of the upstream base URL replaced by
-the proxy's, so links a STAC API writes with its own address (``next`` pages) lead back through the proxy.
+Which request gets which fault is deterministic from a seed: the decision for the ``n``-th arrival of a
+request (method, path, query, ``Range``, body) is a hash of ``(seed, request, n)``, so it does not depend
+on the order in which concurrent clients' requests arrive. ``max_faults_per_request`` bounds how often
+one request is failed, so that a client retrying more often than that always gets through (the
+"transient fault" case); ``None`` fails a request every time it is drawn (with ``share=1`` every request
+fails: the "the service is down" case). ``methods`` and ``path_contains`` restrict which requests may
+fail (e.g. only ``PUT``: "S3 is down for writes").
+
+SigV4: S3 clients sign the ``Host`` header. The ``s3`` dialect forwards the ``Host`` the client sent (the
+proxy's address, which the client signed) and every signed header and body byte unchanged, so a server
+that verifies signatures accepts requests that went through the proxy. (``http`` dialect: ``Host`` is
+rewritten to the upstream's, as before.)
+
+``http`` dialect only: response bodies whose type is JSON or text have every occurrence of the upstream
+base URL replaced by the proxy's, so links a STAC API writes with its own address (``next`` pages) lead
+back through the proxy. The ``s3`` dialect never rewrites a body (objects pass byte for byte).
 """
 
 from __future__ import annotations
@@ -30,11 +49,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Literal, Self
 from urllib.parse import urlsplit
+from xml.sax.saxutils import escape
 
-Fault = Literal["500", "502", "503", "429", "403", "404", "stall", "drop"]
+Fault = Literal["500", "502", "503", "429", "403", "404", "stall", "drop", "drop_after", "truncate"]
 """What a faulted request gets: an HTTP status (5xx and 429 are transient, 403 and 404 are not), a stall
-past the client timeout, or a socket closed without an answer."""
+past the client timeout (then forwarded late), a socket closed without an answer before (``drop``) or
+after (``drop_after``) the request reached the upstream, or an answer cut off mid-body (``truncate``)."""
 
+Dialect = Literal["http", "s3"]
+"""How faults are worded and whether ``Host`` is kept: plain HTTP/JSON services, or the S3 REST API."""
+
+_STATUS_FAULTS = frozenset({"500", "502", "503", "429", "403", "404"})
 _HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -44,9 +69,21 @@ _HOP_BY_HOP = {
     "trailers",
     "transfer-encoding",
     "upgrade",
+    "expect",  # the proxy has the whole body already; the upstream need not ask for it
     "content-length",
     "date",  # send_response writes its own Date and Server headers
     "server",
+}
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# S3's own error codes and messages for the statuses it sends (a 429 is worded like S3's throttling
+# answer: S3-compatible stores that throttle with 429 send SlowDown too).
+_S3_ERRORS: dict[int, tuple[str, str]] = {
+    500: ("InternalError", "We encountered an internal error. Please try again."),
+    502: ("BadGateway", "The gateway received an invalid response."),
+    503: ("SlowDown", "Please reduce your request rate."),
+    429: ("SlowDown", "Please reduce your request rate."),
+    403: ("AccessDenied", "Access Denied"),
+    404: ("NoSuchKey", "The specified key does not exist."),
 }
 
 
@@ -65,9 +102,12 @@ class FaultPlan:
     retry_after_s: int = 1
     """``Retry-After`` header value (seconds) sent with 429."""
     stall_s: float = 5.0
-    """Seconds a stalled request waits before it is answered (normally, if the client still listens)."""
+    """Seconds a stalled request waits before it is forwarded (answered normally if the client still
+    listens)."""
     path_contains: str = ""
     """Only requests whose path contains this substring may fail (e.g. ``".tif"`` or ``"/search"``)."""
+    methods: tuple[str, ...] = ()
+    """Only requests of these HTTP methods may fail (e.g. ``("PUT",)``); empty: any method."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.share <= 1:
@@ -76,6 +116,17 @@ class FaultPlan:
             raise ValueError("faults must name at least one fault")
         if self.max_faults_per_request is not None and self.max_faults_per_request < 0:
             raise ValueError("max_faults_per_request must be >= 0 or None")
+        if self.stall_s < 0:
+            raise ValueError("stall_s must be >= 0")
+        object.__setattr__(self, "methods", tuple(m.upper() for m in self.methods))
+
+    def may_fail(self, method: str, path: str) -> bool:
+        """Whether a request of ``method`` on ``path`` (with its query) is eligible for a fault."""
+        return (
+            self.share > 0
+            and self.path_contains in path
+            and (not self.methods or method.upper() in self.methods)
+        )
 
 
 def _unit(*parts: object) -> float:
@@ -102,16 +153,28 @@ class FaultProxy:
         >>> with FaultProxy(stac.url, FaultPlan(seed=1, share=0.3)) as proxy:  # doctest: +SKIP
         ...     search_catalog(proxy.url, request)
         ...     proxy.outcomes  # Counter({'forwarded': 12, '503': 3, ...})
+        >>> plan = FaultPlan(share=0.1, faults=("503",))
+        >>> with FaultProxy(s3.url, plan, dialect="s3") as proxy:  # doctest: +SKIP
+        ...     os.environ["EOWATCH_S3_ENDPOINT"] = proxy.url
     """
 
-    def __init__(self, upstream: str, plan: FaultPlan | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        upstream: str,
+        plan: FaultPlan | None = None,
+        host: str = "127.0.0.1",
+        dialect: Dialect = "http",
+    ) -> None:
         """Prepare a proxy to ``upstream`` (``http://host:port``); nothing listens until ``__enter__``."""
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname or not parts.port:
             raise ValueError(f"upstream must be http://host:port, got {upstream!r}")
+        if dialect not in ("http", "s3"):
+            raise ValueError(f"dialect must be 'http' or 's3', got {dialect!r}")
         self.upstream = upstream.rstrip("/")
         self._upstream_addr = (parts.hostname, parts.port)
         self.plan = plan or FaultPlan()
+        self.dialect: Dialect = dialect
         self._host = host
         self._ledger = _Ledger()
         self._lock = threading.Lock()
@@ -132,6 +195,19 @@ class FaultProxy:
         with self._lock:
             return Counter(self._ledger.outcomes)
 
+    def outcomes_by_method(self) -> Counter[tuple[str, str]]:
+        """How requests were answered so far, by ``(HTTP method, outcome)``."""
+        with self._lock:
+            return Counter((key.split(" ", 1)[0], outcome) for _, key, outcome in self._ledger.log)
+
+    def faults_by_method(self) -> Counter[str]:
+        """Faults served so far per HTTP method (``forwarded`` requests not counted)."""
+        counts: Counter[str] = Counter()
+        for (method, outcome), n in self.outcomes_by_method().items():
+            if outcome != "forwarded":
+                counts[method] += n
+        return counts
+
     def history(self, path_contains: str = "") -> list[tuple[float, str, str]]:
         """(monotonic time s, request key, outcome) of the requests whose key contains ``path_contains``."""
         with self._lock:
@@ -144,12 +220,16 @@ class FaultProxy:
             self._ledger = _Ledger()
 
     def decide(self, key: str) -> Fault | None:
-        """The fault for this arrival of request ``key``, or None to forward it (records the arrival)."""
+        """The fault for this arrival of request ``key``, or None to forward it (records the arrival).
+
+        ``key`` is ``"METHOD PATH RANGE BODY-HASH"``.
+        """
         with self._lock:
             plan = self.plan
             n = self._ledger.arrivals[key]
             self._ledger.arrivals[key] += 1
-            if plan.share <= 0 or plan.path_contains not in key.split(" ", 2)[1]:
+            method, path = key.split(" ", 2)[:2]
+            if not plan.may_fail(method, path):
                 return None
             bounded = plan.max_faults_per_request is not None
             if bounded and self._ledger.faulted[key] >= plan.max_faults_per_request:  # type: ignore[operator]
@@ -170,8 +250,7 @@ class FaultProxy:
         class Handler(_ProxyHandler):
             owner = proxy
 
-        self._server = ThreadingHTTPServer((self._host, 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server((self._host, 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
         self._thread.start()
         return self
@@ -189,6 +268,26 @@ class FaultProxy:
             self._thread.join(timeout=10)
         self._server = None
         self._thread = None
+
+
+class _Server(ThreadingHTTPServer):
+    """A threaded HTTP server with a listen backlog like a real server's: the default of 5 made clients
+    with many parallel connections (aiobotocore's pool) see "could not connect" under load."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What the upstream answered: status, headers and the whole body."""
+
+    status: int
+    headers: Sequence[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str, default: str = "") -> str:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), default)
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
@@ -209,62 +308,128 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._handle()
 
-    def _handle(self) -> None:
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    def do_PATCH(self) -> None:
+        self._handle()
+
+    def do_OPTIONS(self) -> None:
+        self._handle()
+
+    def _read_body(self) -> bytes:
+        """The request body: ``Content-Length`` bytes, or the decoded chunks of a chunked body."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers: not forwarded (none of our clients sends any)
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()  # the CRLF after each chunk
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    def _handle(self) -> None:
+        try:
+            body = self._read_body()
+        except (ValueError, OSError):
+            self.close_connection = True  # a malformed or abandoned request body
+            return
         key = " ".join(
             [self.command, self.path, self.headers.get("Range", ""), hashlib.sha256(body).hexdigest()[:16]]
         )
         fault = self.owner.decide(key)
         self.owner._count(key, fault or "forwarded")
         try:
-            if fault in ("500", "502", "503", "429", "403", "404"):
-                self._answer_fault(int(fault))
+            if fault in _STATUS_FAULTS:
+                self._answer_fault(int(fault))  # type: ignore[arg-type]
                 return
             if fault == "drop":
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
+                self._hang_up()
                 return
             if fault == "stall":
                 time.sleep(self.owner.plan.stall_s)
-            self._forward(body)
+            answer = self._forward(body)
+            if fault == "drop_after" or (fault == "truncate" and not answer.body):
+                self._hang_up()  # nothing to cut short in an empty answer: lose all of it
+            elif fault == "truncate":
+                self._send(answer, cut=True)
+            else:
+                self._send(answer)
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True  # the client gave up (e.g. timed out during a stall)
 
+    def _hang_up(self) -> None:
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
     def _answer_fault(self, status: int) -> None:
-        payload = f'{{"code": "InjectedFault", "description": "fault proxy answered {status}"}}'.encode()
+        owner = self.owner
+        if owner.dialect == "s3":
+            code, message = _S3_ERRORS[status]
+            resource = escape(self.path.split("?", 1)[0])
+            payload = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n'
+                f"<Error><Code>{code}</Code><Message>{message}</Message><Resource>{resource}</Resource>"
+                f"<RequestId>fault-proxy</RequestId></Error>"
+            ).encode()
+            ctype = "application/xml"
+        else:
+            payload = f'{{"code": "InjectedFault", "description": "fault proxy answered {status}"}}'.encode()
+            ctype = "application/json"
         self.send_response(status)
-        if status == 429:
-            self.send_header("Retry-After", str(self.owner.plan.retry_after_s))
-        self.send_header("Content-Type", "application/json")
+        if status == 429 or (status == 503 and owner.dialect == "s3"):
+            self.send_header("Retry-After", str(owner.plan.retry_after_s))
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
 
-    def _forward(self, body: bytes) -> None:
+    def _forward(self, body: bytes) -> _Answer:
         owner = self.owner
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"host"}}
-        headers["Host"] = "{}:{}".format(*owner._upstream_addr)
+        # S3 signs the Host header: keep the one the client signed. Other services get the upstream's.
+        upstream_host = "{}:{}".format(*owner._upstream_addr)
+        headers["Host"] = self.headers.get("Host", upstream_host) if owner.dialect == "s3" else upstream_host
         conn = http.client.HTTPConnection(*owner._upstream_addr, timeout=60)
         try:
-            conn.request(self.command, self.path, body=body or None, headers=headers)
+            send = body if body or self.command in _BODY_METHODS else None
+            conn.request(self.command, self.path, body=send, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
-            out_headers: Sequence[tuple[str, str]] = resp.getheaders()
-            status = resp.status
+            answer = _Answer(resp.status, resp.getheaders(), data)
         finally:
             conn.close()
-        ctype = resp.getheader("Content-Type", "")
-        if data and ("json" in ctype or ctype.startswith("text/")):
+        ctype = answer.header("Content-Type")
+        if owner.dialect == "http" and data and ("json" in ctype or ctype.startswith("text/")):
             data = data.replace(owner.upstream.encode(), owner.url.encode())
-        self.send_response(status)
-        for name, value in out_headers:
+            answer = _Answer(answer.status, answer.headers, data)
+        return answer
+
+    def _send(self, answer: _Answer, cut: bool = False) -> None:
+        """Relay an upstream answer; ``cut``: announce the whole body, send half of it, hang up."""
+        self.send_response(answer.status)
+        for name, value in answer.headers:
             if name.lower() not in _HOP_BY_HOP:
                 self.send_header(name, value)
         # A HEAD answer has no body but must carry the size the upstream announced (GDAL reads it).
-        size = resp.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data))
+        size = answer.header("Content-Length", "0") if self.command == "HEAD" else str(len(answer.body))
         self.send_header("Content-Length", size)
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        if self.command == "HEAD":
+            if cut:
+                self._hang_up()
+            return
+        if cut:
+            self.wfile.write(answer.body[: len(answer.body) // 2])
+            self.wfile.flush()
+            self._hang_up()
+            return
+        self.wfile.write(answer.body)
