@@ -25,9 +25,7 @@ def test_evaluate_crop_type_on_worldcereal(shared_data: Path, tmp_path: Path) ->
     for key in ("flanders.model.oa", "flanders.model.kappa", "worldcereal_patch.model.arable.kappa"):
         assert report["worldcereal"][key] == pytest.approx(card.metrics[key], abs=1e-6)
     counts = np.array(report["flanders_confusion"]["counts"])
-    assert np.trace(counts) / counts.sum() == pytest.approx(
-        card.metrics["flanders.model.oa"], abs=0.03
-    )
+    assert np.trace(counts) / counts.sum() == pytest.approx(card.metrics["flanders.model.oa"], abs=0.03)
     assert Image.open(tmp_path / "confusion.png").size[0] > 300
 
 
