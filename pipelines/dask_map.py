@@ -13,10 +13,12 @@ exception (an unexpected ``OSError``, a library bug that depends on timing) is r
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dask.utils import funcname
 from distributed import Client, as_completed
 
 from eowatch.errors import EowatchError
@@ -63,7 +65,11 @@ def map_batches(
     """
     if not batches:
         return []
-    futures = client.map(_FailFast(func), list(batches), inputs=inputs, retries=retries, pure=False)
+    # Keys keep the batch function's name (``infer_batch-<uuid>``): the dashboard, the logs and tests
+    # that watch a stage's tasks see which stage a task belongs to, not the wrapper.
+    name = funcname(func)
+    keys = [f"{name}-{uuid.uuid4().hex}" for _ in batches]
+    futures = client.map(_FailFast(func), list(batches), inputs=inputs, retries=retries, key=keys)
     stats: list[dict[str, Any]] = []
     done = 0
     try:

@@ -25,8 +25,11 @@ def _count(name: str) -> int:
 
 
 def ok_batch(batch: Sequence[tuple[int, int]], inputs: Any) -> list[dict[str, Any]]:
+    from distributed import get_worker
+
     _count("ok")
-    return [{"key": key, "scale": inputs} for key in batch]
+    task = str(get_worker().get_current_task())
+    return [{"key": key, "scale": inputs, "task": task} for key in batch]
 
 
 def damaged_batch(batch: Sequence[tuple[int, int]], inputs: Any) -> list[dict[str, Any]]:
@@ -66,6 +69,7 @@ def test_stats_of_every_batch_and_progress(client: Client) -> None:
     stats = map_batches(client, ok_batch, batches, 3, progress=lambda d, n: seen.append((d, n)))
     assert sorted(s["key"] for s in stats) == list(itertools.chain(*batches))
     assert {s["scale"] for s in stats} == {3}
+    assert all(s["task"].startswith("ok_batch-") for s in stats)  # task keys name the stage's function
     assert seen == [(1, 3), (2, 3), (3, 3)]
     assert map_batches(client, ok_batch, [], 3) == []
 

@@ -222,7 +222,7 @@ def test_s3_down_for_writes_fails_cleanly_and_a_rerun_resumes(
     thread = threading.Thread(target=run, name="s3-outage-run")
     thread.start()
     deadline = time.monotonic() + 120
-    while not (recorded := fs.glob(f"{BUCKET}/outage/.eowatch/*/ledger/change/*.json")):
+    while not (recorded := _glob_or_empty(fs, f"{BUCKET}/outage/.eowatch/*/ledger/change/*.json")):
         assert thread.is_alive(), f"the run ended before its change stage: {result}"
         assert time.monotonic() < deadline, "no change-ledger marker in time"
         time.sleep(0.1)
@@ -305,3 +305,12 @@ def _client(endpoint: str, key: str, secret: str) -> Any:
         aws_secret_access_key=secret,
         config=botocore.config.Config(retries={"max_attempts": 1}),
     )
+
+
+def _glob_or_empty(fs: Any, pattern: str) -> list[str]:
+    """``fs.glob`` that is empty while the run has not created the pattern's prefix yet (s3fs raises
+    FileNotFoundError for a glob under a prefix that does not exist)."""
+    try:
+        return fs.glob(pattern)
+    except FileNotFoundError:
+        return []
