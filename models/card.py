@@ -67,7 +67,7 @@ class ModelCard:
     """Registry name, also the stem of the weight and card files (``<name>.safetensors``)."""
     version: str
     """Version of the trained weights (semantic version)."""
-    architecture: Literal["SiameseChangeNet", "LTAEClassifier"]
+    architecture: Literal["SiameseChangeNet", "LTAEClassifier", "SiameseDiffUNet"]
     """Class in ``eowatch.models`` that the weights belong to."""
     architecture_args: dict[str, int]
     """Constructor arguments of ``architecture`` (``ARCHITECTURE_ARGS`` lists the keys per class)."""
@@ -81,8 +81,9 @@ class ModelCard:
     """Side of the input window one output pixel depends on (pixels); tiles need a halo of half that."""
     validity_channel: bool = True
     """Whether one channel per date is appended: fraction of finite bands per pixel (0..1)."""
-    task: Literal["change-detection", "crop_type"] = "change-detection"
-    """What the model does; must be the task of ``architecture``."""
+    task: Literal["change-detection", "crop_type", "vhr-change-detection"] = "change-detection"
+    """What the model does; must be the task of ``architecture``. ``change-detection`` models run on the
+    monitoring flow's monthly S2 + S1 composites; ``vhr-change-detection`` models compare VHR image pairs."""
     sensors: tuple[str, ...] = ("sentinel-2-l2a", "sentinel-1-rtc")
     """Collections the bands come from."""
     resolution_m: float = 10.0

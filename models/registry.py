@@ -7,8 +7,9 @@ from pathlib import Path
 
 from eowatch.errors import ModelError
 
-from .card import ModelCard
-from .weights import LoadedModel, card_path, load_model
+from .card import ARCHITECTURE_ARGS, ARCHITECTURE_TASKS, ModelCard
+from .vhr_change import VHR_ARCHITECTURE, VHR_ARCHITECTURE_ARGS, VHR_TASK, SiameseDiffUNet
+from .weights import ARCHITECTURES, LoadedModel, card_path, load_model
 
 __all__ = ["MODELS", "TRAINING_COMMANDS", "WEIGHTS_DIR", "card_file_of", "get", "list_models"]
 
@@ -19,12 +20,29 @@ WEIGHTS_DIR: Path = Path(__file__).parent / "weights"
 MODELS: dict[str, Path] = {
     "siamese-s2s1-change": card_path(WEIGHTS_DIR, "siamese-s2s1-change"),
     "crop-type-ltae": card_path(WEIGHTS_DIR, "crop-type-ltae"),
+    "siamese-vhr-change": card_path(WEIGHTS_DIR, "siamese-vhr-change"),
 }
 #: How to reproduce each registered model's weights (shown when a registered card is not shipped).
 TRAINING_COMMANDS: dict[str, str] = {
     "siamese-s2s1-change": "eowatch train",
     "crop-type-ltae": "python -m eowatch.models.train_croptype",
+    "siamese-vhr-change": "python -m eowatch.models.train_vhr",
 }
+
+
+def _register_architecture(name: str, module: type[SiameseDiffUNet], task: str, args: frozenset[str]) -> None:
+    """Make the card checks (``card.ARCHITECTURE_TASKS``/``ARCHITECTURE_ARGS``) and the weights loader
+    (``weights.ARCHITECTURES``) know an architecture defined outside ``siamese``/``temporal``.
+
+    ``weights`` checks at import that its table and the card's name the same architectures, so an
+    architecture added later goes into both tables together, here, before any card is read.
+    """
+    ARCHITECTURE_TASKS.setdefault(name, task)
+    ARCHITECTURE_ARGS.setdefault(name, args)
+    ARCHITECTURES.setdefault(name, module)  # type: ignore[arg-type]
+
+
+_register_architecture(VHR_ARCHITECTURE, SiameseDiffUNet, VHR_TASK, VHR_ARCHITECTURE_ARGS)
 
 
 def card_file_of(name: str) -> Path:

@@ -1,0 +1,255 @@
+"""The VHR change model: network, shipped card and weights, normalisation, tiled inference, labels,
+augmentations, the S2 flow's refusal and a small deterministic training run.
+
+Tiling tolerance: ``SiameseDiffUNet`` max-pools to 16 px cells and sees about 200 px around a pixel.
+``predict_vhr_pairs`` pads a whole image with no data to a multiple of 128 px, so that windows of 1, 2,
+4 or 8 per axis start on the pooling grid, and reads 96 px of halo: tiled inference then equals the
+one-window pass to float rounding (measured: <= 5e-6 in probability; asserted: 1e-4). Against the plain
+network on the unpadded image, only pixels within ~100 px of the bottom and right edges differ (the
+padding is context there).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from eowatch.errors import InputError, ModelError
+from eowatch.models import registry
+from eowatch.models.engine import EngineConfig
+from eowatch.models.predict import preprocess
+from eowatch.models.train_vhr import VhrTrainConfig, evaluate_archive, train_vhr
+from eowatch.models.vhr_augment import Radiometry, radiometric_jitter, rotate_flip
+from eowatch.models.vhr_change import (
+    VHR_TASK,
+    SiameseDiffUNet,
+    check_vhr_inputs,
+    dn_to_float,
+    predict_vhr_change,
+    predict_vhr_pairs,
+)
+from eowatch.models.vhr_data import VhrArchive, pair_label
+from eowatch.models.vhr_dataset import ChipSampling, VhrChipDataset, band_statistics
+from eowatch.models.vhr_synth import Synthesis, draw_objects
+from eowatch.models.weights import sha256_file
+
+NAME = "siamese-vhr-change"
+S2_VARIABLES = ("blue", "green", "red", "nir", "swir16", "swir22", "vv_db", "vh_db")
+
+
+@pytest.fixture(scope="module")
+def model() -> registry.LoadedModel:
+    return registry.get(NAME)
+
+
+def _scene(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """``(3, h, w)`` float32 DN: smooth fields, a few bright and dark blocks."""
+    from scipy import ndimage
+
+    base = ndimage.gaussian_filter(rng.normal(0, 1, (3, h, w)), (0, 6, 6))
+    x = 90 + 400 * base
+    for _ in range(12):
+        y0, x0 = rng.integers(0, h - 40), rng.integers(0, w - 40)
+        x[:, y0 : y0 + rng.integers(8, 40), x0 : x0 + rng.integers(8, 40)] = rng.uniform(30, 220, (3, 1, 1))
+    return np.clip(x, 1, 255).astype(np.float32)
+
+
+# --- network ----------------------------------------------------------------------------------------
+
+
+def test_network_shapes_symmetry_and_size() -> None:
+    torch.manual_seed(0)
+    net = SiameseDiffUNet(3, 2, width=8, levels=3).eval()
+    a, b = torch.randn(2, 3, 37, 53), torch.randn(2, 3, 37, 53)
+    with torch.no_grad():
+        out = net(a, b)
+        assert out.shape == (2, 2, 37, 53)
+        torch.testing.assert_close(out, net(b, a))  # construction and demolition are both change
+        torch.testing.assert_close(net.decode(net.encode(a), net.encode(b)), out)
+    default = SiameseDiffUNet()
+    assert default.receptive_field > 100 and default.config == {
+        "in_channels": 3,
+        "n_classes": 2,
+        "width": 16,
+        "levels": 4,
+    }
+    assert 4 * sum(p.numel() for p in default.parameters()) < 4_000_000  # float32 bytes: a few MB
+    with pytest.raises(ValueError, match="even width"):
+        SiameseDiffUNet(width=7)
+
+
+# --- shipped model ----------------------------------------------------------------------------------
+
+
+def test_shipped_card_and_weights_load_offline(model: registry.LoadedModel) -> None:
+    card = model.card
+    assert card.task == VHR_TASK and card.architecture == "SiameseDiffUNet"
+    assert card.bands == ("red", "green", "blue") and card.resolution_m == 1.0 and not card.validity_channel
+    assert [c.name for c in card.classes.values()] == ["no_change", "change"]
+    weights = registry.WEIGHTS_DIR / card.weights_file
+    assert weights.suffix == ".safetensors" and weights.stat().st_size < 4_000_000
+    assert sha256_file(weights) == card.weights_sha256
+    assert isinstance(model.module, SiameseDiffUNet) and not model.module.training
+    assert "train_vhr" in card.training_command and "seed" in card.training_data
+    for key in ("val.binary.f1", "synthetic.binary.f1", "levir.f1", "dsifn.f1", "levir.cva.f1"):
+        assert key in card.metrics, key
+    assert 0.0 < card.decision_threshold < 1.0
+    assert NAME in {c.name for c in registry.list_models()}
+
+
+def test_card_normalisation_is_applied_at_inference(model: registry.LoadedModel) -> None:
+    rng = np.random.default_rng(3)
+    before, after = _scene(rng, 128, 128), _scene(rng, 128, 128)  # a multiple of 128 px: no padding
+    mean = np.array([model.card.normalization[b][0] for b in model.card.bands], np.float32)[:, None, None]
+    std = np.array([model.card.normalization[b][1] for b in model.card.bands], np.float32)[:, None, None]
+    np.testing.assert_allclose(preprocess(model.card, before), (before - mean) / std, rtol=1e-6)
+    with torch.no_grad():
+        manual = model.module(
+            torch.from_numpy((before - mean) / std)[None], torch.from_numpy((after - mean) / std)[None]
+        ).softmax(dim=1)[0]
+        raw = model.module(torch.from_numpy(before)[None], torch.from_numpy(after)[None]).softmax(dim=1)[0]
+    probs = predict_vhr_change(model, before, after)
+    np.testing.assert_allclose(probs, manual.numpy(), atol=1e-5)
+    assert np.abs(probs - raw.numpy()).max() > 1e-2  # un-normalised input would give other answers
+
+
+def test_tiled_inference_equals_whole_image(model: registry.LoadedModel) -> None:
+    rng = np.random.default_rng(11)
+    before, after = _scene(rng, 1000, 1000), _scene(rng, 1000, 1000)
+    after[:, 300:340, 500:560] = 200.0  # a new bright roof
+    tiled = predict_vhr_change(model, before, after, config=EngineConfig(512, 96, 32))[1]  # 2 x 2 windows
+    whole = predict_vhr_change(model, before, after, tile=4096)[1]  # one window
+    assert np.abs(tiled - whole).max() < 1e-4
+    with torch.no_grad():  # the plain network on the unpadded image: the padding only reaches ~100 px
+        x = [torch.from_numpy(preprocess(model.card, image))[None] for image in (before, after)]
+        plain = model.module(*x).softmax(dim=1)[0, 1].numpy()
+    assert np.abs(tiled - plain)[:-128, :-128].max() < 1e-4
+    thr = model.card.decision_threshold
+    assert np.mean((tiled >= thr) != (plain >= thr)) < 5e-3  # all within the edge band
+
+
+def test_pairs_encode_each_date_once_and_match_single_pairs(model: registry.LoadedModel) -> None:
+    rng = np.random.default_rng(5)
+    images = np.stack([_scene(rng, 64, 64) for _ in range(3)])
+    both = predict_vhr_pairs(model, images, [(0, 2), (1, 2)])
+    np.testing.assert_allclose(both[0], predict_vhr_change(model, images[0], images[2]), atol=1e-5)
+    np.testing.assert_allclose(both[1], predict_vhr_change(model, images[1], images[2]), atol=1e-5)
+    with pytest.raises(InputError, match="pairs"):
+        predict_vhr_pairs(model, images, [(0, 3)])
+
+
+def test_vhr_cube_nodata_becomes_nan() -> None:
+    dn = np.full((2, 3, 4, 5), 80, np.uint8)
+    dn[1, :, 0, 0] = 0  # not acquired: 0 in every band
+    dn[1, 0, 1, 1] = 0  # a dark red pixel, acquired
+    x = dn_to_float(dn)
+    assert x.dtype == np.float32 and np.isnan(x[1, :, 0, 0]).all() and np.isnan(x).sum() == 3
+    assert x[1, 0, 1, 1] == 0.0 and not np.isnan(dn_to_float(dn, nodata=None)).any()
+
+
+# --- the flows' model checks --------------------------------------------------------------------------
+
+
+def test_s2_flow_refuses_the_vhr_model_and_deployments_do_not_offer_it() -> None:
+    from eowatch.infra.deployments import model_names
+    from eowatch.pipelines.params import check_model
+
+    with pytest.raises(ModelError, match=r"trained at 1 m but the cube is at 10 m"):
+        check_model(NAME, S2_VARIABLES, 10.0)
+    with pytest.raises(ModelError, match="needs bands red, green, blue"):
+        check_model(NAME, ("vv_db", "vh_db"), 1.0)
+    assert NAME not in model_names() and "siamese-s2s1-change" in model_names()
+    check_vhr_inputs(registry.get(NAME).card, ("red", "green", "blue", "nir"), 1.0)
+    with pytest.raises(ModelError, match="not a VHR change model"):
+        check_vhr_inputs(registry.get("siamese-s2s1-change").card, S2_VARIABLES, 10.0)
+
+
+# --- labels, augmentations, data ----------------------------------------------------------------------
+
+
+def _archive(seed: int = 0, size10: int = 12) -> VhrArchive:
+    """A tiny VHR archive: 3 dates, a building built between dates 0 and 1 (completed before date 2), a
+    clearing between dates 1 and 2 and a flood present on date 1 only."""
+    rng = np.random.default_rng(seed)
+    days = np.array([100, 160, 220])
+    shape = (size10, size10)
+    ct, start, end, done = (np.zeros(shape, t) for t in (np.uint8, np.int32, np.int32, np.int32))
+    ct[2:5, 2:5], start[2:5, 2:5], done[2:5, 2:5] = 1, 120, 200
+    ct[7:10, 1:4], start[7:10, 1:4] = 2, 190
+    ct[1:3, 8:11], start[1:3, 8:11], end[1:3, 8:11] = 3, 150, 170
+    images = np.stack([_scene(rng, 10 * size10, 10 * size10) for _ in days])
+    images[1:, :, 20:50, 20:50] = [[[60.0]], [[60.0]], [[65.0]]]  # construction site
+    images[2, :, 25:45, 25:45] = 210.0  # roof
+    images[2, :, 70:100, 10:40] = [[[120.0]], [[95.0]], [[70.0]]]  # cleared
+    images[1, :, 10:30, 80:110] = [[[40.0]], [[60.0]], [[80.0]]]  # water
+    return VhrArchive("tiny", images.astype(np.uint8), days, ct, start, end, done)
+
+
+def test_pair_labels_follow_the_planted_state() -> None:
+    archive = _archive()
+    building, clearing, flood = (
+        (slice(2, 5), slice(2, 5)),
+        (slice(7, 10), slice(1, 4)),
+        (slice(1, 3), slice(8, 11)),
+    )
+    label01, label12, label02 = (
+        pair_label(archive, 0, 1),
+        pair_label(archive, 1, 2),
+        pair_label(archive, 0, 2),
+    )
+    assert label01[building].all() and label12[building].all() and label02[building].all()  # site, then roof
+    assert not label01[clearing].any() and label12[clearing].all() and label02[clearing].all()
+    assert label01[flood].all() and label12[flood].all() and not label02[flood].any()  # water came and went
+    assert int(label02.sum()) == 9 + 9
+    np.testing.assert_array_equal(pair_label(archive, 2, 0), label02)
+
+
+def test_augmentations_keep_geometry_and_label_new_roofs_only() -> None:
+    rng = np.random.default_rng(0)
+    images = np.stack([_scene(rng, 64, 64) for _ in range(2)])
+    label = np.zeros((64, 64), np.uint8)
+    label[10:20, 30:40] = 1
+    images[:, :, 10:20, 30:40] = 250.0
+    turned, turned_label = rotate_flip(images, label, np.random.default_rng(4))
+    assert (turned[:, :, turned_label == 1] == 250.0).all() and turned_label.sum() == label.sum()
+    jittered = radiometric_jitter(images[0], np.random.default_rng(1), Radiometry())
+    assert jittered.shape == images[0].shape and jittered.min() >= 0.0 and jittered.max() <= 255.0
+    static = Synthesis(houses_p=1.0, new_p=0.0, trees_p=1.0)
+    drawn, empty = images.copy(), np.zeros((64, 64), np.uint8)
+    draw_objects(drawn, empty, np.random.default_rng(2), static)
+    assert not empty.any() and not np.array_equal(drawn, images)  # houses, trees, shadows: no change
+    new, labelled = images.copy(), np.zeros((64, 64), np.uint8)
+    draw_objects(new, labelled, np.random.default_rng(2), Synthesis(houses_p=1.0, new_p=1.0, trees_p=0.0))
+    assert labelled.any() and not np.array_equal(new[0][:, labelled == 1], new[1][:, labelled == 1])
+
+
+def test_chip_dataset_is_deterministic_and_samples_changes() -> None:
+    archive = _archive()
+    norm = band_statistics([archive])
+    sampling = ChipSampling(chip=32, changed_fraction=1.0, same_date_p=0.0)
+    a, b = (VhrChipDataset([archive], sampling, norm, 6, seed=3) for _ in range(2))
+    for i in range(6):
+        x, y = a[i], b[i]
+        assert x["before"].shape == (3, 32, 32) and x["label"].shape == (32, 32)
+        torch.testing.assert_close(x["after"], y["after"])
+        assert x["label"].any()
+    plain = VhrChipDataset([archive], sampling, norm, 2, seed=3, augment=False)[0]
+    assert set(np.unique(plain["label"].numpy())) <= {0, 1}
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+
+def test_tiny_training_is_deterministic(tmp_path) -> None:
+    archive = _archive()
+    config = VhrTrainConfig(
+        name="tiny-vhr", width=4, levels=2, chips_per_epoch=16, sampling=ChipSampling(chip=32)
+    )
+    first, scores = train_vhr([archive], archive, tmp_path / "a", 2, 0, config, "test")
+    second, _ = train_vhr([archive], archive, tmp_path / "b", 2, 0, config, "test")
+    assert first.card.weights_sha256 == second.card.weights_sha256
+    assert first.card.task == VHR_TASK and 0.0 < first.card.decision_threshold < 1.0
+    assert scores["val.threshold"] == first.card.decision_threshold
+    again = evaluate_archive(first, archive, first.card.decision_threshold, prefix="x.")
+    assert again["x.binary.f1"] == pytest.approx(scores["val.binary.f1"])
