@@ -62,12 +62,18 @@ def search_catalog(run: stages.Run) -> str:
     return str(stages.search_stage(run, _info))
 
 
-def _on_cluster(stage: Callable[..., Path | None], run: stages.Run, scheduler: str) -> str | None:
+def _warning(msg: str) -> None:
+    get_run_logger().warning(msg)
+
+
+def _on_cluster(
+    stage: Callable[..., Path | None], run: stages.Run, scheduler: str, **kwargs: Any
+) -> str | None:
     """Run a chunked stage on the flow's Dask cluster (tasks get the scheduler address, not a client)."""
     from distributed import Client
 
     with Client(scheduler, set_as_default=False) as client:
-        path = stage(run, client, _info)
+        path = stage(run, client, _info, **kwargs)
         return str(path) if path else None
 
 
@@ -99,6 +105,11 @@ def map_crop_types(run: stages.Run, scheduler: str) -> str | None:
     return _on_cluster(stages.crop_stage_run, run, scheduler)
 
 
+@task(name="detect-vhr-change", **_CLUSTER_TASK)
+def detect_vhr_change(run: stages.Run, scheduler: str) -> str | None:
+    return _on_cluster(stages.vhr_change_stage_run, run, scheduler, warn=_warning)
+
+
 @task(
     name="publish",
     retries=2,
@@ -108,9 +119,10 @@ def map_crop_types(run: stages.Run, scheduler: str) -> str | None:
 )
 def publish(run: stages.Run, timings: dict[str, float]) -> dict[str, Any]:
     from eowatch.pipelines.artifacts import publish_run_artifacts
+    from eowatch.pipelines.vhr_change import QUICKLOOK as VHR_QUICKLOOK
 
     summary = stages.publish_stage(run, timings, _info)
-    publish_run_artifacts(summary, run.layout.quicklook)
+    publish_run_artifacts(summary, run.layout.quicklook, run.layout.out / VHR_QUICKLOOK)
     return summary
 
 
@@ -157,6 +169,10 @@ def _run_stages(run: stages.Run, scheduler: str, timings: dict[str, float]) -> d
         t = time.perf_counter()
         map_crop_types(run, scheduler)
         timings["crop_types"] = round(time.perf_counter() - t, 2)
+    if run.config.vhr_change_model:
+        t = time.perf_counter()
+        detect_vhr_change(run, scheduler)
+        timings["vhr_change"] = round(time.perf_counter() - t, 2)
     return publish(run, timings)
 
 

@@ -58,7 +58,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     ch = summary.get("changes_found", {})
     print()
     print(f"Change cube:   {out['change_cube']}")
-    for key in ("analysis_cube", "crop_type_map", "quicklook", "summary"):
+    for key in ("analysis_cube", "crop_type_map", "vhr_change_map", "quicklook", "summary"):
         if key in out:
             print(f"{key.replace('_', ' ').capitalize() + ':':<15}{out[key]}")
     if ch:
@@ -79,11 +79,33 @@ def print_summary(summary: dict[str, Any]) -> None:
         cev = crops.get("evaluation")
         if cev:
             print(f"  against planted land cover: OA {cev['oa']:.3f}  kappa {cev['kappa']:.3f}")
+    print_vhr_change(summary.get("vhr_change"))
     if "timings_s" in summary:
         print("Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in summary["timings_s"].items()))
     by_phase = (summary.get("worker_seconds") or {}).get("by_phase") or {}
     if by_phase:
         print("Worker time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in by_phase.items()))
+
+
+def print_vhr_change(found: dict[str, Any] | None) -> None:
+    """The VHR change lines of the end-of-run report: changed area per pair and scores against truth."""
+    if not found:
+        return
+    if "skipped" in found:
+        print(f"VHR change ({found['model']}): skipped, {found['skipped']}")
+        return
+    print(
+        f"VHR change ({found['model']}): {found['changed_any_ha']:.2f} ha changed in any pair of "
+        f"{found['vhr_area_ha']:.2f} ha"
+    )
+    for pair in found["pairs"]:
+        print(f"  {pair['date_before']} -> {pair['date_after']}  {pair['changed_ha']:8.4f} ha")
+    ev = found.get("evaluation")
+    if ev:
+        print(
+            f"  against planted change: precision {ev['precision']:.3f}  recall {ev['recall']:.3f}  "
+            f"F1 {ev['f1']:.3f}"
+        )
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,6 +125,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--crop-model", help="also map crop types over the season with this model, e.g. crop-type-ltae"
     )
+    parser.add_argument(
+        "--vhr-change-model",
+        help="also detect change between consecutive VHR dates with this model, e.g. siamese-vhr-change "
+        "(needs --vhr-collection)",
+    )
     parser.add_argument("--s2-collection", default="sentinel-2-l2a", help="optical collection id")
     parser.add_argument("--s1-collection", default="sentinel-1-grd", help="SAR collection id ('' for none)")
     parser.add_argument("--truth", help="planted-truth folder to score against")
@@ -118,32 +145,35 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_params(args: argparse.Namespace, **extra: Any) -> Any:
-    """``MonitorParams`` from the arguments of :func:`add_run_arguments` (``extra``: more fields).
+    """``MonitorParams`` from the arguments of :func:`add_run_arguments` (``extra``: more fields, or
+    fields that replace them).
 
     Raises:
         InputError: a bad bbox, geometry, date range, collection or output location.
     """
     from eowatch.pipelines.params import parse_params
 
-    return parse_params(
-        stac_url=args.stac_url,
-        start=args.start,
-        end=args.end,
-        out=args.out,
-        bbox=args.bbox,
-        geojson=args.geojson,
-        crs=args.crs,
-        bounds=args.bounds,
-        resolution=args.resolution,
-        model=args.model,
-        crop_model=args.crop_model or None,
-        s2_collection=args.s2_collection,
-        s1_collection=args.s1_collection or None,
-        truth_dir=args.truth,
-        max_cloud_cover=args.max_cloud_cover,
-        asset_stores=tuple(args.asset_stores),
-        **extra,
-    )
+    fields: dict[str, Any] = {
+        "stac_url": args.stac_url,
+        "start": args.start,
+        "end": args.end,
+        "out": args.out,
+        "bbox": args.bbox,
+        "geojson": args.geojson,
+        "crs": args.crs,
+        "bounds": args.bounds,
+        "resolution": args.resolution,
+        "model": args.model,
+        "crop_model": args.crop_model or None,
+        "vhr_collection": getattr(args, "vhr_collection", None) or None,
+        "vhr_change_model": args.vhr_change_model or None,
+        "s2_collection": args.s2_collection,
+        "s1_collection": args.s1_collection or None,
+        "truth_dir": args.truth,
+        "max_cloud_cover": args.max_cloud_cover,
+        "asset_stores": tuple(args.asset_stores),
+    }
+    return parse_params(**{**fields, **extra})
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -283,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the monitoring flow against a STAC API")
     add_run_arguments(run)
+    run.add_argument("--vhr-collection", help="VHR collection id, loaded on a nested grid (default: none)")
     run.set_defaults(func=cmd_run)
 
     backfill = sub.add_parser("backfill", help="monitor a named region (regions.yaml) window by window")

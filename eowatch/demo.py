@@ -106,7 +106,13 @@ def run_demo(workdir: Path, seed: int, workers: int = 2) -> dict[str, Any]:
         served = stack.enter_context(served_archive(archive))
         prefect = stack.enter_context(PrefectServer())
         stack.enter_context(prefect_env(prefect.api_url))
-        params = archive_run_params(served, workdir / "output", archive, crop_model="crop-type-ltae")
+        params = archive_run_params(
+            served,
+            workdir / "output",
+            archive,
+            crop_model="crop-type-ltae",
+            vhr_change_model="siamese-vhr-change",
+        )
         from flows import monitor
 
         return monitor(params, ClusterConfig(n_workers=workers))

@@ -18,8 +18,9 @@ no data and becomes the band mean.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -38,8 +39,10 @@ __all__ = [
     "VHR_BANDS",
     "VHR_SENSOR",
     "VHR_TASK",
+    "ChunkTiling",
     "SiameseDiffUNet",
     "check_vhr_inputs",
+    "chunk_tiling",
     "dn_to_float",
     "predict_vhr_change",
     "predict_vhr_pairs",
@@ -64,6 +67,26 @@ _HALO, _OVERLAP = 96, 32
 #: Whole images are padded to a multiple of this many coarsest cells: with 1, 2, 4 or 8 windows per
 #: axis every core and window start then falls on the pooling grid.
 _ALIGN_CELLS = 8
+
+
+@dataclass(frozen=True)
+class ChunkTiling:
+    """How to read one chunk of a larger VHR image so that ``predict_vhr_pairs(..., region=...)`` over it
+    equals ``predict_vhr_pairs`` over the whole image (used by ``pipelines.vhr_change``; all in px)."""
+
+    halo: int
+    """Context read around the chunk: the engine's halo plus its blending band, rounded up to ``cell``
+    (a chunk edge then sees at least the context a blended whole-image window gives its pixels)."""
+    cell: int
+    """Coarsest pooling cell: the predicted region and the read window start on multiples of it."""
+    align: int
+    """The whole image is padded with no data (NaN) at the bottom and right to a multiple of this."""
+
+
+def chunk_tiling(card: ModelCard) -> ChunkTiling:
+    """The ``ChunkTiling`` of a ``SiameseDiffUNet`` card (its pooling depth gives the cell)."""
+    cell = POOL ** int(card.architecture_args["levels"])
+    return ChunkTiling(halo=math.ceil((_HALO + _OVERLAP) / cell) * cell, cell=cell, align=_ALIGN_CELLS * cell)
 
 
 def vhr_engine_config(device: torch.device, precision: Precision = "auto") -> EngineConfig:

@@ -24,7 +24,7 @@ import numpy as np
 
 from eowatch.errors import InputError
 
-__all__ = ["VhrArchive", "pair_label", "read_vhr_archive"]
+__all__ = ["PlantedChange", "VhrArchive", "pair_label", "read_planted_change", "read_vhr_archive"]
 
 _EPOCH = np.datetime64("1970-01-01", "D")
 _BUILD, _CLEAR, _FLOOD, _ROTATE = 1, 2, 3, 4
@@ -61,6 +61,30 @@ class VhrArchive:
 
     def state(self, day: int) -> np.ndarray:
         """``(H / 10, W / 10)`` int8 planted state of each truth pixel on ``day`` (see the module doc)."""
+        return self.planted.state(day)
+
+    @property
+    def planted(self) -> PlantedChange:
+        """The truth rasters of the archive's VHR footprint."""
+        return PlantedChange(self.change_type, self.change_start, self.change_end, self.completed)
+
+
+@dataclass(frozen=True)
+class PlantedChange:
+    """The planted change of an archive over one window of its 10 m truth grid (labels without images:
+    what a monitoring run scores its VHR change map against)."""
+
+    change_type: np.ndarray
+    """``(h, w)`` uint8 ``eowatch.legend.CHANGE_TYPES`` codes (0 = no change)."""
+    change_start: np.ndarray
+    """``(h, w)`` int32 first day of the change (days since 1970-01-01, 0 = none)."""
+    change_end: np.ndarray
+    """``(h, w)`` int32 first dry day of a flood (0 for permanent changes)."""
+    completed: np.ndarray
+    """``(h, w)`` int32 completion day of a new building (0 elsewhere)."""
+
+    def state(self, day: int) -> np.ndarray:
+        """``(h, w)`` int8 planted state of each truth pixel on ``day`` (see the module doc)."""
         ct, start = self.change_type, self.change_start
         begun = (ct > 0) & (start > 0) & (start <= day)
         state = np.zeros(ct.shape, np.int8)
@@ -72,10 +96,14 @@ class VhrArchive:
         state[flood] = 1
         return state
 
+    def label(self, day_a: int, day_b: int) -> np.ndarray:
+        """``(h, w)`` uint8: 1 where the planted state differs between two days (days since 1970-01-01)."""
+        return (self.state(day_a) != self.state(day_b)).astype(np.uint8)
+
 
 def pair_label(archive: VhrArchive, i: int, j: int) -> np.ndarray:
     """``(H / 10, W / 10)`` uint8: 1 where the planted state differs between dates ``i`` and ``j``."""
-    return (archive.state(int(archive.days[i])) != archive.state(int(archive.days[j]))).astype(np.uint8)
+    return archive.planted.label(int(archive.days[i]), int(archive.days[j]))
 
 
 def read_vhr_archive(archive_dir: Path) -> VhrArchive:
@@ -85,7 +113,6 @@ def read_vhr_archive(archive_dir: Path) -> VhrArchive:
         InputError: not an archive, no VHR items, or truth rasters that do not cover the VHR area.
     """
     import rasterio
-    from rasterio.windows import from_bounds
 
     archive_dir = Path(archive_dir)
     manifest = archive_dir / "archive.json"
@@ -100,19 +127,45 @@ def read_vhr_archive(archive_dir: Path) -> VhrArchive:
         with rasterio.open(href) as src:
             images.append(src.read((1, 2, 3)))
             bounds = bounds or tuple(src.bounds)
-    truth = {}
-    for key in ("change_type", "change_start", "change_end"):
-        with rasterio.open(archive_dir / "truth" / f"{key}.tif") as src:
-            window = from_bounds(*bounds, transform=src.transform).round_offsets().round_lengths()
-            truth[key] = src.read(1, window=window, boundless=False)
-    shape = truth["change_type"].shape
+    planted = read_planted_change(archive_dir, bounds)
+    shape = planted.change_type.shape
     if images[0].shape[-2] != 10 * shape[0] or images[0].shape[-1] != 10 * shape[1]:
         raise InputError(f"truth rasters of {archive_dir} do not cover the VHR footprint {bounds}")
-    completed = _completion_days(archive_dir, bounds, shape)
     return VhrArchive(
         name=archive_dir.name,
         images=np.stack(images),
         days=days,
+        change_type=planted.change_type,
+        change_start=planted.change_start,
+        change_end=planted.change_end,
+        completed=planted.completed,
+    )
+
+
+def read_planted_change(archive_dir: Path, bounds: tuple[float, ...]) -> PlantedChange:
+    """The planted change rasters of an archive over ``bounds`` (the archive's CRS, metres, snapped to its
+    10 m truth grid), completion days of new buildings from ``events.geojson``.
+
+    Raises:
+        InputError: not an archive (no ``archive.json``) or no truth rasters.
+    """
+    import rasterio
+    from rasterio.windows import from_bounds
+
+    archive_dir = Path(archive_dir)
+    if not (archive_dir / "archive.json").is_file():
+        raise InputError(f"{archive_dir} is not an eowatch archive (no archive.json)")
+    truth = {}
+    for key in ("change_type", "change_start", "change_end"):
+        path = archive_dir / "truth" / f"{key}.tif"
+        if not path.is_file():
+            raise InputError(f"archive {archive_dir} has no planted truth {path.name}")
+        with rasterio.open(path) as src:
+            window = from_bounds(*bounds, transform=src.transform).round_offsets().round_lengths()
+            truth[key] = src.read(1, window=window, boundless=False)
+    shape = truth["change_type"].shape
+    completed = _completion_days(archive_dir, bounds, shape)
+    return PlantedChange(
         change_type=truth["change_type"].astype(np.uint8),
         change_start=truth["change_start"].astype(np.int32),
         change_end=truth["change_end"].astype(np.int32),

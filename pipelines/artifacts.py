@@ -264,9 +264,12 @@ def _legend() -> str:
     )
 
 
-def run_markdown(summary: Mapping[str, Any], quicklook: Readable | None = None) -> str:
+def run_markdown(
+    summary: Mapping[str, Any], quicklook: Readable | None = None, vhr_quicklook: Readable | None = None
+) -> str:
     """Markdown for the run's summary artifact: area, changes per type, evaluation, timings, model
-    versions, outputs, and the quicklook embedded when ``quicklook`` (the PNG) is given."""
+    versions, outputs, and the quicklook embedded when ``quicklook`` (the PNG) is given (and the VHR
+    change quicklook when ``vhr_quicklook`` is)."""
     found, grid, model = summary["changes_found"], summary["grid"], summary.get("model") or {}
     rows = change_table(summary)
     lines = [
@@ -313,6 +316,7 @@ def run_markdown(summary: Mapping[str, Any], quicklook: Readable | None = None) 
         *[f"| {k} | {v:.1f} |" for k, v in summary.get("timings_s", {}).items()],
     ]
     lines += crop_lines(summary)
+    lines += vhr_change_lines(summary)
     lines += worker_phase_lines(summary)
     if quicklook is not None and quicklook.exists():
         lines += [
@@ -321,6 +325,13 @@ def run_markdown(summary: Mapping[str, Any], quicklook: Readable | None = None) 
             f"(right: {_legend()}).",
             "",
             f"![quicklook of run {summary['run_token']}]({quicklook_data_uri(quicklook)})",
+        ]
+    if vhr_quicklook is not None and vhr_quicklook.exists():
+        lines += [
+            "",
+            "VHR change: true colour of the last VHR date (left), pixels changed in any pair (right).",
+            "",
+            f"![VHR change quicklook of run {summary['run_token']}]({quicklook_data_uri(vhr_quicklook)})",
         ]
     return "\n".join(lines)
 
@@ -345,6 +356,36 @@ def crop_lines(summary: Mapping[str, Any]) -> list[str]:
             "",
             f"Against planted land cover ({ev['scope']}, {ev['n_px']} px): OA **{ev['oa']:.3f}**, "
             f"kappa {ev['kappa']:.3f}, macro F1 {ev['macro_f1']:.3f}",
+        ]
+    return lines
+
+
+def vhr_change_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Markdown lines: changed area per VHR pair (and the map's scores against truth), or why the VHR
+    change stage was skipped; empty without a VHR change model."""
+    found = summary.get("vhr_change")
+    if not found:
+        return []
+    if "skipped" in found:
+        return ["", f"VHR change (`{found['model']}`) skipped: {found['skipped']}."]
+    lines = [
+        "",
+        f"VHR change (`{found['model']}`, threshold {found['threshold']:g}, "
+        f"`{summary['output'].get('vhr_change_map', '')}`) over {found['vhr_area_ha']:.2f} ha:",
+        "",
+        "| before | after | changed (m²) | changed (ha) |",
+        "|---|---|---|---|",
+        *[
+            f"| {p['date_before']} | {p['date_after']} | {p['changed_m2']:.0f} | {p['changed_ha']:.4f} |"
+            for p in found["pairs"]
+        ],
+    ]
+    ev = found.get("evaluation")
+    if ev:
+        lines += [
+            "",
+            f"Against planted change ({ev['scope']}, {ev['n_px']} px): precision {ev['precision']:.3f}, "
+            f"recall {ev['recall']:.3f}, F1 **{ev['f1']:.3f}**",
         ]
     return lines
 
@@ -380,12 +421,16 @@ def publish_plan_artifacts(plan: RunPlan) -> None:
     create_table_artifact(plan_table(plan), key="monitor-plan-stages", description="eowatch plan per stage")
 
 
-def publish_run_artifacts(summary: Mapping[str, Any], quicklook: Readable | None = None) -> None:
-    """The run summary (quicklook embedded) and the change table as artifacts of the current run."""
+def publish_run_artifacts(
+    summary: Mapping[str, Any], quicklook: Readable | None = None, vhr_quicklook: Readable | None = None
+) -> None:
+    """The run summary (quicklooks embedded) and the change table as artifacts of the current run."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     create_markdown_artifact(
-        run_markdown(summary, quicklook), key="monitor-summary", description="eowatch monitoring run summary"
+        run_markdown(summary, quicklook, vhr_quicklook),
+        key="monitor-summary",
+        description="eowatch monitoring run summary",
     )
     create_table_artifact(
         change_table(summary), key="monitor-changes", description="eowatch changed area per change type"

@@ -81,6 +81,43 @@ def check_crop_model(name: str, spec: Any) -> None:
     check_croptype_inputs(ModelCard.read(card_file), spec.variables, spec.grid.resolution, months)
 
 
+def check_vhr_change_model(name: str, vhr_collection: str | None) -> None:
+    """The VHR change model ``name`` is registered, shipped, a VHR change model whose bands the VHR cube
+    has, and the run has a VHR collection to run it on. Reads the card only (the pixel size is checked
+    against the VHR cube when the stage starts: it comes from the items).
+
+    Raises:
+        ModelError: unknown model, card not shipped, a model of another task, or bands the VHR cube lacks.
+        InputError: no VHR collection.
+    """
+    from eowatch.models.card import ModelCard
+    from eowatch.models.registry import MODELS, card_file_of
+    from eowatch.models.vhr_change import VHR_TASK
+    from eowatch.pipelines.vhr import VHR_BANDS
+
+    card_file = card_file_of(name)
+    if not card_file.is_file():
+        raise ModelError(f"model {name!r} is registered but its card {card_file} is not shipped")
+    card = ModelCard.read(card_file)
+    if card.task != VHR_TASK:
+        known = [m for m, f in sorted(MODELS.items()) if f.is_file() and ModelCard.read(f).task == VHR_TASK]
+        raise ModelError(
+            f"model {name!r} is a {card.task} model, not a VHR change model; "
+            f"VHR change models: {', '.join(known) or 'none'}"
+        )
+    missing = [b for b in card.bands if b not in VHR_BANDS]
+    if missing:
+        raise ModelError(
+            f"VHR change model {name!r} needs bands {', '.join(missing)} that the VHR cube lacks "
+            f"(it has: {', '.join(VHR_BANDS)})"
+        )
+    if not vhr_collection:
+        raise InputError(
+            f"the VHR change model {name!r} needs a VHR collection to run on (vhr_collection, "
+            "--vhr-collection)"
+        )
+
+
 class MonitorParams(BaseModel):
     """Parameters of one monitoring run."""
 
@@ -110,6 +147,11 @@ class MonitorParams(BaseModel):
     )
     crop_model: str | None = Field(
         None, description="Optional crop-type model mapped over the season, e.g. crop-type-ltae"
+    )
+    vhr_change_model: str | None = Field(
+        None,
+        description="Optional VHR change model run over consecutive VHR dates, e.g. siamese-vhr-change "
+        "(needs vhr_collection)",
     )
     truth_dir: str | None = Field(None, description="Planted-truth folder to score the run against")
     asset_stores: tuple[str, ...] = Field(
@@ -173,6 +215,8 @@ class MonitorParams(BaseModel):
         check_model(self.model, spec.variables, spec.grid.resolution)
         if self.crop_model is not None:
             check_crop_model(self.crop_model, spec)
+        if self.vhr_change_model is not None:
+            check_vhr_change_model(self.vhr_change_model, self.vhr_collection)
         return self
 
     def to_config(self) -> MonitorConfig:
@@ -207,6 +251,7 @@ class MonitorParams(BaseModel):
             vhr_collection=self.vhr_collection,
             change=ChangeSpec(model=self.model, threshold=self.threshold),
             crop_model=self.crop_model,
+            vhr_change_model=self.vhr_change_model,
             truth_dir=self.truth_dir,
             asset_stores=self.asset_stores,
         )

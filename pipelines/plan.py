@@ -48,9 +48,11 @@ from eowatch.pipelines.plan_reads import (
 
 log = logging.getLogger("eowatch")
 MIB = 1024**2
-StageName = Literal["cube", "vhr", "change", "crop_type"]
-#: Stages that run a model over the analysis cube (they read the cube, not the archive).
-MODEL_STAGES: tuple[str, ...] = ("change", "crop_type")
+StageName = Literal["cube", "vhr", "change", "crop_type", "vhr_change"]
+#: Stages that run a model over a cube the run wrote (the analysis or the VHR cube, not the archive).
+MODEL_STAGES: tuple[str, ...] = ("change", "crop_type", "vhr_change")
+#: Stages on the nested VHR grid, which keeps its own chunks whatever the run's ``chunk``.
+VHR_GRID_STAGES: tuple[str, ...] = ("vhr", "vhr_change")
 
 
 #: RSS of an idle Dask worker (benchmarks/results/latest.json, memory benchmark: worker_idle_MiB 104).
@@ -83,6 +85,21 @@ READER_TASK_FIXED_BYTES = 16 * MIB
 #: fixed part covers the difference; set to 1.4 + 20 MiB.
 CHANGE_WORKING_SET = 1.4
 CHANGE_TASK_FIXED_BYTES = 20 * MIB
+#: VHR change task bytes per pixel of its read window (halo and padding included), by part, for T dates,
+#: P pairs and C bands: the read and its float, no-data and normalised copies (17 T C), the engine's
+#: window batch and its channels-last copy (8 T C), every date's encoder features (4 x 15.5 channels of
+#: ``SiameseDiffUNet`` width 16 summed over its scales: 62 T), one decoder pass's temporaries at full
+#: resolution (differences, upsampled and concatenated features, a block's output: 4 x 66 channels) and
+#: per pair the probabilities, the assembled region and the outputs (45 P).
+VHR_CHANGE_BYTES_PER_BAND_DATE = 25
+VHR_CHANGE_BYTES_PER_DATE = 62
+VHR_CHANGE_BYTES_DECODER = 264
+VHR_CHANGE_BYTES_PER_PAIR = 45
+#: VHR change task working set / the bytes above. Peak RSS growth of one ``vhr_change.vhr_change_region``
+#: call in a fresh process (after a 16 px warm-up, 1024 px chunks of a 1530 px cube): 821 MiB for a
+#: 1152 px window with 3 dates (the formula: 925 MiB), 460 MiB for a 640 x 1152 px one, 656 MiB with 2
+#: dates (formula 740 MiB): the formula bounds it by 1.13x; set to 1.0.
+VHR_CHANGE_WORKING_SET = 1.0
 #: Peak memory of ``json.loads`` of the items file / its size (tracemalloc, 45 items: 4.75).
 ITEMS_MEMORY_FACTOR = 5.0
 
@@ -98,6 +115,9 @@ class Throughput:
     vhr_bytes_per_s: float = 50e6
     """The same for VHR chunks (no benchmark covers them: the VHR stage of the seed-7 archive loaded its
     planned 201 MB in 1.3-2.0 s on 2 worker threads here)."""
+    vhr_change_px_per_s: float = 0.2e6
+    """Output pixels x pairs per second of ``vhr_change.vhr_change_region`` on one torch thread (no
+    benchmark covers it: one 1024 px chunk with 3 dates, 2 pairs took 7-10 s here)."""
     infer_px_per_s: float = 0.3e6
     """Output pixels x transitions per second of ``infer_region`` (Zarr, tiled engine, CVA, SAR) on one
     torch thread: latest.json inference benchmark (2026-11-25T20:08), row "engine infer_region"."""
@@ -467,6 +487,44 @@ def _crop_tally(run: stages.Run) -> _Tally:
     return tally
 
 
+def _vhr_change_tally(run: stages.Run, items: Sequence[dict[str, Any]]) -> _Tally:
+    """``vhr_change.vhr_change_region`` per chunk of the VHR grid: the chunk's window with the model's
+    halo and padding, every date encoded, each consecutive pair decoded (none without a VHR pair).
+
+    Raises:
+        ModelError: the model does not fit the VHR cube (bands, pixel size), before anything runs.
+    """
+    from eowatch.models.registry import get
+    from eowatch.models.vhr_change import chunk_tiling
+    from eowatch.pipelines import vhr, vhr_change
+
+    name, coll = run.config.vhr_change_model, run.config.vhr_collection
+    found = [d for d in items if coll and d.get("collection") == coll]
+    grid = vhr.vhr_grid(run.spec.grid, found) if name and found else None
+    tally = _Tally()
+    if grid is None or name is None or len(vhr.acquisition_days(found)) < 2:
+        return tally
+    card = get(name).card
+    vhr_change.check_vhr_cube(card, vhr.VHR_BANDS, grid.resolution)
+    t, c, tiling = len(vhr.acquisition_days(found)), len(card.bands), chunk_tiling(card)
+    per_px = (
+        VHR_CHANGE_BYTES_PER_BAND_DATE * t * c
+        + VHR_CHANGE_BYTES_PER_DATE * t
+        + VHR_CHANGE_BYTES_DECODER
+        + VHR_CHANGE_BYTES_PER_PAIR * (t - 1)
+    )
+    for key in grid.chunks():
+        ys, xs = grid.chunk_slices(key)
+        window = vhr_change.chunk_window(grid.shape, ys, xs, tiling)
+        hh = window.rows.stop - window.rows.start + window.pad[0]
+        ww = window.cols.stop - window.cols.start + window.pad[1]
+        read = t * c * (window.rows.stop - window.rows.start) * (window.cols.stop - window.cols.start)
+        task = round(VHR_CHANGE_WORKING_SET * per_px * hh * ww) + CHANGE_TASK_FIXED_BYTES
+        px = (ys.stop - ys.start) * (xs.stop - xs.start)
+        tally.add(read, 5 * (t - 1) * grid.chunk**2, (t - 1) * px, task, t, (hh, ww))
+    return tally
+
+
 def _default(func: Callable[..., Any], name: str) -> int:
     """A function's default for one parameter (the stages' batch sizes live there)."""
     return int(inspect.signature(func).parameters[name].default)
@@ -531,8 +589,9 @@ def plan_run(
         throughput: processing rates; default ``Throughput()``, this machine's benchmark.
 
     Returns:
-        Per stage (cube; vhr when VHR items cover the grid; change): chunks, tasks, bytes read and
-        written, task working set, worker runtime and time, and the run's totals.
+        Per stage (cube; vhr when VHR items cover the grid; change; crop_type and vhr_change when the run
+        names their models, vhr_change only with two VHR dates): chunks, tasks, bytes read and written,
+        task working set, worker runtime and time, and the run's totals.
     """
     rate = throughput or Throughput()
     notes: Notes = {}
@@ -561,6 +620,10 @@ def plan_run(
         torch, per_task = reader + TORCH_RUNTIME_BYTES, run.config.change.regions_per_task
         crops = _stage("crop_type", _crop_tally(run), per_task, 0, torch, rate.infer_px_per_s, cluster)
         plans.append(crops)
+    vhr_change = _vhr_change_tally(run, items)
+    if vhr_change.chunks:  # one chunk per task (stages.vhr_change_stage_run)
+        torch = reader + TORCH_RUNTIME_BYTES
+        plans.append(_stage("vhr_change", vhr_change, 1, 0, torch, rate.vhr_change_px_per_s, cluster))
     peaks = _worker_peaks(
         [(p.name, p.runtime_bytes, p.task_bytes) for p in plans], cluster.threads_per_worker
     )
@@ -606,7 +669,7 @@ def _peak_with(plan: RunPlan, chunk: int | None = None, threads: int | None = No
     rows = []
     for s in plan.stages:
         fixed = _fixed_task_bytes(s)
-        task = s.task_bytes if s.name == "vhr" else round(fixed + (s.task_bytes - fixed) * scale)
+        task = s.task_bytes if s.name in VHR_GRID_STAGES else round(fixed + (s.task_bytes - fixed) * scale)
         rows.append((s.name, s.runtime_bytes, task))
     return max(_worker_peaks(rows, threads or plan.cluster.threads_per_worker))
 
@@ -642,7 +705,7 @@ def refusal_message(plan: RunPlan) -> str:
     """Why a plan does not fit its cluster and what to change (numbers in MiB/GiB)."""
     stage, c = plan.peak_stage(), plan.cluster
     threads = f"{c.threads_per_worker} thread{'s' if c.threads_per_worker > 1 else ''}"
-    steps = "periods" if stage.name in MODEL_STAGES else "acquisitions"
+    steps = "periods" if stage.name in ("change", "crop_type") else "acquisitions"
     own = stage.runtime_bytes + c.threads_per_worker * stage.task_bytes
     parts = (
         f"{format_bytes(stage.runtime_bytes)} runtime + {threads} x {format_bytes(stage.task_bytes)} per "

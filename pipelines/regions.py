@@ -75,6 +75,11 @@ class Region(BaseModel):
     crop_model: str | None = Field(
         None, description="Optional crop-type model mapped over each window's season, e.g. crop-type-ltae"
     )
+    vhr_change_model: str | None = Field(
+        None,
+        description="Optional VHR change model run over consecutive VHR dates of each window, e.g. "
+        "siamese-vhr-change (needs collections.vhr)",
+    )
     schedule: str | None = Field(None, description="Cron schedule of the monitoring runs, 5 fields")
     asset_stores: tuple[str, ...] = Field(
         (), description="URL prefixes asset hrefs must lie under (may hold ${VAR}); default: any http(s)/s3"
@@ -180,6 +185,7 @@ class Region(BaseModel):
             vhr_collection=self.collections.vhr,
             model=self.model,
             crop_model=self.crop_model,
+            vhr_change_model=self.vhr_change_model,
             asset_stores=tuple(_expand(p, f"region {self.name}: asset_stores") for p in self.asset_stores),
             **extra,
         )

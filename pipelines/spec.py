@@ -178,6 +178,9 @@ class MonitorConfig:
     change: ChangeSpec = field(default_factory=ChangeSpec)
     crop_model: str | None = None
     """Optional crop-type model mapped over the analysis cube (``<out>/crop_type.zarr``)."""
+    vhr_change_model: str | None = None
+    """Optional VHR change model run over pairs of consecutive dates of the VHR cube
+    (``<out>/vhr_change.zarr``); needs ``vhr_collection``."""
     truth_dir: str | None = None
     """Folder with planted ground truth (synthetic archive) to score the run against, or None."""
     asset_stores: tuple[str, ...] = ()

@@ -5,7 +5,7 @@ Per run, under ``<out>/stac/`` (written after the data it describes; only ``summ
 - ``catalog.json``: the root catalog of the run;
 - one Collection per region and product, ``eowatch-<region>-<product>/collection.json`` (products:
   ``change`` for the change cube, ``cube`` for the analysis-ready cube, ``vhr`` for the VHR cube,
-  ``crop_type`` for the crop-type map);
+  ``crop_type`` for the crop-type map, ``vhr_change`` for the VHR change map);
 - one Item per run in each collection (``<region>-<start>_<end>``), whose period is the run's, with the
   datacube extension (``cube:dimensions``, ``cube:variables``), the projection extension and a Zarr
   asset (``application/vnd+zarr``, role ``data``) pointing at the store by a relative href.
@@ -51,6 +51,7 @@ PRODUCTS: dict[str, str] = {
     "cube": "analysis-ready cube: monthly median composites of clear Sentinel-2 and Sentinel-1 dB means",
     "vhr": "very-high-resolution acquisitions on a grid nested in the analysis grid",
     "crop_type": "crop-type map of the season: class per pixel and class probabilities",
+    "vhr_change": "VHR change map: change probability and mask per pair of consecutive VHR dates",
 }
 _WINDOW = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{4}-\d{2}-\d{2}$")
 _SLUG = re.compile(r"[^a-z0-9-]+")
@@ -233,7 +234,8 @@ def write_catalog(catalog: pystac.Catalog, out: Location) -> Location:
 
 
 def publish_catalog(layout: RunLayout, start: dt.date, end: dt.date) -> Location:
-    """Describe a run's finished stores (change, analysis and, when present, VHR cube and crop-type map)
+    """Describe a run's finished stores (change, analysis and, when present, VHR cube, crop-type map and
+    VHR change map)
     as a static STAC catalog under ``<out>/stac``; return the root ``catalog.json``.
 
     Call it after the stores are complete: it is one of the run's last writes (only the summary follows).
@@ -241,8 +243,9 @@ def publish_catalog(layout: RunLayout, start: dt.date, end: dt.date) -> Location
     stores = {"change": layout.change, "cube": layout.cube}
     if layout.vhr.exists():
         stores["vhr"] = layout.vhr
-    if (layout.out / "crop_type.zarr" / "zarr.json").exists():
-        stores["crop_type"] = layout.out / "crop_type.zarr"
+    for product in ("crop_type", "vhr_change"):
+        if (layout.out / f"{product}.zarr" / "zarr.json").exists():
+            stores[product] = layout.out / f"{product}.zarr"
     catalog = build_catalog(
         layout.out, stores, start.isoformat(), end.isoformat(), {"eowatch:run_token": layout.token}
     )

@@ -27,6 +27,7 @@ from eowatch.pipelines.publish import change_statistics, render_quicklook, write
 from eowatch.pipelines.reader import StacRegionReader, redact
 from eowatch.pipelines.spec import CubeSpec, MonitorConfig, stable_token
 from eowatch.pipelines.stac_output import publish_catalog
+from eowatch.pipelines.vhr_change import vhr_change_outputs
 from eowatch.pipelines.zarr_store import read_attrs
 
 log = logging.getLogger("eowatch")
@@ -82,6 +83,8 @@ def prepare_run(config: MonitorConfig, with_model: bool = True) -> Run:
     # Where the catalog and the assets are served from is not what the run computes: not in the token.
     served_from = ("out", "truth_dir", "stac_url", "asset_stores")
     params = {k: v for k, v in config.to_dict().items() if k not in served_from}
+    if params.get("vhr_change_model") is None:  # runs without the VHR change stage keep their tokens
+        params.pop("vhr_change_model", None)
     token = stable_token(
         {"params": params, "spec": spec.to_dict(), "model": model_info, "eowatch": __version__}
     )
@@ -222,7 +225,7 @@ def record_phases(run: Run, stage: str, stats: list[dict[str, Any]]) -> None:
 def worker_phases(run: Run) -> dict[str, dict[str, float]]:
     """Worker seconds per phase of each chunked stage (cube, vhr, change) recorded by this run."""
     out = {}
-    for stage in ("cube", "vhr", "change", "crop_type"):
+    for stage in ("cube", "vhr", "change", "crop_type", "vhr_change"):
         path = _phases_file(run, stage)
         if path.exists():
             out[stage] = json.loads(path.read_text())
@@ -262,12 +265,11 @@ def vhr_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path | None
     attrs = read_attrs(run.layout.out / "vhr.zarr")
     if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
         return run.layout.out / "vhr.zarr"
-    items = [d for d in json.loads(run.layout.items.read_text()) if d.get("collection") == coll]
-    grid = vhr.vhr_grid(run.spec.grid, items)
-    if grid is None:
+    found = vhr_layout(run)
+    if found is None:
         info(f"{coll}: no acquisition over the grid; skipping the VHR cube")
         return None
-    days = vhr.acquisition_days(items)
+    items, grid, days = found
     prov = {**run.provenance, "stac_items": {coll: sorted(d["id"] for d in items)}}
     store = vhr.init_vhr(run.layout, grid, days, prov)
     inputs = vhr.VhrInputs(
@@ -287,6 +289,80 @@ def vhr_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path | None
     stats = map_batches(client, vhr.build_vhr_batch, [[k] for k in todo], inputs, _progress(info, "vhr"))
     record_phases(run, "vhr", stats)
     return vhr.finalize_vhr(run.layout)
+
+
+def vhr_layout(run: Run) -> tuple[list[dict[str, Any]], Any, Any] | None:
+    """The run's VHR items, nested VHR grid and acquisition days (``datetime64[D]``), from the pinned
+    search results; None without a VHR collection or acquisition over the grid."""
+    from eowatch.pipelines import vhr
+
+    coll = run.config.vhr_collection
+    if not coll:
+        return None
+    items = [d for d in json.loads(run.layout.items.read_text()) if d.get("collection") == coll]
+    grid = vhr.vhr_grid(run.spec.grid, items)
+    return None if grid is None else (items, grid, vhr.acquisition_days(items))
+
+
+def vhr_change_skipped(run: Run) -> str | None:
+    """Why a run with a VHR change model has no VHR pair to compare (None when it has one)."""
+    found = vhr_layout(run)
+    if found is None:
+        return f"no {run.config.vhr_collection} acquisition over the grid"
+    if len(found[2]) < 2:
+        return f"only one {run.config.vhr_collection} acquisition date ({found[2][0]})"
+    return None
+
+
+def vhr_change_stage_run(
+    run: Run, client: Any, info: Logger = log.info, warn: Logger = log.warning
+) -> Location | None:
+    """Detect change between consecutive VHR dates (skipping chunks already in the ledger) and publish the
+    map; None when the run has no VHR change model, or (with a warning) no pair of VHR dates.
+
+    Raises:
+        ModelError: the model does not fit the VHR cube (bands, pixel size), before any inference.
+    """
+    from eowatch.models.registry import get
+    from eowatch.pipelines import vhr_change
+    from eowatch.pipelines.zarr_store import open_group
+
+    name = run.config.vhr_change_model
+    if not name:
+        return None
+    out = run.layout.out / f"{vhr_change.STORE}.zarr"
+    attrs = read_attrs(out)
+    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
+        return out
+    found, skipped = vhr_layout(run), vhr_change_skipped(run)
+    if skipped or found is None:
+        warn(f"VHR change ({name}) skipped: {skipped}")
+        return None
+    _, grid, days = found
+    card = get(name).card
+    vhr_bands = [k for k, arr in open_group(run.layout.vhr).arrays() if arr.ndim == 3]  # (time, y, x)
+    vhr_change.check_vhr_cube(card, vhr_bands, grid.resolution)
+    pairs = vhr_change.consecutive_pairs(len(days))
+    prov = {
+        **run.provenance,
+        "stac_items": {run.config.vhr_collection: _item_ids(run).get(run.config.vhr_collection, [])},
+    }
+    store = vhr_change.init_vhr_change(run.layout, grid, days, pairs, name, prov)
+    inputs = vhr_change.VhrChangeInputs(
+        grid=grid.to_dict(),
+        pairs=pairs,
+        model=name,
+        vhr_path=str(run.layout.vhr),
+        store_path=str(store),
+        ledger_path=str(run.layout.ledger(vhr_change.STORE).root),
+        threshold=card.decision_threshold,
+    )
+    done = run.layout.ledger(vhr_change.STORE).done()
+    todo = [[(k.row, k.col)] for k in grid.chunks() if k not in done]  # 1024 px chunks: one per task
+    info(f"VHR change: {name} over {len(pairs)} pairs of consecutive dates, {len(todo)} chunks to do")
+    stats = map_batches(client, vhr_change.vhr_change_batch, todo, inputs, _progress(info, "vhr change"))
+    record_phases(run, vhr_change.STORE, stats)
+    return vhr_change.finalize_vhr_change(run.layout)
 
 
 def prepare_change(run: Run) -> change_stage.InferenceInputs:
@@ -363,6 +439,7 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
     if run.config.truth_dir:
         evaluation = evaluate_change(run.layout.change, run.spec, Path(run.config.truth_dir))
     crops_found = _crop_summary(run)
+    vhr_found = _vhr_change_summary(run)
     render_quicklook(run.layout.cube, run.layout.change, run.spec, run.layout.quicklook)
     catalog = publish_catalog(run.layout, run.config.start, run.config.end)  # after the data it describes
     ids = _item_ids(run)
@@ -389,6 +466,7 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
                 if run.config.crop_model
                 else {}
             ),
+            **(vhr_change_outputs(run.layout) if run.config.vhr_change_model else {}),
             "stac_catalog": catalog.as_uri(),
             "summary": run.layout.summary.as_uri(),
         },
@@ -400,6 +478,7 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
         "changes_found": stats,
         "evaluation": evaluation,
         **({"crop_types": crops_found} if crops_found else {}),
+        **({"vhr_change": vhr_found} if vhr_found else {}),
         "timings_s": timings,
         # Summed over every chunk task on the workers (core seconds with one thread per worker).
         "worker_seconds": {"by_stage": phases, "by_phase": totals},
@@ -421,6 +500,20 @@ def _crop_summary(run: Run) -> dict[str, Any] | None:
     if run.config.truth_dir:
         found["evaluation"] = crops.evaluate_crops(path, run.spec, run.config.truth_dir)
     return found
+
+
+def _vhr_change_summary(run: Run) -> dict[str, Any] | None:
+    """The VHR change part of the summary (``vhr_change.publish_vhr_change``, which also writes its
+    quicklook); ``{"model", "skipped"}`` when the run had no VHR pair; None without a VHR change model."""
+    from eowatch.pipelines import vhr_change
+
+    name = run.config.vhr_change_model
+    if not name:
+        return None
+    found = vhr_layout(run)
+    if found is None or not (run.layout.out / f"{vhr_change.STORE}.zarr" / "zarr.json").exists():
+        return {"model": name, "skipped": vhr_change_skipped(run) or "no VHR change map was written"}
+    return vhr_change.publish_vhr_change(run.layout, found[1], run.config.truth_dir)
 
 
 def existing_summary(run: Run) -> dict[str, Any]:

@@ -30,7 +30,15 @@ def _params(served: Any, archive: Path, out: Path, **extra: Any) -> MonitorParam
     from eowatch.demo import archive_run_params
 
     base = archive_run_params(served, out, archive)
-    return MonitorParams(**{**base.model_dump(), "chunk": 128, "crop_model": "crop-type-ltae", **extra})
+    return MonitorParams(
+        **{
+            **base.model_dump(),
+            "chunk": 128,
+            "crop_model": "crop-type-ltae",
+            "vhr_change_model": "siamese-vhr-change",
+            **extra,
+        }
+    )
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -163,6 +171,39 @@ def test_crop_type_map_of_the_season(finished_run: dict) -> None:
     assert sum(found["by_class_km2"].values()) == pytest.approx(found["mapped_km2"], abs=1e-3)
     assert found["evaluation"]["oa"] > 0.9 and found["evaluation"]["n_px"] > 10_000
     assert "crop_type" in finished_run["summary"]["worker_seconds"]["by_stage"]
+
+
+def test_vhr_change_map_of_consecutive_dates(finished_run: dict) -> None:
+    """The VHR change stage writes one map per pair of consecutive VHR dates on the VHR grid, scores it
+    against the planted change, and publishes it as its own STAC collection and item."""
+    import pystac
+
+    out: Path = finished_run["out"]
+    change, vhr = xr.open_zarr(out / "vhr_change.zarr"), xr.open_zarr(out / "vhr.zarr")
+    assert change.attrs["eowatch_status"] == "complete" and str(change.rio.crs) == "EPSG:32631"
+    assert (change.x.values == vhr.x.values).all() and (change.y.values == vhr.y.values).all()
+    assert (change.time.values == vhr.time.values[1:]).all()
+    assert (change.date_before.values == vhr.time.values[:-1]).all()
+    p, mask = change.change_probability.values, change.change_mask.values
+    observed = np.isfinite(p)  # NaN: the VHR grid's margin around the acquisitions' footprint
+    assert p.dtype == np.float32 and observed.mean() > 0.9
+    assert np.nanmin(p) >= 0 and np.nanmax(p) <= 1 and not mask[~observed].any()
+    found = finished_run["summary"]["vhr_change"]
+    assert found["model"] == "siamese-vhr-change" and len(found["pairs"]) == change.sizes["time"]
+    assert [pair["changed_m2"] for pair in found["pairs"]] == [float(m.sum()) for m in mask]  # 1 m px
+    ev = found["evaluation"]
+    assert {"f1", "precision", "recall"} <= set(ev) and 0 <= ev["f1"] <= 1
+    assert ev["n_px"] == observed.sum() and ev["n_changed_truth"] > 0
+    assert "vhr_change" in finished_run["summary"]["worker_seconds"]["by_stage"]
+    assert (out / "vhr_change_quicklook.png").stat().st_size > 1000
+    catalog = pystac.Catalog.from_file(str(out / "stac" / "catalog.json"))
+    collection = catalog.get_child("eowatch-out-vhr_change")
+    assert collection is not None
+    (item,) = list(collection.get_items())
+    href = Path(item.assets["zarr"].get_absolute_href() or "")
+    assert href.resolve() == (out / "vhr_change.zarr").resolve()
+    dims = item.properties["cube:dimensions"]
+    assert dims["time"]["values"] == [str(t)[:10] for t in change.time.values]
 
 
 def test_flow_run_and_artifact_are_on_the_prefect_server(finished_run: dict, prefect_server: Any) -> None:

@@ -41,6 +41,7 @@ MIB = 1024**2
 GIB = 1024**3
 ROOMY = ClusterResources(workers=1, threads_per_worker=2, memory_per_worker=16 * GIB, cores=2)
 CLUSTER = ClusterConfig(n_workers=2, threads_per_worker=1, memory_limit="3GiB", dashboard=False)
+VHR_MODEL = "siamese-vhr-change"
 
 
 class _ByteCounter:
@@ -130,7 +131,8 @@ def measured_run(small_archive: Path, tmp_path_factory: pytest.TempPathFactory) 
         mp.setattr(asset_server, "StaticFiles", _counting_static_files(counter))
         mp.setattr(stages, "map_batches", recording_map)
         with AssetServer(small_archive) as assets, served_archive(small_archive, assets.url) as served:
-            run = stages.prepare_run(_params(served, small_archive, out).to_config())
+            params = _params(served, small_archive, out, vhr_change_model=VHR_MODEL)
+            run = stages.prepare_run(params.to_config())
             stages.search_stage(run, info=lambda _m: None)
             items = json.loads(run.layout.items.read_text())
             plan = plan_run(run, items, planning.cluster_resources(CLUSTER))
@@ -143,6 +145,7 @@ def measured_run(small_archive: Path, tmp_path_factory: pytest.TempPathFactory) 
                     ("cube", stages.cube_stage_run),
                     ("vhr", stages.vhr_stage_run),
                     ("change", stages.change_stage_run),
+                    ("vhr_change", stages.vhr_change_stage_run),
                 ):
                     with _PeakRss(pids) as rss:
                         stage(run, client, lambda _m: None)
@@ -169,7 +172,8 @@ def planned(served_small_archive: Any, small_archive: Path, tmp_path_factory: py
 
 
 def _stage_names(run: stages.Run) -> list[str]:
-    return ["cube", "vhr", "change"] if run.config.vhr_collection else ["cube", "change"]
+    names = ["cube", "vhr", "change"] if run.config.vhr_collection else ["cube", "change"]
+    return [*names, "vhr_change"] if run.config.vhr_change_model else names
 
 
 def _stage(plan: RunPlan, name: str) -> planning.StagePlan:
@@ -179,7 +183,12 @@ def _stage(plan: RunPlan, name: str) -> planning.StagePlan:
 @pytest.mark.slow
 def test_chunks_and_tasks_are_what_the_stages_do(measured_run: dict[str, Any]) -> None:
     plan, batches, run = measured_run["plan"], measured_run["batches"], measured_run["run"]
-    funcs = {"cube": "build_batch", "vhr": "build_vhr_batch", "change": "infer_batch"}
+    funcs = {
+        "cube": "build_batch",
+        "vhr": "build_vhr_batch",
+        "change": "infer_batch",
+        "vhr_change": "vhr_change_batch",
+    }
     assert [s.name for s in plan.stages] == _stage_names(run)
     for stage in plan.stages:
         done = batches[funcs[stage.name]]
@@ -192,12 +201,14 @@ def test_chunks_and_tasks_are_what_the_stages_do(measured_run: dict[str, Any]) -
 @pytest.mark.slow
 def test_bytes_to_read_bound_the_bytes_served(measured_run: dict[str, Any]) -> None:
     plan, served = measured_run["plan"], measured_run["served"]
-    for name in _stage_names(measured_run["run"])[:-1]:
+    names = _stage_names(measured_run["run"])
+    for name in (n for n in names if n not in planning.MODEL_STAGES):
         estimate = _stage(plan, name).read_bytes
         assert served[name] > 0
         assert 1.0 <= estimate / served[name] <= READ_FACTOR, (name, estimate, served[name])
-    assert served["change"] == 0  # inference reads the local analysis cube, not the archive
-    assert plan.read_bytes == sum(s.read_bytes for s in plan.stages if s.name != "change")
+    # inference reads the local analysis and VHR cubes, not the archive
+    assert "vhr_change" in names and served["change"] == served["vhr_change"] == 0
+    assert plan.read_bytes == sum(s.read_bytes for s in plan.stages if s.name not in planning.MODEL_STAGES)
 
 
 @pytest.mark.slow
@@ -279,6 +290,40 @@ def test_a_crop_type_model_adds_its_stage(planned: dict[str, Any]) -> None:
     assert plan.read_bytes == planned["plan"].read_bytes  # reads the cube, not the archive
     assert 0 < crops.task_bytes < change.task_bytes  # a per-pixel model over a chunk without halo
     assert crops.output_bytes == crops.chunks * run.spec.grid.chunk**2 * (1 + 4 * 5)
+
+
+def test_a_vhr_change_model_adds_its_stage(planned: dict[str, Any]) -> None:
+    """With a VHR change model the plan has its stage after the change stage: the VHR grid's chunks, one
+    per task, every VHR date read from the VHR cube (not the archive), two pairs written."""
+    from dataclasses import replace
+
+    run, items = planned["run"], planned["items"]
+    vhr_run = replace(run, config=replace(run.config, vhr_change_model=VHR_MODEL))
+    plan = plan_run(vhr_run, items, planning.cluster_resources(CLUSTER))
+    stage, vhr = _stage(plan, "vhr_change"), _stage(plan, "vhr")
+    assert [s.name for s in plan.stages] == [*_stage_names(run), "vhr_change"]
+    assert stage.chunks == stage.tasks == vhr.chunks == 4  # 1530 px at 1 m in 1024 px chunks
+    assert stage.acquisitions == 3 and stage.chunk_px == (1152, 1152)  # 1024 px + 128 px halo
+    assert stage.output_bytes == 4 * 1024**2 * 2 * (4 + 1)  # two pairs: float32 + uint8
+    assert plan.read_bytes == planned["plan"].read_bytes and stage.seconds > 0
+    assert stage.peak_bytes >= _stage(plan, "change").peak_bytes  # what the change stage left resident
+
+
+def test_a_vhr_change_model_is_checked_against_the_vhr_cube(planned: dict[str, Any]) -> None:
+    """VHR imagery at 0.5 m makes a 0.5 m VHR cube: the 1 m model is refused before anything runs."""
+    import copy
+    from dataclasses import replace
+
+    from eowatch.errors import ModelError
+
+    run, items = planned["run"], copy.deepcopy(planned["items"])
+    for item in (d for d in items if d["collection"] == "vhr-rgbn"):
+        for asset in item["assets"].values():
+            if asset.get("proj:transform"):
+                asset["proj:transform"][0] = 0.5
+    vhr_run = replace(run, config=replace(run.config, vhr_change_model=VHR_MODEL))
+    with pytest.raises(ModelError, match=r"trained at 1 m but the cube is at 0\.5 m"):
+        plan_run(vhr_run, items, planning.cluster_resources(CLUSTER))
 
 
 def test_a_tiny_worker_is_refused_with_what_to_change(planned: dict[str, Any]) -> None:

@@ -98,6 +98,14 @@ CLI: dict[str, Row] = {
     "crop model without SAR": Row(
         {"--crop-model": "crop-type-ltae", "--s1-collection": ""}, 7, "needs bands vv_db, vh_db"
     ),
+    "vhr change model is a change model": Row(
+        {"--vhr-change-model": "siamese-s2s1-change", "--vhr-collection": "vhr-rgbn"},
+        7,
+        "is a change-detection model, not a VHR change model",
+    ),
+    "vhr change model without VHR": Row(
+        {"--vhr-change-model": "siamese-vhr-change"}, 2, "needs a VHR collection to run on"
+    ),
     "url without scheme": Row({"--stac-url": "127.0.0.1:9/stac"}, 2, "must be an http:// or https:// URL"),
     "url ftp": Row({"--stac-url": "ftp://example.org/stac"}, 2, "must be an http:// or https:// URL"),
     "url credentials redacted": Row(
