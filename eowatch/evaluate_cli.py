@@ -14,7 +14,9 @@ What DATA may be (recognised by its content):
 
 Metrics: change models get precision, recall, F1, IoU, kappa and OA per pixel and per transition for
 the model and the CVA baseline, and the semantic change scores (SeK, mIoU, per-type F1/IoU) of the change
-types; crop-type models OA, kappa, macro F1 and per-class F1. Files: ``OUT/metrics.json``,
+types; crop-type models OA, kappa, macro F1 and per-class F1; semantic change models (from/to heads)
+SeK, mIoU and Fscd of their from/to maps on the analysis cube (built without a model from an archive, or
+a run's ``cube.zarr``). Files: ``OUT/metrics.json``,
 ``OUT/confusion.png``.
 """
 
@@ -175,6 +177,36 @@ def evaluate_worldcereal_folder(model: str, folder: Path, out: Path) -> dict[str
     }
 
 
+def evaluate_semantic(
+    model: str, data: Path, kind: str, args: argparse.Namespace, out: Path
+) -> dict[str, Any]:
+    """A semantic (or conditional) change model on an archive's cube or a run's ``cube.zarr``.
+
+    The monitoring flow does not run these models, so the analysis cube is built without a model (an
+    archive) or taken from a finished run (its ``cube.zarr``), then scored with the card's threshold
+    against the planted from/to land cover (``models.semantic_eval``).
+    """
+    from eowatch.models.semantic_eval import evaluate_semantic_cube
+
+    if kind == "archive":
+        from eowatch.pipelines.training import build_training_cube
+
+        cube, truth = Path(build_training_cube(data, out / "run", args.workers)), data / "truth"
+    elif kind == "run" and args.truth:
+        cube, truth = data / "cube.zarr", Path(args.truth).expanduser().resolve()
+        if not (cube / "zarr.json").is_file():
+            raise InputError(f"{data} has no cube.zarr to score {model!r} on")
+        if not truth.is_dir():
+            raise InputError(f"truth folder {truth} does not exist")
+    else:
+        raise InputError(
+            f"the semantic change model {model!r} is scored on a synthetic archive, or on a run's output "
+            "folder with --truth DIR"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return evaluate_semantic_cube(model, cube, truth, out)
+
+
 def headline(metrics: dict[str, Any]) -> list[str]:
     """The lines ``eowatch evaluate`` prints."""
     lines = []
@@ -198,6 +230,12 @@ def headline(metrics: dict[str, Any]) -> list[str]:
             f"crop type: OA {crops['oa']:.3f}  kappa {crops['kappa']:.3f}  macro F1 {crops['macro_f1']:.3f}"
         )
         lines += [f"  {k:<16} F1 {v:.3f}" for k, v in crops["f1_by_class"].items()]
+    sem = metrics.get("semantic_change")
+    if sem:
+        lines.append(
+            f"semantic change: SeK {sem['sek']:.3f}  mIoU {sem['miou']:.3f}  Fscd {sem['fscd']:.3f}  "
+            f"binary F1 {sem['binary.f1']:.3f}  change-type SeK {sem['type.sek']:.3f}"
+        )
     wc = metrics.get("worldcereal")
     if wc:
         for prefix in (
@@ -213,10 +251,12 @@ def headline(metrics: dict[str, Any]) -> list[str]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     data = Path(args.data).expanduser().resolve()
-    _card(args.model)  # unknown model: fail before anything runs
+    card = _card(args.model)  # unknown model: fail before anything runs
     kind = data_kind(data)
     out = Path(args.out) if args.out else Path(DEFAULT_OUT) / f"{args.model}-{data.name}"
-    if kind == "archive":
+    if card.task == "semantic-change-detection":
+        metrics = evaluate_semantic(args.model, data, kind, args, out)
+    elif kind == "archive":
         run_out, truth = _run_archive(args.model, data, out, args.workers)
         metrics = evaluate_run(args.model, run_out, truth, out)
     elif kind == "run":

@@ -67,7 +67,14 @@ class ModelCard:
     """Registry name, also the stem of the weight and card files (``<name>.safetensors``)."""
     version: str
     """Version of the trained weights (semantic version)."""
-    architecture: Literal["SiameseChangeNet", "LTAEClassifier", "SiameseDiffUNet"]
+    architecture: Literal[
+        "SiameseChangeNet",
+        "LTAEClassifier",
+        "SiameseDiffUNet",
+        "LandCoverUNet",
+        "SiameseSemanticNet",
+        "VhrLandCoverUNet",
+    ]
     """Class in ``eowatch.models`` that the weights belong to."""
     architecture_args: dict[str, int]
     """Constructor arguments of ``architecture`` (``ARCHITECTURE_ARGS`` lists the keys per class)."""
@@ -81,9 +88,17 @@ class ModelCard:
     """Side of the input window one output pixel depends on (pixels); tiles need a halo of half that."""
     validity_channel: bool = True
     """Whether one channel per date is appended: fraction of finite bands per pixel (0..1)."""
-    task: Literal["change-detection", "crop_type", "vhr-change-detection"] = "change-detection"
+    task: Literal[
+        "change-detection",
+        "crop_type",
+        "vhr-change-detection",
+        "land-cover",
+        "semantic-change-detection",
+        "vhr-land-cover",
+    ] = "change-detection"
     """What the model does; must be the task of ``architecture``. ``change-detection`` models run on the
-    monitoring flow's monthly S2 + S1 composites; ``vhr-change-detection`` models compare VHR image pairs."""
+    monitoring flow's monthly S2 + S1 composites; ``vhr-change-detection`` models compare VHR image pairs;
+    ``land-cover`` models segment one S2 composite period; ``vhr-land-cover`` models segment one VHR image."""
     sensors: tuple[str, ...] = ("sentinel-2-l2a", "sentinel-1-rtc")
     """Collections the bands come from."""
     resolution_m: float = 10.0
@@ -114,6 +129,9 @@ class ModelCard:
     label_mapping: dict[str, dict[str, str]] = field(default_factory=dict)
     """Foreign label vocabulary (e.g. ``"worldcereal_croptype"``) -> label (as text) -> class name of
     this model, ``""`` for "unknown, not scored"; key ``"*"`` gives the class of every unlisted label."""
+    change_legend: dict[int, ClassInfo] = field(default_factory=dict)
+    """Semantic change models: classes of the binary change map (0 no change, 1 change) with colours;
+    ``classes`` then holds the legend of the from/to maps (0 no change, then land-cover classes)."""
 
     def __post_init__(self) -> None:
         for problem in _problems(self):
@@ -146,6 +164,9 @@ class ModelCard:
         data["classes"] = {
             str(k): {"name": v.name, "colour": list(v.colour)} for k, v in self.classes.items()
         }
+        data["change_legend"] = {
+            str(k): {"name": v.name, "colour": list(v.colour)} for k, v in self.change_legend.items()
+        }
         data["normalization"] = {k: list(v) for k, v in self.normalization.items()}
         for key in ("bands", "sensors", "months", "inputs_per_step"):
             data[key] = list(data[key])
@@ -159,6 +180,10 @@ class ModelCard:
             kwargs["classes"] = {
                 int(k): ClassInfo(v["name"], tuple(int(c) for c in v["colour"]))
                 for k, v in data["classes"].items()
+            }
+            kwargs["change_legend"] = {
+                int(k): ClassInfo(v["name"], tuple(int(c) for c in v["colour"]))
+                for k, v in data.get("change_legend", {}).items()
             }
             kwargs["normalization"] = {k: (float(m), float(s)) for k, (m, s) in data["normalization"].items()}
             kwargs["bands"] = tuple(data["bands"])

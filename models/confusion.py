@@ -16,7 +16,14 @@ import numpy as np
 
 from eowatch.errors import InputError
 
-__all__ = ["class_scores", "confusion_matrix", "render_confusion", "semantic_change_scores"]
+__all__ = [
+    "class_scores",
+    "confusion_matrix",
+    "render_confusion",
+    "semantic_change_confusion",
+    "semantic_change_f1",
+    "semantic_change_scores",
+]
 
 
 def confusion_matrix(
@@ -156,3 +163,31 @@ def render_confusion(cm: np.ndarray, names: Mapping[int, str], path: Path, title
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+def semantic_change_confusion(
+    pred_from: np.ndarray,
+    pred_to: np.ndarray,
+    truth_from: np.ndarray,
+    truth_to: np.ndarray,
+    n_classes: int,
+    valid: np.ndarray | None = None,
+) -> np.ndarray:
+    """SECOND's confusion matrix of semantic change maps: the from-maps' and the to-maps' (truth, pred)
+    counts added into one ``(n_classes, n_classes)`` int64 matrix, as SECOND's ``Eval_SCD`` pools the
+    maps of both dates. Class 0 is "no change" and must be 0 in both maps wherever nothing changed."""
+    return confusion_matrix(pred_from, truth_from, n_classes, valid) + confusion_matrix(
+        pred_to, truth_to, n_classes, valid
+    )
+
+
+def semantic_change_f1(cm: np.ndarray) -> float:
+    """SECOND's ``Fscd``: harmonic mean of the precision and recall of changed pixels with the right class
+    (diagonal of the changed classes over the predicted, resp. true, changed pixels); 0.0 when undefined."""
+    cm = cm.astype(np.float64)
+    hits = float(np.trace(cm[1:, 1:]))
+    pred_changed, true_changed = float(cm[:, 1:].sum()), float(cm[1:, :].sum())
+    if not hits or not pred_changed or not true_changed:
+        return 0.0
+    precision, recall = hits / pred_changed, hits / true_changed
+    return 2 * precision * recall / (precision + recall)

@@ -34,6 +34,8 @@ from .siamese import SiameseChangeNet
 from .weights import LoadedModel
 
 __all__ = [
+    "SEMANTIC_TASK",
+    "check_bands_and_resolution",
     "check_inputs",
     "normalize_bands",
     "predict_change",
@@ -43,8 +45,25 @@ __all__ = [
 ]
 
 
+#: Task of the semantic change models (``models.siamese_semantic``): from/to land-cover heads, and for the
+#: conditional variant a land-cover map as input, which the monitoring flow's change stage cannot run.
+SEMANTIC_TASK = "semantic-change-detection"
+
+
 def check_inputs(card: ModelCard, available_bands: Sequence[str], resolution_m: float) -> None:
-    """Raise ``ModelError`` naming what the cube lacks for the model (bands, resolution)."""
+    """Raise ``ModelError`` naming what the cube lacks for the model (bands, resolution), or when the model
+    is a semantic change model (three heads; the change stage runs single-head change models)."""
+    if card.task == SEMANTIC_TASK:
+        raise ModelError(
+            f"model {card.name!r} is a {SEMANTIC_TASK} model (binary change, from-class and to-class "
+            "maps); the monitoring flow runs change-detection models such as 'siamese-s2s1-change'. "
+            "Score it with eowatch.models.semantic_eval.evaluate_semantic_cube"
+        )
+    check_bands_and_resolution(card, available_bands, resolution_m)
+
+
+def check_bands_and_resolution(card: ModelCard, available_bands: Sequence[str], resolution_m: float) -> None:
+    """Raise ``ModelError`` naming the card's bands the cube lacks, or a resolution other than the card's."""
     missing = [b for b in card.bands if b not in set(available_bands)]
     if missing:
         raise ModelError(

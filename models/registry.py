@@ -8,7 +8,17 @@ from pathlib import Path
 from eowatch.errors import ModelError
 
 from .card import ARCHITECTURE_ARGS, ARCHITECTURE_TASKS, ModelCard
+from .landcover import LANDCOVER_ARCHITECTURE, LANDCOVER_ARCHITECTURE_ARGS, LANDCOVER_TASK
+from .landcover_unet import LandCoverUNet
+from .predict import SEMANTIC_TASK
+from .siamese_semantic import SEMANTIC_ARCHITECTURE, SEMANTIC_ARCHITECTURE_ARGS, SiameseSemanticNet
 from .vhr_change import VHR_ARCHITECTURE, VHR_ARCHITECTURE_ARGS, VHR_TASK, SiameseDiffUNet
+from .vhr_landcover import (
+    VHR_LANDCOVER_ARCHITECTURE,
+    VHR_LANDCOVER_ARCHITECTURE_ARGS,
+    VHR_LANDCOVER_TASK,
+    VhrLandCoverUNet,
+)
 from .weights import ARCHITECTURES, LoadedModel, card_path, load_model
 
 __all__ = ["MODELS", "TRAINING_COMMANDS", "WEIGHTS_DIR", "card_file_of", "get", "list_models"]
@@ -21,16 +31,29 @@ MODELS: dict[str, Path] = {
     "siamese-s2s1-change": card_path(WEIGHTS_DIR, "siamese-s2s1-change"),
     "crop-type-ltae": card_path(WEIGHTS_DIR, "crop-type-ltae"),
     "siamese-vhr-change": card_path(WEIGHTS_DIR, "siamese-vhr-change"),
+    "siamese-s2s1-semantic": card_path(WEIGHTS_DIR, "siamese-s2s1-semantic"),
+    "siamese-s2s1-conditional": card_path(WEIGHTS_DIR, "siamese-s2s1-conditional"),
+    "landcover-s2-unet": card_path(WEIGHTS_DIR, "landcover-s2-unet"),
+    "landcover-vhr-unet": card_path(WEIGHTS_DIR, "landcover-vhr-unet"),
 }
 #: How to reproduce each registered model's weights (shown when a registered card is not shipped).
 TRAINING_COMMANDS: dict[str, str] = {
     "siamese-s2s1-change": "eowatch train",
     "crop-type-ltae": "python -m eowatch.models.train_croptype",
     "siamese-vhr-change": "python -m eowatch.models.train_vhr",
+    "siamese-s2s1-semantic": "python -m eowatch.models.train_semantic",
+    "siamese-s2s1-conditional": "python -m eowatch.models.train_semantic --conditional",
+    "landcover-s2-unet": "python -m eowatch.models.train_landcover",
+    "landcover-vhr-unet": "python -m eowatch.models.train_vhr_landcover",
 }
 
 
-def _register_architecture(name: str, module: type[SiameseDiffUNet], task: str, args: frozenset[str]) -> None:
+def _register_architecture(
+    name: str,
+    module: type[SiameseDiffUNet] | type[LandCoverUNet] | type[SiameseSemanticNet] | type[VhrLandCoverUNet],
+    task: str,
+    args: frozenset[str],
+) -> None:
     """Make the card checks (``card.ARCHITECTURE_TASKS``/``ARCHITECTURE_ARGS``) and the weights loader
     (``weights.ARCHITECTURES``) know an architecture defined outside ``siamese``/``temporal``.
 
@@ -43,6 +66,11 @@ def _register_architecture(name: str, module: type[SiameseDiffUNet], task: str, 
 
 
 _register_architecture(VHR_ARCHITECTURE, SiameseDiffUNet, VHR_TASK, VHR_ARCHITECTURE_ARGS)
+_register_architecture(SEMANTIC_ARCHITECTURE, SiameseSemanticNet, SEMANTIC_TASK, SEMANTIC_ARCHITECTURE_ARGS)
+_register_architecture(LANDCOVER_ARCHITECTURE, LandCoverUNet, LANDCOVER_TASK, LANDCOVER_ARCHITECTURE_ARGS)
+_register_architecture(
+    VHR_LANDCOVER_ARCHITECTURE, VhrLandCoverUNet, VHR_LANDCOVER_TASK, VHR_LANDCOVER_ARCHITECTURE_ARGS
+)
 
 
 def card_file_of(name: str) -> Path:

@@ -10,12 +10,14 @@ import argparse
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import ConcatDataset, DataLoader
 
@@ -30,8 +32,11 @@ from .siamese import SiameseChangeNet
 from .weights import LoadedModel, load_model, save_model
 
 __all__ = [
+    "BatchLoss",
     "TrainConfig",
+    "best_threshold",
     "evaluate_block",
+    "fit_chips",
     "normalization_stats",
     "period_bounds",
     "train_change_arrays",
@@ -141,24 +146,37 @@ def _class_weights(datasets: Sequence[ChangeChipDataset], n_classes: int) -> tor
     return torch.tensor(np.minimum(weights, 50.0), dtype=torch.float32)
 
 
+BatchLoss = Callable[[nn.Module, dict[str, Any]], torch.Tensor]
+"""Loss of one batch of chips (a dataset item dict, collated) under a model in training mode."""
+
+
 def _train_epoch(
-    model: SiameseChangeNet,
+    model: nn.Module,
     loader: DataLoader,
     optimiser: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    weights: torch.Tensor,
+    batch_loss: BatchLoss,
 ) -> float:
     model.train()
     losses = []
     for batch in loader:
-        logits = model(batch["before"], batch["after"])
-        loss = F.cross_entropy(logits, batch["label"], weight=weights, ignore_index=IGNORE_INDEX)
+        loss = batch_loss(model, batch)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         scheduler.step()
         losses.append(loss.detach().item())
     return float(np.mean(losses))
+
+
+def _change_loss(weights: torch.Tensor) -> BatchLoss:
+    """Class-weighted cross-entropy of a change-type model's logits (``IGNORE_INDEX`` left out)."""
+
+    def loss(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        logits = model(batch["before"], batch["after"])
+        return F.cross_entropy(logits, batch["label"], weight=weights, ignore_index=IGNORE_INDEX)
+
+    return loss
 
 
 def train_change_arrays(
@@ -314,24 +332,49 @@ def _fit(
     model: SiameseChangeNet, datasets: Sequence[ChangeChipDataset], epochs: int, config: TrainConfig
 ) -> list[float]:
     """AdamW with a one-cycle schedule and cross-entropy; returns the mean loss per epoch."""
-    data = ConcatDataset(datasets)
-    steps = max(epochs * math.ceil(len(data) / config.batch_size), 1)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=config.lr, total_steps=steps, pct_start=0.1
-    )
-    history = []
-    for epoch in range(epochs):
-        for part in datasets:
-            part.set_epoch(epoch)
+
+    def epoch_loss(datasets: Sequence[ChangeChipDataset]) -> BatchLoss:
         weights = (
             _class_weights(datasets, model.n_classes)
             if config.class_weighting
             else torch.ones(model.n_classes, dtype=torch.float32)
         )
-        loader = DataLoader(data, batch_size=config.batch_size, shuffle=False, num_workers=0)
+        return _change_loss(weights)
+
+    return fit_chips(model, datasets, epochs, config.batch_size, config.lr, config.weight_decay, epoch_loss)
+
+
+def fit_chips(
+    model: nn.Module,
+    datasets: Sequence[ChangeChipDataset],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    epoch_loss: Callable[[Sequence[ChangeChipDataset]], BatchLoss],
+) -> list[float]:
+    """The chip training loop shared by the change models: AdamW with a one-cycle schedule (10 % warm-up,
+    peak ``lr``), chips in dataset order (positions are drawn per epoch by ``set_epoch``).
+
+    Each epoch: every dataset draws its chips (``set_epoch``), ``epoch_loss(datasets)`` builds that
+    epoch's batch loss (e.g. class weights from the drawn chips), then one pass of ``batch_size``
+    batches. Deterministic under ``_deterministic`` (no shuffling, no worker processes).
+
+    Returns:
+        Mean loss per epoch.
+    """
+    data = ConcatDataset(datasets)
+    steps = max(epochs * math.ceil(len(data) / batch_size), 1)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.1)
+    history = []
+    for epoch in range(epochs):
+        for part in datasets:
+            part.set_epoch(epoch)
+        batch_loss = epoch_loss(datasets)
+        loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0)
         started = time.perf_counter()
-        history.append(_train_epoch(model, loader, optimiser, scheduler, weights))
+        history.append(_train_epoch(model, loader, optimiser, scheduler, batch_loss))
         print(
             f"epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f} ({time.perf_counter() - started:.1f} s)",
             flush=True,

@@ -18,6 +18,7 @@ from eowatch.archive.config import Grid, epoch_day, rng_for, vhr_dates
 from eowatch.archive.noise import smooth_white
 from eowatch.archive.phenology import surface_reflectance, unit_fractions
 from eowatch.archive.scene import (
+    EV_CLEAR,
     KIND_CONIF,
     KIND_DECID,
     KIND_MAIZE,
@@ -27,6 +28,7 @@ from eowatch.archive.scene import (
     KIND_WCEREAL,
 )
 from eowatch.archive.world import World
+from eowatch.legend import VHR_LANDCOVER
 
 _ROOFS = np.array(  # reflectance in red, green, blue, nir
     [[0.30, 0.16, 0.12, 0.32], [0.22, 0.22, 0.23, 0.26], [0.09, 0.09, 0.10, 0.12], [0.34, 0.34, 0.35, 0.38]],
@@ -80,6 +82,49 @@ def render_vhr(world: World, k: int) -> tuple[str, dt.datetime, np.ndarray]:
     return f"VHR_{day:%Y%m%d}_{int(vhr.minx)}_{int(vhr.bbox[1])}", when, out
 
 
+_VHR_CODE = {name: code for code, name in VHR_LANDCOVER.items()}
+
+
+def render_vhr_labels(world: World, k: int) -> np.ndarray:
+    """LandCover.ai labels of VHR acquisition ``k`` on its 1 m grid: uint8 ``(H, W)`` ``VHR_LANDCOVER`` codes.
+
+    Replays ``render_vhr``'s draws (same random streams, same order, onto a scratch array), so that
+    **building** is exactly the roof pixels it draws: old-town houses and, once completed, the roofs of
+    new buildings (their paved yards and construction sites are background). **woodland** is forest
+    (deciduous and coniferous units) not yet cleared on that day, **water** the day's water mask with
+    floods, **road** the road units: all upsampled from the 10 m scene as the renderer does. Priority
+    follows the drawing order (water, then road, then roofs over the rest). Background is everything else.
+    """
+    cfg, layout = world.config, world.layout
+    eday = epoch_day(vhr_dates(cfg)[k])
+    static = rng_for(cfg.seed, "vhr-static")
+    win = Grid.from_bbox(layout.vhr.bbox, 10.0).window_in(layout.world)
+    _, water10, _ = surface_reflectance(
+        world.scene, world.plan, world.urban, eday, world.weather.moisture[eday]
+    )
+    units = world.scene.units
+    unit10 = world.scene.unit[win]
+    _, urban_u = unit_fractions(units, eday, world.weather.moisture[eday])
+    ones = np.ones((10, 10), np.int8)
+    kind, unit = np.kron(units.kind[unit10], ones), np.kron(unit10, ones.astype(np.int32))
+    h, w = kind.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    scratch = np.ones((4, h, w), np.float32)
+    _fields(static, scratch, kind, unit, xx, yy, len(units))
+    _trees(static, scratch, kind, water10[win])
+    houses = _town(static, scratch, kind, urban_u[unit], xx, yy)
+    new_roofs = _events(world, static, scratch, eday, win)
+
+    cleared10 = (units.event == EV_CLEAR) & (units.t0 <= eday)
+    forest10 = np.isin(units.kind, (KIND_DECID, KIND_CONIF)) & ~cleared10
+    labels = np.zeros((h, w), np.uint8)
+    labels[np.kron(forest10[unit10], ones).astype(bool)] = _VHR_CODE["woodland"]
+    labels[np.kron(water10[win], ones).astype(bool)] = _VHR_CODE["water"]
+    labels[kind == KIND_ROAD] = _VHR_CODE["road"]
+    labels[houses | new_roofs] = _VHR_CODE["building"]
+    return labels
+
+
 def _fields(
     rng: np.random.Generator,
     base: np.ndarray,
@@ -128,8 +173,8 @@ def _town(
     urban: np.ndarray,
     xx: np.ndarray,
     yy: np.ndarray,
-) -> None:
-    """Houses with pitched roofs in the old town; asphalt roads."""
+) -> np.ndarray:
+    """Houses with pitched roofs in the old town; asphalt roads. Returns the roof mask (bool, (H, W))."""
     town = (kind == KIND_URBAN) & urban
     tab, fx, fy = _roof_cells(rng, xx, yy, 14.0, 11.0)
     inset = 0.1 + 0.15 * tab[..., 0]
@@ -142,14 +187,17 @@ def _town(
     base[:, yard] = _ASPHALT[:, None] * 1.4
     road = kind == KIND_ROAD
     base[:, road] = _ASPHALT[:, None] * (1 + 0.05 * smooth_white(rng, kind.shape, 1.0)[road])
+    return house
 
 
 def _events(
     world: World, rng: np.random.Generator, base: np.ndarray, eday: int, win: tuple[slice, slice]
-) -> None:
-    """New buildings (roof, paved yard) or construction sites; logging slash in clearings."""
+) -> np.ndarray:
+    """New buildings (roof, paved yard) or construction sites; logging slash in clearings. Returns the
+    mask of the completed buildings' roofs (bool, (H, W))."""
     plan = world.plan
     r0, c0 = win[0].start, win[1].start
+    roofs = np.zeros(base.shape[1:], bool)
     for ev in plan.events:
         rs, cs = ev["window"]
         if ev["start"] > eday or ev["type"] not in (BUILD, CLEAR):
@@ -179,8 +227,11 @@ def _events(
             patch[:, inner] = colour[:, None]
             dots = inner & (np.mod(yy, 15) < 2) & (np.mod(xx, 15) < 2)
             patch[:, dots] = 0.15
+            roofs[a0:a1, b0:b1] |= inner
         else:  # a row of houses with pitched roofs
             cell = np.mod(xx - 4, 14)
             house = inner & (cell < 11) & (cell > 0)
             shade = np.where(yy < hh // 2, 1.08, 0.85)
             patch[:, house] = colour[:, None] * shade[house]
+            roofs[a0:a1, b0:b1] |= house
+    return roofs
