@@ -110,6 +110,16 @@ def detect_vhr_change(run: stages.Run, scheduler: str) -> str | None:
     return _on_cluster(stages.vhr_change_stage_run, run, scheduler, warn=_warning)
 
 
+@task(name="map-land-cover", **_CLUSTER_TASK)
+def map_land_cover(run: stages.Run, scheduler: str) -> str | None:
+    return _on_cluster(stages.landcover_stage_run, run, scheduler)
+
+
+@task(name="map-vhr-land-cover", **_CLUSTER_TASK)
+def map_vhr_land_cover(run: stages.Run, scheduler: str) -> str | None:
+    return _on_cluster(stages.vhr_landcover_stage_run, run, scheduler, warn=_warning)
+
+
 @task(
     name="publish",
     retries=2,
@@ -119,10 +129,12 @@ def detect_vhr_change(run: stages.Run, scheduler: str) -> str | None:
 )
 def publish(run: stages.Run, timings: dict[str, float]) -> dict[str, Any]:
     from eowatch.pipelines.artifacts import publish_run_artifacts
+    from eowatch.pipelines.landcover import QUICKLOOK as LANDCOVER_QUICKLOOK
     from eowatch.pipelines.vhr_change import QUICKLOOK as VHR_QUICKLOOK
 
     summary = stages.publish_stage(run, timings, _info)
-    publish_run_artifacts(summary, run.layout.quicklook, run.layout.out / VHR_QUICKLOOK)
+    out = run.layout.out
+    publish_run_artifacts(summary, run.layout.quicklook, out / VHR_QUICKLOOK, out / LANDCOVER_QUICKLOOK)
     return summary
 
 
@@ -169,10 +181,18 @@ def _run_stages(run: stages.Run, scheduler: str, timings: dict[str, float]) -> d
         t = time.perf_counter()
         map_crop_types(run, scheduler)
         timings["crop_types"] = round(time.perf_counter() - t, 2)
+    if run.config.landcover_model:
+        t = time.perf_counter()
+        map_land_cover(run, scheduler)
+        timings["landcover"] = round(time.perf_counter() - t, 2)
     if run.config.vhr_change_model:
         t = time.perf_counter()
         detect_vhr_change(run, scheduler)
         timings["vhr_change"] = round(time.perf_counter() - t, 2)
+    if run.config.vhr_landcover_model:
+        t = time.perf_counter()
+        map_vhr_land_cover(run, scheduler)
+        timings["vhr_landcover"] = round(time.perf_counter() - t, 2)
     return publish(run, timings)
 
 

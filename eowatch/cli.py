@@ -57,10 +57,19 @@ def print_summary(summary: dict[str, Any]) -> None:
     out = summary["output"]
     ch = summary.get("changes_found", {})
     print()
-    print(f"Change cube:   {out['change_cube']}")
-    for key in ("analysis_cube", "crop_type_map", "vhr_change_map", "quicklook", "summary"):
+    labels = {
+        "change_cube": "Change cube",
+        "analysis_cube": "Analysis cube",
+        "crop_type_map": "Crop-type map",
+        "vhr_change_map": "VHR change map",
+        "landcover_map": "Land-cover map",
+        "vhr_landcover_map": "VHR land-cover map",
+        "quicklook": "Quicklook",
+        "summary": "Summary",
+    }
+    for key, label in labels.items():
         if key in out:
-            print(f"{key.replace('_', ' ').capitalize() + ':':<15}{out[key]}")
+            print(f"{label + ':':<20}{out[key]}")
     if ch:
         print(f"Area processed: {summary['area_km2']:.2f} km²; changed (model): {ch['changed_km2']:.3f} km²")
         for name, km2 in ch["by_type_km2"].items():
@@ -80,6 +89,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         if cev:
             print(f"  against planted land cover: OA {cev['oa']:.3f}  kappa {cev['kappa']:.3f}")
     print_vhr_change(summary.get("vhr_change"))
+    print_landcover(summary.get("landcover"))
+    print_vhr_landcover(summary.get("vhr_landcover"))
     if "timings_s" in summary:
         print("Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in summary["timings_s"].items()))
     by_phase = (summary.get("worker_seconds") or {}).get("by_phase") or {}
@@ -108,6 +119,42 @@ def print_vhr_change(found: dict[str, Any] | None) -> None:
         )
 
 
+def print_landcover(found: dict[str, Any] | None) -> None:
+    """The land-cover lines of the end-of-run report: area per class of the last period (km²) and the
+    maps' scores against the planted land cover, pooled over the periods."""
+    if not found or not found.get("periods"):
+        return
+    last = found["periods"][-1]
+    print(
+        f"Land cover ({found['model']}), {last['period'][0][:7]}: {last['mapped_km2']:.2f} km² mapped "
+        f"of {len(found['periods'])} periods"
+    )
+    for name, km2 in last["by_class_km2"].items():
+        print(f"  {name:<28} {km2:8.4f} km²")
+    ev = found.get("evaluation")
+    if ev:
+        print(
+            f"  against planted land cover: OA {ev['oa']:.3f}  kappa {ev['kappa']:.3f}  mIoU {ev['miou']:.3f}"
+        )
+
+
+def print_vhr_landcover(found: dict[str, Any] | None) -> None:
+    """The VHR land-cover lines of the end-of-run report: area per class of the last VHR date (ha) and
+    the scores against the archive's VHR labels."""
+    if not found:
+        return
+    if "skipped" in found:
+        print(f"VHR land cover ({found['model']}): skipped, {found['skipped']}")
+        return
+    last = found["dates"][-1]
+    print(f"VHR land cover ({found['model']}), {last['date']}: {found['vhr_area_ha']:.2f} ha")
+    for name, ha in last["area_ha"].items():
+        print(f"  {name:<16} {ha:8.4f} ha")
+    ev = found.get("evaluation")
+    if ev:
+        print(f"  against VHR labels: OA {ev['oa']:.3f}  kappa {ev['kappa']:.3f}  mIoU {ev['miou']:.3f}")
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``eowatch run`` (AOI, dates, output, grid, collections, model, asset stores,
     workers); ``eowatch plan`` takes the same ones."""
@@ -128,6 +175,15 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--vhr-change-model",
         help="also detect change between consecutive VHR dates with this model, e.g. siamese-vhr-change "
+        "(needs --vhr-collection)",
+    )
+    parser.add_argument(
+        "--landcover-model",
+        help="also map land cover for every period with this model, e.g. landcover-s2-unet",
+    )
+    parser.add_argument(
+        "--vhr-landcover-model",
+        help="also map land cover for every VHR date with this model, e.g. landcover-vhr-unet "
         "(needs --vhr-collection)",
     )
     parser.add_argument("--s2-collection", default="sentinel-2-l2a", help="optical collection id")
@@ -167,6 +223,8 @@ def run_params(args: argparse.Namespace, **extra: Any) -> Any:
         "crop_model": args.crop_model or None,
         "vhr_collection": getattr(args, "vhr_collection", None) or None,
         "vhr_change_model": args.vhr_change_model or None,
+        "landcover_model": args.landcover_model or None,
+        "vhr_landcover_model": args.vhr_landcover_model or None,
         "s2_collection": args.s2_collection,
         "s1_collection": args.s1_collection or None,
         "truth_dir": args.truth,

@@ -112,6 +112,8 @@ def run_demo(workdir: Path, seed: int, workers: int = 2) -> dict[str, Any]:
             archive,
             crop_model="crop-type-ltae",
             vhr_change_model="siamese-vhr-change",
+            landcover_model="landcover-s2-unet",
+            vhr_landcover_model="landcover-vhr-unet",
         )
         from flows import monitor
 

@@ -265,11 +265,14 @@ def _legend() -> str:
 
 
 def run_markdown(
-    summary: Mapping[str, Any], quicklook: Readable | None = None, vhr_quicklook: Readable | None = None
+    summary: Mapping[str, Any],
+    quicklook: Readable | None = None,
+    vhr_quicklook: Readable | None = None,
+    landcover_quicklook: Readable | None = None,
 ) -> str:
     """Markdown for the run's summary artifact: area, changes per type, evaluation, timings, model
     versions, outputs, and the quicklook embedded when ``quicklook`` (the PNG) is given (and the VHR
-    change quicklook when ``vhr_quicklook`` is)."""
+    change and land-cover quicklooks when ``vhr_quicklook`` and ``landcover_quicklook`` are)."""
     found, grid, model = summary["changes_found"], summary["grid"], summary.get("model") or {}
     rows = change_table(summary)
     lines = [
@@ -317,6 +320,8 @@ def run_markdown(
     ]
     lines += crop_lines(summary)
     lines += vhr_change_lines(summary)
+    lines += landcover_lines(summary)
+    lines += vhr_landcover_lines(summary)
     lines += worker_phase_lines(summary)
     if quicklook is not None and quicklook.exists():
         lines += [
@@ -332,6 +337,14 @@ def run_markdown(
             "VHR change: true colour of the last VHR date (left), pixels changed in any pair (right).",
             "",
             f"![VHR change quicklook of run {summary['run_token']}]({quicklook_data_uri(vhr_quicklook)})",
+        ]
+    if landcover_quicklook is not None and landcover_quicklook.exists():
+        uri = quicklook_data_uri(landcover_quicklook)
+        lines += [
+            "",
+            "Land cover: true colour of the last period (left), its land-cover map (right).",
+            "",
+            f"![land-cover quicklook of run {summary['run_token']}]({uri})",
         ]
     return "\n".join(lines)
 
@@ -390,6 +403,69 @@ def vhr_change_lines(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _class_table(header: str, columns: list[str], areas: list[Mapping[str, float]], fmt: str) -> list[str]:
+    """A markdown table: one row per class (the keys of ``areas[0]``), one column per entry of ``areas``
+    (``columns`` are their headers), areas formatted with ``fmt``."""
+    classes = list(areas[0]) if areas else []
+    return [
+        f"| {header} | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+        *[f"| {c} | " + " | ".join(format(a.get(c, 0.0), fmt) for a in areas) + " |" for c in classes],
+    ]
+
+
+def landcover_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Markdown lines: area per land-cover class and period in km² (and the maps' scores against the
+    planted land cover); empty without a land-cover model."""
+    found = summary.get("landcover")
+    if not found:
+        return []
+    periods = found["periods"]
+    lines = [
+        "",
+        f"Land cover per period (`{found['model']}`, `{summary['output'].get('landcover_map', '')}`), "
+        "area in km²:",
+        "",
+        *_class_table(
+            "class", [p["period"][0][:7] for p in periods], [p["by_class_km2"] for p in periods], ".4f"
+        ),
+    ]
+    ev = found.get("evaluation")
+    if ev:
+        lines += [
+            "",
+            f"Against planted land cover ({ev['scope']}, {ev['n_px']} px): OA **{ev['oa']:.3f}**, "
+            f"kappa {ev['kappa']:.3f}, mIoU {ev['miou']:.3f}",
+        ]
+    return lines
+
+
+def vhr_landcover_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Markdown lines: area per VHR land-cover class and date in ha (and the maps' scores against the
+    archive's labels), or why the stage was skipped; empty without a VHR land-cover model."""
+    found = summary.get("vhr_landcover")
+    if not found:
+        return []
+    if "skipped" in found:
+        return ["", f"VHR land cover (`{found['model']}`) skipped: {found['skipped']}."]
+    dates = found["dates"]
+    lines = [
+        "",
+        f"VHR land cover per date (`{found['model']}`, `{summary['output'].get('vhr_landcover_map', '')}`) "
+        f"over {found['vhr_area_ha']:.2f} ha, area in ha:",
+        "",
+        *_class_table("class", [d["date"] for d in dates], [d["area_ha"] for d in dates], ".4f"),
+    ]
+    ev = found.get("evaluation")
+    if ev:
+        lines += [
+            "",
+            f"Against the archive's VHR labels ({ev['n_px']} px): OA **{ev['oa']:.3f}**, "
+            f"kappa {ev['kappa']:.3f}, mIoU {ev['miou']:.3f}",
+        ]
+    return lines
+
+
 def worker_phase_lines(summary: Mapping[str, Any]) -> list[str]:
     """Markdown lines: the workers' seconds per phase (read, composite, infer, write) and the slowest one.
 
@@ -422,13 +498,16 @@ def publish_plan_artifacts(plan: RunPlan) -> None:
 
 
 def publish_run_artifacts(
-    summary: Mapping[str, Any], quicklook: Readable | None = None, vhr_quicklook: Readable | None = None
+    summary: Mapping[str, Any],
+    quicklook: Readable | None = None,
+    vhr_quicklook: Readable | None = None,
+    landcover_quicklook: Readable | None = None,
 ) -> None:
     """The run summary (quicklooks embedded) and the change table as artifacts of the current run."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     create_markdown_artifact(
-        run_markdown(summary, quicklook, vhr_quicklook),
+        run_markdown(summary, quicklook, vhr_quicklook, landcover_quicklook),
         key="monitor-summary",
         description="eowatch monitoring run summary",
     )

@@ -31,6 +31,7 @@ from eowatch.pipelines.spec import CubeSpec
 from eowatch.pipelines.zarr_store import create_template, set_attrs
 
 __all__ = [
+    "QUICKLOOK",
     "STORE",
     "LandCoverInputs",
     "check_landcover_model",
@@ -42,11 +43,16 @@ __all__ = [
     "landcover_region",
     "landcover_statistics",
     "landcover_variables",
+    "render_landcover_quicklook",
 ]
 
 #: Name of the land-cover store in a run's output (``<out>/landcover.zarr``).
 STORE = "landcover"
 _NODATA = 255
+#: The land-cover quicklook of a run, beside its change quicklook (``<out>/landcover_quicklook.png``).
+QUICKLOOK = "landcover_quicklook.png"
+#: Largest side (px) of either half of the quicklook; larger maps are strided down to it.
+QUICKLOOK_MAX_PX = 1024
 
 
 @dataclass(frozen=True)
@@ -271,3 +277,32 @@ def _store(path: Any) -> Any:
     from eowatch.pipelines.zarr_store import zarr_store
 
     return zarr_store(path, read_only=True)
+
+
+def render_landcover_quicklook(cube_path: Any, landcover_path: Any, spec: CubeSpec, out: Any) -> Any:
+    """PNG: true colour of the last period beside its land-cover map in the legend's colours (no data
+    grey), both strided down to at most ``QUICKLOOK_MAX_PX`` px; written atomically to ``out``."""
+    import io
+    import math
+
+    from PIL import Image
+
+    from eowatch.pipelines.ledger import write_atomic
+    from eowatch.pipelines.publish import NO_OBSERVATION_GREY
+    from eowatch.pipelines.zarr_store import open_group
+
+    step = max(1, math.ceil(max(spec.grid.shape) / QUICKLOOK_MAX_PX))
+    cube = open_group(cube_path)
+    rgb = np.stack([np.asarray(cube[b][-1, ::step, ::step]) for b in ("red", "green", "blue")], axis=-1)
+    no_obs = np.isnan(rgb).any(axis=-1)
+    rgb = (255 * np.clip(np.nan_to_num(rgb, nan=0.0) / 0.2, 0, 1) ** 0.8).astype(np.uint8)
+    rgb[no_obs] = NO_OBSERVATION_GREY
+    arr, _ = _open(landcover_path)
+    lut = np.tile(np.array(NO_OBSERVATION_GREY, np.uint8), (256, 1))
+    for code, colour in json.loads(str(arr.attrs["colours"])).items():
+        lut[int(code)] = colour
+    classes = lut[np.asarray(arr[-1, ::step, ::step])]
+    canvas = np.concatenate([rgb, np.full((rgb.shape[0], 8, 3), 255, np.uint8), classes], axis=1)
+    png = io.BytesIO()
+    Image.fromarray(canvas).save(png, format="PNG", optimize=True)
+    return write_atomic(out, png.getvalue())

@@ -54,13 +54,24 @@ def check_model(name: str, variables: tuple[str, ...], resolution_m: float) -> N
         ModelError: unknown model, card not shipped, or the cube lacks bands / has another resolution.
     """
     from eowatch.models.card import ModelCard
-    from eowatch.models.predict import check_inputs
-    from eowatch.models.registry import card_file_of
+    from eowatch.models.predict import SEMANTIC_TASK, check_inputs
+    from eowatch.models.registry import MODELS, card_file_of
 
     card_file = card_file_of(name)
     if not card_file.is_file():
         raise ModelError(f"model {name!r} is registered but its card {card_file} is not shipped")
-    check_inputs(ModelCard.read(card_file), variables, resolution_m)
+    card = ModelCard.read(card_file)
+    if card.task not in ("change-detection", SEMANTIC_TASK):  # a semantic model gets its own message
+        known = [
+            m
+            for m, f in sorted(MODELS.items())
+            if f.is_file() and ModelCard.read(f).task == "change-detection"
+        ]
+        raise ModelError(
+            f"model {name!r} is a {card.task} model, not a change-detection model; "
+            f"change models: {', '.join(known) or 'none'}"
+        )
+    check_inputs(card, variables, resolution_m)
 
 
 def check_crop_model(name: str, spec: Any) -> None:
@@ -118,6 +129,68 @@ def check_vhr_change_model(name: str, vhr_collection: str | None) -> None:
         )
 
 
+def _card_of_task(name: str, task: str, what: str) -> Any:
+    """The shipped card of the registered model ``name``, checked to be a model of ``task`` (``what``: the
+    task in words, for the message, which lists the shipped models of that task).
+
+    Raises:
+        ModelError: unknown model, card not shipped, or a model of another task.
+    """
+    from eowatch.models.card import ModelCard
+    from eowatch.models.registry import MODELS, card_file_of
+
+    card_file = card_file_of(name)
+    if not card_file.is_file():
+        raise ModelError(f"model {name!r} is registered but its card {card_file} is not shipped")
+    card = ModelCard.read(card_file)
+    if card.task != task:
+        known = [m for m, f in sorted(MODELS.items()) if f.is_file() and ModelCard.read(f).task == task]
+        raise ModelError(
+            f"model {name!r} is a {card.task} model, not a {what} model; {what} models: "
+            f"{', '.join(known) or 'none shipped'}"
+        )
+    return card
+
+
+def check_landcover_model(name: str, spec: Any) -> None:
+    """The land-cover model ``name`` is registered, shipped, a land-cover model, and fits the cube
+    ``spec`` (its S2 bands, its resolution in metres). Reads the card only.
+
+    Raises:
+        ModelError: unknown model, card not shipped, a model of another task, or a mismatch it names.
+    """
+    from eowatch.models.landcover import LANDCOVER_TASK, check_landcover_inputs
+
+    card = _card_of_task(name, LANDCOVER_TASK, "land-cover")
+    check_landcover_inputs(card, spec.variables, spec.grid.resolution)
+
+
+def check_vhr_landcover_model(name: str, vhr_collection: str | None) -> None:
+    """The VHR land-cover model ``name`` is registered, shipped, a VHR land-cover model whose bands the
+    VHR cube has, and the run has a VHR collection to run it on. Reads the card only (the pixel size is
+    checked against the VHR cube when the plan and the stage run: it comes from the items).
+
+    Raises:
+        ModelError: unknown model, card not shipped, a model of another task, or bands the VHR cube lacks.
+        InputError: no VHR collection.
+    """
+    from eowatch.models.vhr_landcover import VHR_LANDCOVER_TASK
+    from eowatch.pipelines.vhr import VHR_BANDS
+
+    card = _card_of_task(name, VHR_LANDCOVER_TASK, "VHR land-cover")
+    missing = [b for b in card.bands if b not in VHR_BANDS]
+    if missing:
+        raise ModelError(
+            f"VHR land-cover model {name!r} needs bands {', '.join(missing)} that the VHR cube lacks "
+            f"(it has: {', '.join(VHR_BANDS)})"
+        )
+    if not vhr_collection:
+        raise InputError(
+            f"the VHR land-cover model {name!r} needs a VHR collection to run on (vhr_collection, "
+            "--vhr-collection)"
+        )
+
+
 class MonitorParams(BaseModel):
     """Parameters of one monitoring run."""
 
@@ -151,6 +224,14 @@ class MonitorParams(BaseModel):
     vhr_change_model: str | None = Field(
         None,
         description="Optional VHR change model run over consecutive VHR dates, e.g. siamese-vhr-change "
+        "(needs vhr_collection)",
+    )
+    landcover_model: str | None = Field(
+        None, description="Optional land-cover model mapped over each period, e.g. landcover-s2-unet"
+    )
+    vhr_landcover_model: str | None = Field(
+        None,
+        description="Optional VHR land-cover model mapped over each VHR date, e.g. landcover-vhr-unet "
         "(needs vhr_collection)",
     )
     truth_dir: str | None = Field(None, description="Planted-truth folder to score the run against")
@@ -217,6 +298,10 @@ class MonitorParams(BaseModel):
             check_crop_model(self.crop_model, spec)
         if self.vhr_change_model is not None:
             check_vhr_change_model(self.vhr_change_model, self.vhr_collection)
+        if self.landcover_model is not None:
+            check_landcover_model(self.landcover_model, spec)
+        if self.vhr_landcover_model is not None:
+            check_vhr_landcover_model(self.vhr_landcover_model, self.vhr_collection)
         return self
 
     def to_config(self) -> MonitorConfig:
@@ -252,6 +337,8 @@ class MonitorParams(BaseModel):
             change=ChangeSpec(model=self.model, threshold=self.threshold),
             crop_model=self.crop_model,
             vhr_change_model=self.vhr_change_model,
+            landcover_model=self.landcover_model,
+            vhr_landcover_model=self.vhr_landcover_model,
             truth_dir=self.truth_dir,
             asset_stores=self.asset_stores,
         )

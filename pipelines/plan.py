@@ -48,11 +48,11 @@ from eowatch.pipelines.plan_reads import (
 
 log = logging.getLogger("eowatch")
 MIB = 1024**2
-StageName = Literal["cube", "vhr", "change", "crop_type", "vhr_change"]
+StageName = Literal["cube", "vhr", "change", "crop_type", "landcover", "vhr_change", "vhr_landcover"]
 #: Stages that run a model over a cube the run wrote (the analysis or the VHR cube, not the archive).
-MODEL_STAGES: tuple[str, ...] = ("change", "crop_type", "vhr_change")
+MODEL_STAGES: tuple[str, ...] = ("change", "crop_type", "landcover", "vhr_change", "vhr_landcover")
 #: Stages on the nested VHR grid, which keeps its own chunks whatever the run's ``chunk``.
-VHR_GRID_STAGES: tuple[str, ...] = ("vhr", "vhr_change")
+VHR_GRID_STAGES: tuple[str, ...] = ("vhr", "vhr_change", "vhr_landcover")
 
 
 #: RSS of an idle Dask worker (benchmarks/results/latest.json, memory benchmark: worker_idle_MiB 104).
@@ -100,6 +100,26 @@ VHR_CHANGE_BYTES_PER_PAIR = 45
 #: 1152 px window with 3 dates (the formula: 925 MiB), 460 MiB for a 640 x 1152 px one, 656 MiB with 2
 #: dates (formula 740 MiB): the formula bounds it by 1.13x; set to 1.0.
 VHR_CHANGE_WORKING_SET = 1.0
+#: Land-cover task bytes per byte of its float32 read window (halo included: ``read_window``'s per-band
+#: reads and their stack, one period's NaN-padded copy and normalised network input) and per pixel of an
+#: engine window (``LandCoverUNet`` width 12, three levels: its activations, ~136 float32 channels at
+#: full resolution). Peak RSS growth of one ``landcover.landcover_region`` call in a fresh process (after
+#: a 16 px warm-up, 3 periods): 49 MiB for a 184 px window (128 px chunk), 97-113 MiB for 312 px (256 px
+#: chunk; 145 MiB with 6 periods), 162-171 MiB for 568 px (512 px chunk); the formula (plus the outputs
+#: and ``CHANGE_TASK_FIXED_BYTES``) bounds them by 1.15-1.4x.
+LANDCOVER_BYTES_PER_READ_BYTE = 5
+LANDCOVER_BYTES_PER_WINDOW_PX = 544
+#: VHR land-cover task bytes per pixel of its read window (halo and padding included) for T dates and C
+#: bands: the uint8 read and its float, no-data and normalised copies (25 T C), the engine's window
+#: batch per date (25 T) and ``VhrLandCoverUNet``'s activations over the window (width 16, four levels:
+#: 270). Peak RSS growth of one ``vhr_landcover.vhr_landcover_region`` call (a randomly initialised
+#: network of the trained shape: memory does not depend on the weights) in a fresh process after a
+#: 16 px warm-up, 1024 px chunks of a 1530 px cube: 429 / 507 / 632 MiB for a 1152 px window with 1 / 2
+#: / 3 dates, 412 MiB for 640 x 1152 px with 3; the formula (plus ``CHANGE_TASK_FIXED_BYTES``) bounds
+#: them by 1.02-1.21x.
+VHR_LANDCOVER_BYTES_PER_BAND_DATE = 25
+VHR_LANDCOVER_BYTES_PER_DATE = 25
+VHR_LANDCOVER_BYTES_NETWORK = 270
 #: Peak memory of ``json.loads`` of the items file / its size (tracemalloc, 45 items: 4.75).
 ITEMS_MEMORY_FACTOR = 5.0
 
@@ -118,6 +138,12 @@ class Throughput:
     vhr_change_px_per_s: float = 0.2e6
     """Output pixels x pairs per second of ``vhr_change.vhr_change_region`` on one torch thread (no
     benchmark covers it: one 1024 px chunk with 3 dates, 2 pairs took 7-10 s here)."""
+    landcover_px_per_s: float = 0.3e6
+    """Output pixels x periods per second of ``landcover.landcover_region`` on one torch thread (no
+    benchmark covers it: 256 and 512 px chunks of 3 periods ran at 0.36-0.38e6 here)."""
+    vhr_landcover_px_per_s: float = 0.5e6
+    """Output pixels x dates per second of ``vhr_landcover.vhr_landcover_region`` on one torch thread (no
+    benchmark covers it: 1024 px chunks of 1-3 dates ran at 1.0-1.2e6 here)."""
     infer_px_per_s: float = 0.3e6
     """Output pixels x transitions per second of ``infer_region`` (Zarr, tiled engine, CVA, SAR) on one
     torch thread: latest.json inference benchmark (2026-11-25T20:08), row "engine infer_region"."""
@@ -525,6 +551,70 @@ def _vhr_change_tally(run: stages.Run, items: Sequence[dict[str, Any]]) -> _Tall
     return tally
 
 
+def _landcover_tally(run: stages.Run, device: str = "cpu") -> _Tally:
+    """``landcover.landcover_region`` per chunk: the chunk's window with ``LANDCOVER_HALO`` px of halo
+    read for every period, then one period at a time through the engine's windows; uint8 codes written.
+    """
+    import torch
+
+    from eowatch.models.landcover import LANDCOVER_HALO, landcover_engine_config
+    from eowatch.models.registry import get
+
+    name = run.config.landcover_model
+    assert name is not None
+    card, grid, t = get(name).card, run.spec.grid, len(run.spec.periods)
+    engine = landcover_engine_config(torch.device(device))
+    k, tally = len(card.classes), _Tally()
+    for key in grid.chunks():
+        ry, rx, cy, cx = halo_window(grid, key, LANDCOVER_HALO)
+        hh, ww = ry.stop - ry.start, rx.stop - rx.start
+        h, w = cy.stop - cy.start, cx.stop - cx.start
+        read = 4 * t * len(card.bands) * hh * ww  # read_window: (period, band, y, x) float32
+        side_y, side_x = (min(engine.tile, n) + 2 * engine.halo + engine.overlap for n in (h, w))
+        windows = min(engine.batch_windows, math.ceil(h / engine.tile) * math.ceil(w / engine.tile))
+        network = LANDCOVER_BYTES_PER_WINDOW_PX * windows * side_y * side_x
+        outputs = h * w * (8 * k + t)  # one period's probabilities (engine, masked copy), every code
+        task = LANDCOVER_BYTES_PER_READ_BYTE * read + network + outputs + CHANGE_TASK_FIXED_BYTES
+        tally.add(read, t * grid.chunk**2, t * h * w, task, t, (hh, ww))
+    return tally
+
+
+def _vhr_landcover_tally(run: stages.Run, items: Sequence[dict[str, Any]]) -> _Tally:
+    """``vhr_landcover.vhr_landcover_region`` per chunk of the VHR grid: the chunk's window with the
+    model's halo and padding, every date classified (none without VHR over the grid).
+
+    Raises:
+        ModelError: the model does not fit the VHR cube (bands, pixel size), before anything runs.
+    """
+    from eowatch.models.registry import get
+    from eowatch.models.vhr_change import chunk_tiling
+    from eowatch.pipelines import vhr, vhr_change, vhr_landcover
+
+    name, coll = run.config.vhr_landcover_model, run.config.vhr_collection
+    found = [d for d in items if coll and d.get("collection") == coll]
+    grid = vhr.vhr_grid(run.spec.grid, found) if name and found else None
+    tally = _Tally()
+    if grid is None or name is None:
+        return tally
+    card = get(name).card
+    vhr_landcover.check_vhr_landcover_cube(card, vhr.VHR_BANDS, grid.resolution)
+    t, c, tiling = len(vhr.acquisition_days(found)), len(card.bands), chunk_tiling(card)
+    per_px = (
+        VHR_LANDCOVER_BYTES_PER_BAND_DATE * t * c
+        + VHR_LANDCOVER_BYTES_PER_DATE * t
+        + VHR_LANDCOVER_BYTES_NETWORK
+    )
+    for key in grid.chunks():
+        ys, xs = grid.chunk_slices(key)
+        window = vhr_change.chunk_window(grid.shape, ys, xs, tiling)
+        hh = window.rows.stop - window.rows.start + window.pad[0]
+        ww = window.cols.stop - window.cols.start + window.pad[1]
+        read = t * c * (window.rows.stop - window.rows.start) * (window.cols.stop - window.cols.start)
+        px = (ys.stop - ys.start) * (xs.stop - xs.start)
+        tally.add(read, t * grid.chunk**2, t * px, per_px * hh * ww + CHANGE_TASK_FIXED_BYTES, t, (hh, ww))
+    return tally
+
+
 def _default(func: Callable[..., Any], name: str) -> int:
     """A function's default for one parameter (the stages' batch sizes live there)."""
     return int(inspect.signature(func).parameters[name].default)
@@ -589,9 +679,10 @@ def plan_run(
         throughput: processing rates; default ``Throughput()``, this machine's benchmark.
 
     Returns:
-        Per stage (cube; vhr when VHR items cover the grid; change; crop_type and vhr_change when the run
-        names their models, vhr_change only with two VHR dates): chunks, tasks, bytes read and written,
-        task working set, worker runtime and time, and the run's totals.
+        Per stage, in the flow's order (cube; vhr when VHR items cover the grid; change; crop_type,
+        landcover, vhr_change and vhr_landcover when the run names their models, the VHR ones only with
+        VHR over the grid and vhr_change with two VHR dates): chunks, tasks, bytes read and written, task
+        working set, worker runtime and time, and the run's totals.
     """
     rate = throughput or Throughput()
     notes: Notes = {}
@@ -620,10 +711,18 @@ def plan_run(
         torch, per_task = reader + TORCH_RUNTIME_BYTES, run.config.change.regions_per_task
         crops = _stage("crop_type", _crop_tally(run), per_task, 0, torch, rate.infer_px_per_s, cluster)
         plans.append(crops)
+    torch, per_task = reader + TORCH_RUNTIME_BYTES, run.config.change.regions_per_task
+    if run.config.landcover_model:
+        landcover = _landcover_tally(run, "cuda" if cluster.kind == "cuda" else "cpu")
+        plans.append(_stage("landcover", landcover, per_task, 0, torch, rate.landcover_px_per_s, cluster))
     vhr_change = _vhr_change_tally(run, items)
     if vhr_change.chunks:  # one chunk per task (stages.vhr_change_stage_run)
-        torch = reader + TORCH_RUNTIME_BYTES
         plans.append(_stage("vhr_change", vhr_change, 1, 0, torch, rate.vhr_change_px_per_s, cluster))
+    vhr_landcover = _vhr_landcover_tally(run, items)
+    if vhr_landcover.chunks:  # one chunk per task (stages.vhr_landcover_stage_run)
+        plans.append(
+            _stage("vhr_landcover", vhr_landcover, 1, 0, torch, rate.vhr_landcover_px_per_s, cluster)
+        )
     peaks = _worker_peaks(
         [(p.name, p.runtime_bytes, p.task_bytes) for p in plans], cluster.threads_per_worker
     )
@@ -705,7 +804,7 @@ def refusal_message(plan: RunPlan) -> str:
     """Why a plan does not fit its cluster and what to change (numbers in MiB/GiB)."""
     stage, c = plan.peak_stage(), plan.cluster
     threads = f"{c.threads_per_worker} thread{'s' if c.threads_per_worker > 1 else ''}"
-    steps = "periods" if stage.name in ("change", "crop_type") else "acquisitions"
+    steps = "periods" if stage.name in ("change", "crop_type", "landcover") else "acquisitions"
     own = stage.runtime_bytes + c.threads_per_worker * stage.task_bytes
     parts = (
         f"{format_bytes(stage.runtime_bytes)} runtime + {threads} x {format_bytes(stage.task_bytes)} per "

@@ -80,6 +80,15 @@ class Region(BaseModel):
         description="Optional VHR change model run over consecutive VHR dates of each window, e.g. "
         "siamese-vhr-change (needs collections.vhr)",
     )
+    landcover_model: str | None = Field(
+        None,
+        description="Optional land-cover model mapped over each period of a window, e.g. landcover-s2-unet",
+    )
+    vhr_landcover_model: str | None = Field(
+        None,
+        description="Optional VHR land-cover model mapped over each VHR date of a window, e.g. "
+        "landcover-vhr-unet (needs collections.vhr)",
+    )
     schedule: str | None = Field(None, description="Cron schedule of the monitoring runs, 5 fields")
     asset_stores: tuple[str, ...] = Field(
         (), description="URL prefixes asset hrefs must lie under (may hold ${VAR}); default: any http(s)/s3"
@@ -186,6 +195,8 @@ class Region(BaseModel):
             model=self.model,
             crop_model=self.crop_model,
             vhr_change_model=self.vhr_change_model,
+            landcover_model=self.landcover_model,
+            vhr_landcover_model=self.vhr_landcover_model,
             asset_stores=tuple(_expand(p, f"region {self.name}: asset_stores") for p in self.asset_stores),
             **extra,
         )

@@ -181,6 +181,11 @@ class MonitorConfig:
     vhr_change_model: str | None = None
     """Optional VHR change model run over pairs of consecutive dates of the VHR cube
     (``<out>/vhr_change.zarr``); needs ``vhr_collection``."""
+    landcover_model: str | None = None
+    """Optional land-cover model mapped over each period of the analysis cube (``<out>/landcover.zarr``)."""
+    vhr_landcover_model: str | None = None
+    """Optional VHR land-cover model mapped over each date of the VHR cube (``<out>/vhr_landcover.zarr``);
+    needs ``vhr_collection``."""
     truth_dir: str | None = None
     """Folder with planted ground truth (synthetic archive) to score the run against, or None."""
     asset_stores: tuple[str, ...] = ()

@@ -5,7 +5,8 @@ Per run, under ``<out>/stac/`` (written after the data it describes; only ``summ
 - ``catalog.json``: the root catalog of the run;
 - one Collection per region and product, ``eowatch-<region>-<product>/collection.json`` (products:
   ``change`` for the change cube, ``cube`` for the analysis-ready cube, ``vhr`` for the VHR cube,
-  ``crop_type`` for the crop-type map, ``vhr_change`` for the VHR change map);
+  ``crop_type`` for the crop-type map, ``vhr_change`` for the VHR change map, ``landcover`` for the
+  land-cover map per period, ``vhr_landcover`` for the VHR land-cover map per VHR date);
 - one Item per run in each collection (``<region>-<start>_<end>``), whose period is the run's, with the
   datacube extension (``cube:dimensions``, ``cube:variables``), the projection extension and a Zarr
   asset (``application/vnd+zarr``, role ``data``) pointing at the store by a relative href.
@@ -52,6 +53,8 @@ PRODUCTS: dict[str, str] = {
     "vhr": "very-high-resolution acquisitions on a grid nested in the analysis grid",
     "crop_type": "crop-type map of the season: class per pixel and class probabilities",
     "vhr_change": "VHR change map: change probability and mask per pair of consecutive VHR dates",
+    "landcover": "land-cover map per period of the analysis cube (WorldCover-like class codes)",
+    "vhr_landcover": "VHR land-cover map per VHR date on the nested VHR grid (LandCover.ai class codes)",
 }
 _WINDOW = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{4}-\d{2}-\d{2}$")
 _SLUG = re.compile(r"[^a-z0-9-]+")
@@ -234,16 +237,16 @@ def write_catalog(catalog: pystac.Catalog, out: Location) -> Location:
 
 
 def publish_catalog(layout: RunLayout, start: dt.date, end: dt.date) -> Location:
-    """Describe a run's finished stores (change, analysis and, when present, VHR cube, crop-type map and
-    VHR change map)
-    as a static STAC catalog under ``<out>/stac``; return the root ``catalog.json``.
+    """Describe a run's finished stores (change, analysis and, when present, VHR cube, crop-type map, VHR
+    change map, land-cover and VHR land-cover maps) as a static STAC catalog under ``<out>/stac``; return
+    the root ``catalog.json``.
 
     Call it after the stores are complete: it is one of the run's last writes (only the summary follows).
     """
     stores = {"change": layout.change, "cube": layout.cube}
     if layout.vhr.exists():
         stores["vhr"] = layout.vhr
-    for product in ("crop_type", "vhr_change"):
+    for product in ("crop_type", "vhr_change", "landcover", "vhr_landcover"):
         if (layout.out / f"{product}.zarr" / "zarr.json").exists():
             stores[product] = layout.out / f"{product}.zarr"
     catalog = build_catalog(

@@ -28,10 +28,14 @@ from eowatch.pipelines.reader import StacRegionReader, redact
 from eowatch.pipelines.spec import CubeSpec, MonitorConfig, stable_token
 from eowatch.pipelines.stac_output import publish_catalog
 from eowatch.pipelines.vhr_change import vhr_change_outputs
+from eowatch.pipelines.vhr_landcover import vhr_landcover_outputs
 from eowatch.pipelines.zarr_store import read_attrs
 
 log = logging.getLogger("eowatch")
 Logger = Callable[[str], None]
+#: Model fields of ``MonitorConfig`` added after runs were made: left out of the run token when unset, so
+#: the outputs of a run without them are still recognised as its own.
+OPTIONAL_STAGE_MODELS: tuple[str, ...] = ("vhr_change_model", "landcover_model", "vhr_landcover_model")
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,9 @@ def prepare_run(config: MonitorConfig, with_model: bool = True) -> Run:
     # Where the catalog and the assets are served from is not what the run computes: not in the token.
     served_from = ("out", "truth_dir", "stac_url", "asset_stores")
     params = {k: v for k, v in config.to_dict().items() if k not in served_from}
-    if params.get("vhr_change_model") is None:  # runs without the VHR change stage keep their tokens
-        params.pop("vhr_change_model", None)
+    for optional in OPTIONAL_STAGE_MODELS:  # runs without these stages keep their tokens
+        if params.get(optional) is None:
+            params.pop(optional, None)
     token = stable_token(
         {"params": params, "spec": spec.to_dict(), "model": model_info, "eowatch": __version__}
     )
@@ -225,7 +230,7 @@ def record_phases(run: Run, stage: str, stats: list[dict[str, Any]]) -> None:
 def worker_phases(run: Run) -> dict[str, dict[str, float]]:
     """Worker seconds per phase of each chunked stage (cube, vhr, change) recorded by this run."""
     out = {}
-    for stage in ("cube", "vhr", "change", "crop_type", "vhr_change"):
+    for stage in ("cube", "vhr", "change", "crop_type", "vhr_change", "landcover", "vhr_landcover"):
         path = _phases_file(run, stage)
         if path.exists():
             out[stage] = json.loads(path.read_text())
@@ -431,6 +436,96 @@ def crop_stage_run(run: Run, client: Any, info: Logger = log.info) -> Location |
     return crops.finalize_crops(run.layout)
 
 
+def landcover_stage_run(run: Run, client: Any, info: Logger = log.info) -> Location | None:
+    """Map land cover over every period of the analysis cube (chunks with the model's halo, skipping
+    those already in the ledger) and publish the map; None when the run has no land-cover model.
+
+    Raises:
+        ModelError: the model does not fit the cube (bands, resolution), before any inference.
+    """
+    from eowatch.pipelines import landcover
+
+    name = run.config.landcover_model
+    if not name:
+        return None
+    out = run.layout.out / f"{landcover.STORE}.zarr"
+    attrs = read_attrs(out)
+    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
+        return out
+    landcover.check_landcover_model(name, run.spec)
+    prov = {**run.provenance, "stac_items": _item_ids(run)}
+    store = landcover.init_landcover(run.layout, run.spec, name, prov)
+    inputs = landcover.LandCoverInputs(
+        cube_spec=run.spec.to_dict(),
+        model=name,
+        cube_path=str(run.layout.cube),
+        store_path=str(store),
+        ledger_path=str(run.layout.ledger(landcover.STORE).root),
+    )
+    per_task = run.config.change.regions_per_task
+    batches = cube_stage.pending_batches(run.spec, run.layout, landcover.STORE, per_task)
+    info(f"land cover: {name} over {len(run.spec.periods)} periods, {sum(map(len, batches))} chunks to do")
+    stats = map_batches(client, landcover.landcover_batch, batches, inputs, _progress(info, "land cover"))
+    record_phases(run, landcover.STORE, stats)
+    return landcover.finalize_landcover(run.layout)
+
+
+def vhr_landcover_skipped(run: Run) -> str | None:
+    """Why a run with a VHR land-cover model has no VHR date to classify (None when it has one)."""
+    if vhr_layout(run) is None:
+        return f"no {run.config.vhr_collection} acquisition over the grid"
+    return None
+
+
+def vhr_landcover_stage_run(
+    run: Run, client: Any, info: Logger = log.info, warn: Logger = log.warning
+) -> Location | None:
+    """Map VHR land cover for every date of the VHR cube (one 1 m chunk per task, skipping chunks already
+    in the ledger) and publish the map; None when the run has no VHR land-cover model, or (with a
+    warning) no VHR acquisition over its grid.
+
+    Raises:
+        ModelError: the model does not fit the VHR cube (bands, pixel size), before any inference.
+    """
+    from eowatch.models.registry import get
+    from eowatch.pipelines import vhr_landcover
+    from eowatch.pipelines.zarr_store import open_group
+
+    name = run.config.vhr_landcover_model
+    if not name:
+        return None
+    out = run.layout.out / f"{vhr_landcover.STORE}.zarr"
+    attrs = read_attrs(out)
+    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
+        return out
+    found = vhr_layout(run)
+    if found is None:
+        warn(f"VHR land cover ({name}) skipped: {vhr_landcover_skipped(run)}")
+        return None
+    _, grid, days = found
+    vhr_bands = [k for k, arr in open_group(run.layout.vhr).arrays() if arr.ndim == 3]  # (time, y, x)
+    vhr_landcover.check_vhr_landcover_cube(get(name).card, vhr_bands, grid.resolution)
+    prov = {
+        **run.provenance,
+        "stac_items": {run.config.vhr_collection: _item_ids(run).get(run.config.vhr_collection, [])},
+    }
+    store = vhr_landcover.init_vhr_landcover(run.layout, grid, days, name, prov)
+    inputs = vhr_landcover.VhrLandCoverInputs(
+        grid=grid.to_dict(),
+        model=name,
+        vhr_path=str(run.layout.vhr),
+        store_path=str(store),
+        ledger_path=str(run.layout.ledger(vhr_landcover.STORE).root),
+    )
+    done = run.layout.ledger(vhr_landcover.STORE).done()
+    todo = [[(k.row, k.col)] for k in grid.chunks() if k not in done]  # 1024 px chunks: one per task
+    info(f"VHR land cover: {name} over {len(days)} VHR dates, {len(todo)} chunks to do")
+    progress = _progress(info, "vhr land cover")
+    stats = map_batches(client, vhr_landcover.vhr_landcover_batch, todo, inputs, progress)
+    record_phases(run, vhr_landcover.STORE, stats)
+    return vhr_landcover.finalize_vhr_landcover(run.layout)
+
+
 def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) -> dict[str, Any]:
     """Statistics, evaluation against truth (when given), quicklook and the summary JSON."""
     t0 = time.perf_counter()
@@ -440,6 +535,7 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
         evaluation = evaluate_change(run.layout.change, run.spec, Path(run.config.truth_dir))
     crops_found = _crop_summary(run)
     vhr_found = _vhr_change_summary(run)
+    landcover_found, vhr_landcover_found = _landcover_summary(run), _vhr_landcover_summary(run)
     render_quicklook(run.layout.cube, run.layout.change, run.spec, run.layout.quicklook)
     catalog = publish_catalog(run.layout, run.config.start, run.config.end)  # after the data it describes
     ids = _item_ids(run)
@@ -467,6 +563,15 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
                 else {}
             ),
             **(vhr_change_outputs(run.layout) if run.config.vhr_change_model else {}),
+            **(
+                {
+                    "landcover_map": (run.layout.out / "landcover.zarr").as_uri(),
+                    "landcover_quicklook": (run.layout.out / "landcover_quicklook.png").as_uri(),
+                }
+                if run.config.landcover_model
+                else {}
+            ),
+            **(vhr_landcover_outputs(run.layout) if run.config.vhr_landcover_model else {}),
             "stac_catalog": catalog.as_uri(),
             "summary": run.layout.summary.as_uri(),
         },
@@ -479,6 +584,8 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
         "evaluation": evaluation,
         **({"crop_types": crops_found} if crops_found else {}),
         **({"vhr_change": vhr_found} if vhr_found else {}),
+        **({"landcover": landcover_found} if landcover_found else {}),
+        **({"vhr_landcover": vhr_landcover_found} if vhr_landcover_found else {}),
         "timings_s": timings,
         # Summed over every chunk task on the workers (core seconds with one thread per worker).
         "worker_seconds": {"by_stage": phases, "by_phase": totals},
@@ -514,6 +621,36 @@ def _vhr_change_summary(run: Run) -> dict[str, Any] | None:
     if found is None or not (run.layout.out / f"{vhr_change.STORE}.zarr" / "zarr.json").exists():
         return {"model": name, "skipped": vhr_change_skipped(run) or "no VHR change map was written"}
     return vhr_change.publish_vhr_change(run.layout, found[1], run.config.truth_dir)
+
+
+def _landcover_summary(run: Run) -> dict[str, Any] | None:
+    """Area per land-cover class per period (km²) and, with planted truth, the maps' scores pooled over
+    the periods (also writes its quicklook); None without a land-cover model."""
+    from eowatch.pipelines import landcover
+
+    if not run.config.landcover_model:
+        return None
+    path = run.layout.out / f"{landcover.STORE}.zarr"
+    found = landcover.landcover_statistics(path, run.spec)
+    if run.config.truth_dir:
+        found["evaluation"] = landcover.evaluate_landcover(path, run.spec, run.config.truth_dir)
+    quicklook = run.layout.out / landcover.QUICKLOOK
+    landcover.render_landcover_quicklook(run.layout.cube, path, run.spec, quicklook)
+    return found
+
+
+def _vhr_landcover_summary(run: Run) -> dict[str, Any] | None:
+    """Area per VHR land-cover class per date (ha) and, with truth, the scores against the archive's
+    labels; ``{"model", "skipped"}`` when the run had no VHR date; None without a VHR land-cover model."""
+    from eowatch.pipelines import vhr_landcover
+
+    name = run.config.vhr_landcover_model
+    if not name:
+        return None
+    found = vhr_layout(run)
+    if found is None or not (run.layout.out / f"{vhr_landcover.STORE}.zarr" / "zarr.json").exists():
+        return {"model": name, "skipped": vhr_landcover_skipped(run) or "no VHR land-cover map was written"}
+    return vhr_landcover.publish_vhr_landcover(run.layout, found[1], run.config.truth_dir)
 
 
 def existing_summary(run: Run) -> dict[str, Any]:

@@ -24,6 +24,13 @@ from eowatch.pipelines.params import MonitorParams
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 CLUSTER = ClusterConfig(n_workers=2, threads_per_worker=1, memory_limit="3GiB")
+VHR_LANDCOVER = "landcover-vhr-unet"
+
+
+def _vhr_landcover_shipped() -> bool:
+    from eowatch.models.registry import card_file_of
+
+    return card_file_of(VHR_LANDCOVER).is_file()
 
 
 def _params(served: Any, archive: Path, out: Path, **extra: Any) -> MonitorParams:
@@ -36,6 +43,9 @@ def _params(served: Any, archive: Path, out: Path, **extra: Any) -> MonitorParam
             "chunk": 128,
             "crop_model": "crop-type-ltae",
             "vhr_change_model": "siamese-vhr-change",
+            "landcover_model": "landcover-s2-unet",
+            # the VHR land-cover stage runs once its weights are shipped (its test skips until then)
+            "vhr_landcover_model": VHR_LANDCOVER if _vhr_landcover_shipped() else None,
             **extra,
         }
     )
@@ -206,6 +216,76 @@ def test_vhr_change_map_of_consecutive_dates(finished_run: dict) -> None:
     assert dims["time"]["values"] == [str(t)[:10] for t in change.time.values]
 
 
+def _stac_item(out: Path, product: str) -> Any:
+    """The one STAC item of a run's product collection (``eowatch-out-<product>``)."""
+    import pystac
+
+    catalog = pystac.Catalog.from_file(str(out / "stac" / "catalog.json"))
+    collection = catalog.get_child(f"eowatch-out-{product}")
+    assert collection is not None, product
+    (item,) = list(collection.get_items())
+    return item
+
+
+def test_land_cover_map_of_each_period(finished_run: dict, capsys: pytest.CaptureFixture) -> None:
+    """The land-cover stage maps every period of the analysis cube on its grid, reports the area per
+    class per period, scores the maps against the planted land cover, publishes its own STAC item, and
+    the end-of-run report (the CLI's and the demo's) prints it."""
+    from eowatch.cli import print_summary
+
+    out: Path = finished_run["out"]
+    cover, cube = xr.open_zarr(out / "landcover.zarr"), xr.open_zarr(out / "cube.zarr")
+    assert cover.attrs["eowatch_status"] == "complete" and str(cover.rio.crs) == "EPSG:32631"
+    assert (cover.x.values == cube.x.values).all() and (cover.y.values == cube.y.values).all()
+    assert (cover.time.values == cube.time.values).all()
+    codes = cover.landcover.values
+    legend = {int(k): v for k, v in json.loads(cover.landcover.attrs["legend"]).items()}
+    assert codes.dtype == np.uint8 and set(np.unique(codes).tolist()) <= {*legend, 255}
+    found = finished_run["summary"]["landcover"]
+    assert found["model"] == "landcover-s2-unet" and len(found["periods"]) == cover.sizes["time"]
+    for period, block in zip(found["periods"], codes, strict=True):
+        assert period["by_class_km2"] == {
+            name: pytest.approx(float((block == c).sum()) * 100 / 1e6, abs=1e-4) for c, name in legend.items()
+        }
+        assert period["mapped_km2"] > 0.5 * finished_run["summary"]["area_km2"]
+    ev = found["evaluation"]
+    assert 0 < ev["oa"] <= 1 and -1 <= ev["kappa"] <= 1 and ev["n_px"] > 10_000
+    assert finished_run["summary"]["output"]["landcover_map"] == (out / "landcover.zarr").as_uri()
+    assert "landcover" in finished_run["summary"]["worker_seconds"]["by_stage"]
+    assert (out / "landcover_quicklook.png").stat().st_size > 1000
+    item = _stac_item(out, "landcover")
+    assert Path(item.assets["zarr"].get_absolute_href() or "").resolve() == (out / "landcover.zarr").resolve()
+    assert item.properties["cube:variables"]["landcover"]["data_type"] == "uint8"
+    print_summary(finished_run["summary"])
+    printed = capsys.readouterr().out
+    assert "Land cover (landcover-s2-unet), 2026-06:" in printed
+    assert f"against planted land cover: OA {ev['oa']:.3f}" in printed
+
+
+@pytest.mark.skipif(not _vhr_landcover_shipped(), reason=f"{VHR_LANDCOVER} weights are not shipped yet")
+def test_vhr_land_cover_map_of_each_date(finished_run: dict, capsys: pytest.CaptureFixture) -> None:
+    """The VHR land-cover stage classifies every VHR date on the VHR grid, reports the area per class per
+    date, scores it against the archive's labels, publishes its own STAC item and is printed."""
+    from eowatch.cli import print_summary
+
+    out: Path = finished_run["out"]
+    cover, vhr = xr.open_zarr(out / "vhr_landcover.zarr"), xr.open_zarr(out / "vhr.zarr")
+    assert cover.attrs["eowatch_status"] == "complete"
+    assert (cover.x.values == vhr.x.values).all() and (cover.time.values == vhr.time.values).all()
+    codes = cover.land_cover.values
+    assert codes.dtype == np.uint8 and set(np.unique(codes).tolist()) <= {0, 1, 2, 3, 4, 255}
+    found = finished_run["summary"]["vhr_landcover"]
+    assert found["model"] == VHR_LANDCOVER and len(found["dates"]) == cover.sizes["time"]
+    assert [sum(d["area_ha"].values()) * 1e4 for d in found["dates"]] == [
+        pytest.approx(float((c != 255).sum()), abs=1) for c in codes
+    ]
+    assert 0 < found["evaluation"]["oa"] <= 1
+    assert "vhr_landcover" in finished_run["summary"]["worker_seconds"]["by_stage"]
+    assert _stac_item(out, "vhr_landcover").properties["cube:variables"]["land_cover"]["data_type"] == "uint8"
+    print_summary(finished_run["summary"])
+    assert f"VHR land cover ({VHR_LANDCOVER}), {found['dates'][-1]['date']}:" in capsys.readouterr().out
+
+
 def test_flow_run_and_artifact_are_on_the_prefect_server(finished_run: dict, prefect_server: Any) -> None:
     from prefect.client.orchestration import get_client
 
@@ -218,6 +298,7 @@ def test_flow_run_and_artifact_are_on_the_prefect_server(finished_run: dict, pre
     runs, artifacts = asyncio.run(query())
     assert any(r.state and r.state.is_completed() for r in runs)
     assert any(a.key == "monitor-summary" and "Area processed" in (a.data or "") for a in artifacts)
+    assert any(a.key == "monitor-summary" and "Land cover per period" in (a.data or "") for a in artifacts)
 
 
 def test_rerun_is_a_noop_with_identical_bytes(
@@ -318,6 +399,14 @@ def test_evaluate_scores_a_finished_run(
     crops = json.loads((crop_out / "metrics.json").read_text())["crop_type"]
     assert crops["oa"] == pytest.approx(finished_run["summary"]["crop_types"]["evaluation"]["oa"])
     assert crops["miou"] > 0.5
+
+    sem_out = tmp_path / "semantic"
+    args = ["evaluate", "siamese-s2s1-semantic", str(out), "--truth", str(truth), "--out", str(sem_out)]
+    assert main(args) == 0
+    scd = json.loads((sem_out / "metrics.json").read_text())["semantic_change"]
+    assert -1 < scd["sek"] < 1 and 0 < scd["miou"] <= 1 and 0 <= scd["binary.f1"] <= 1
+    assert (sem_out / "confusion.png").is_file()
+    assert "semantic change: SeK" in capsys.readouterr().out
 
 
 def test_evaluate_refuses_what_it_cannot_score(

@@ -42,6 +42,22 @@ GIB = 1024**3
 ROOMY = ClusterResources(workers=1, threads_per_worker=2, memory_per_worker=16 * GIB, cores=2)
 CLUSTER = ClusterConfig(n_workers=2, threads_per_worker=1, memory_limit="3GiB", dashboard=False)
 VHR_MODEL = "siamese-vhr-change"
+LANDCOVER_MODEL = "landcover-s2-unet"
+VHR_LANDCOVER_MODEL = "landcover-vhr-unet"
+
+
+def _vhr_landcover_shipped() -> bool:
+    from eowatch.models.registry import card_file_of
+
+    return card_file_of(VHR_LANDCOVER_MODEL).is_file()
+
+
+#: The VHR land-cover model joins the measured run once its weights are shipped.
+MEASURED_MODELS: dict[str, Any] = {
+    "vhr_change_model": VHR_MODEL,
+    "landcover_model": LANDCOVER_MODEL,
+    "vhr_landcover_model": VHR_LANDCOVER_MODEL if _vhr_landcover_shipped() else None,
+}
 
 
 class _ByteCounter:
@@ -131,7 +147,7 @@ def measured_run(small_archive: Path, tmp_path_factory: pytest.TempPathFactory) 
         mp.setattr(asset_server, "StaticFiles", _counting_static_files(counter))
         mp.setattr(stages, "map_batches", recording_map)
         with AssetServer(small_archive) as assets, served_archive(small_archive, assets.url) as served:
-            params = _params(served, small_archive, out, vhr_change_model=VHR_MODEL)
+            params = _params(served, small_archive, out, **MEASURED_MODELS)
             run = stages.prepare_run(params.to_config())
             stages.search_stage(run, info=lambda _m: None)
             items = json.loads(run.layout.items.read_text())
@@ -145,7 +161,9 @@ def measured_run(small_archive: Path, tmp_path_factory: pytest.TempPathFactory) 
                     ("cube", stages.cube_stage_run),
                     ("vhr", stages.vhr_stage_run),
                     ("change", stages.change_stage_run),
+                    ("landcover", stages.landcover_stage_run),
                     ("vhr_change", stages.vhr_change_stage_run),
+                    ("vhr_landcover", stages.vhr_landcover_stage_run),
                 ):
                     with _PeakRss(pids) as rss:
                         stage(run, client, lambda _m: None)
@@ -172,8 +190,16 @@ def planned(served_small_archive: Any, small_archive: Path, tmp_path_factory: py
 
 
 def _stage_names(run: stages.Run) -> list[str]:
-    names = ["cube", "vhr", "change"] if run.config.vhr_collection else ["cube", "change"]
-    return [*names, "vhr_change"] if run.config.vhr_change_model else names
+    """The stages a run has, in the flow's order (the VHR ones with VHR items, as on this archive)."""
+    cfg = run.config
+    optional = {
+        "crop_type": cfg.crop_model,
+        "landcover": cfg.landcover_model,
+        "vhr_change": cfg.vhr_change_model,
+        "vhr_landcover": cfg.vhr_landcover_model,
+    }
+    names = ["cube", "vhr", "change"] if cfg.vhr_collection else ["cube", "change"]
+    return [*names, *(name for name, model in optional.items() if model)]
 
 
 def _stage(plan: RunPlan, name: str) -> planning.StagePlan:
@@ -187,7 +213,9 @@ def test_chunks_and_tasks_are_what_the_stages_do(measured_run: dict[str, Any]) -
         "cube": "build_batch",
         "vhr": "build_vhr_batch",
         "change": "infer_batch",
+        "landcover": "landcover_batch",
         "vhr_change": "vhr_change_batch",
+        "vhr_landcover": "vhr_landcover_batch",
     }
     assert [s.name for s in plan.stages] == _stage_names(run)
     for stage in plan.stages:
@@ -207,7 +235,8 @@ def test_bytes_to_read_bound_the_bytes_served(measured_run: dict[str, Any]) -> N
         assert served[name] > 0
         assert 1.0 <= estimate / served[name] <= READ_FACTOR, (name, estimate, served[name])
     # inference reads the local analysis and VHR cubes, not the archive
-    assert "vhr_change" in names and served["change"] == served["vhr_change"] == 0
+    assert {"vhr_change", "landcover"} <= set(names)
+    assert served["change"] == served["landcover"] == served["vhr_change"] == served["vhr_landcover"] == 0
     assert plan.read_bytes == sum(s.read_bytes for s in plan.stages if s.name not in planning.MODEL_STAGES)
 
 
@@ -324,6 +353,68 @@ def test_a_vhr_change_model_is_checked_against_the_vhr_cube(planned: dict[str, A
     vhr_run = replace(run, config=replace(run.config, vhr_change_model=VHR_MODEL))
     with pytest.raises(ModelError, match=r"trained at 1 m but the cube is at 0\.5 m"):
         plan_run(vhr_run, items, planning.cluster_resources(CLUSTER))
+
+
+def test_a_landcover_model_adds_its_stage(planned: dict[str, Any]) -> None:
+    """With a land-cover model the plan has its stage after the change stage: the cube's chunks read with
+    the model's 56 px halo for every period (from the cube, not the archive), one uint8 map per period."""
+    from dataclasses import replace
+
+    run = planned["run"]
+    lc_run = replace(run, config=replace(run.config, landcover_model=LANDCOVER_MODEL))
+    plan = plan_run(lc_run, planned["items"], planning.cluster_resources(CLUSTER))
+    stage, change = _stage(plan, "landcover"), _stage(plan, "change")
+    assert [s.name for s in plan.stages] == [*_stage_names(run), "landcover"]
+    assert (stage.chunks, stage.tasks) == (change.chunks, change.tasks)
+    assert stage.acquisitions == len(run.spec.periods) and stage.seconds > 0
+    assert stage.chunk_px == (CHUNK + 56, CHUNK + 56)  # 2 x 2 chunks: the halo on one side of each
+    assert stage.output_bytes == stage.chunks * CHUNK**2 * len(run.spec.periods)
+    assert plan.read_bytes == planned["plan"].read_bytes
+    assert stage.peak_bytes >= change.peak_bytes  # what the change stage left resident
+
+
+def test_a_landcover_model_task_grows_with_the_chunk(planned: dict[str, Any]) -> None:
+    """The land-cover task's working set grows with the chunk (its halo window and engine windows)."""
+    from dataclasses import replace
+
+    run = planned["run"]
+    tasks = []
+    for chunk in (64, 128, 256):
+        config = replace(run.config, chunk=chunk, landcover_model=LANDCOVER_MODEL)
+        other = replace(run, config=config, spec=config.cube_spec())
+        plan = plan_run(other, planned["items"], planning.cluster_resources(CLUSTER))
+        tasks.append(_stage(plan, "landcover").task_bytes)
+    assert tasks == sorted(tasks) and len(set(tasks)) == 3
+
+
+@pytest.mark.skipif(not _vhr_landcover_shipped(), reason=f"{VHR_LANDCOVER_MODEL} weights are not shipped yet")
+def test_a_vhr_landcover_model_adds_its_stage(planned: dict[str, Any]) -> None:
+    """With a VHR land-cover model the plan has its stage last: the VHR grid's chunks, one per task, every
+    VHR date classified from the VHR cube (not the archive), one uint8 map per date."""
+    from dataclasses import replace
+
+    run, items = planned["run"], planned["items"]
+    vhr_run = replace(run, config=replace(run.config, vhr_landcover_model=VHR_LANDCOVER_MODEL))
+    plan = plan_run(vhr_run, items, planning.cluster_resources(CLUSTER))
+    stage, vhr = _stage(plan, "vhr_landcover"), _stage(plan, "vhr")
+    assert [s.name for s in plan.stages] == [*_stage_names(run), "vhr_landcover"]
+    assert stage.chunks == stage.tasks == vhr.chunks == 4 and stage.acquisitions == 3
+    assert stage.output_bytes == 4 * 1024**2 * 3  # three dates, uint8
+    assert plan.read_bytes == planned["plan"].read_bytes and stage.seconds > 0
+
+
+def test_runs_without_the_landcover_models_keep_their_tokens(planned: dict[str, Any]) -> None:
+    """The new model fields stay out of a run's token (and provenance) unless set, so runs made before
+    they existed are still recognised as finished; setting one makes another run."""
+    from dataclasses import replace
+
+    run = planned["run"]
+    params = run.provenance["parameters"]
+    assert not {"landcover_model", "vhr_landcover_model", "vhr_change_model"} & set(params)
+    again = stages.prepare_run(run.config)
+    assert again.token == run.token
+    other = stages.prepare_run(replace(run.config, landcover_model=LANDCOVER_MODEL))
+    assert other.token != run.token and other.provenance["parameters"]["landcover_model"] == LANDCOVER_MODEL
 
 
 def test_a_tiny_worker_is_refused_with_what_to_change(planned: dict[str, Any]) -> None:

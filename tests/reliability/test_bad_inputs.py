@@ -91,6 +91,9 @@ CLI: dict[str, Row] = {
     ),
     "resolution not the model's": Row({"--resolution": "20"}, 7, "trained at 10 m but the cube is at 20 m"),
     "model unknown": Row({"--model": "resnet-9000"}, 7, "unknown model 'resnet-9000'; known models:"),
+    "change model is a land-cover model": Row(
+        {"--model": "landcover-s2-unet"}, 7, "is a land-cover model, not a change-detection model"
+    ),
     "crop model unknown": Row({"--crop-model": "tempcnn-x"}, 7, "unknown model 'tempcnn-x'; known models:"),
     "crop model is a change model": Row(
         {"--crop-model": "siamese-s2s1-change"}, 7, "is a change-detection model, not a crop-type model"
@@ -105,6 +108,22 @@ CLI: dict[str, Row] = {
     ),
     "vhr change model without VHR": Row(
         {"--vhr-change-model": "siamese-vhr-change"}, 2, "needs a VHR collection to run on"
+    ),
+    "landcover model is a change model": Row(
+        {"--landcover-model": "siamese-s2s1-change"}, 7, "is a change-detection model, not a land-cover model"
+    ),
+    "landcover model unknown": Row(
+        {"--landcover-model": "worldcover-x"}, 7, "unknown model 'worldcover-x'; known models:"
+    ),
+    "vhr landcover model is a VHR change model": Row(
+        {"--vhr-landcover-model": "siamese-vhr-change", "--vhr-collection": "vhr-rgbn"},
+        7,
+        "is a vhr-change-detection model, not a VHR land-cover model",
+    ),
+    "vhr landcover model unknown": Row(
+        {"--vhr-landcover-model": "landcover-ai-x", "--vhr-collection": "vhr-rgbn"},
+        7,
+        "unknown model 'landcover-ai-x'; known models:",
     ),
     "url without scheme": Row({"--stac-url": "127.0.0.1:9/stac"}, 2, "must be an http:// or https:// URL"),
     "url ftp": Row({"--stac-url": "ftp://example.org/stac"}, 2, "must be an http:// or https:// URL"),
