@@ -153,12 +153,16 @@ def test_vhr_cube_nodata_becomes_nan() -> None:
 
 def test_s2_flow_refuses_the_vhr_model_and_deployments_do_not_offer_it() -> None:
     from eowatch.infra.deployments import model_names
+    from eowatch.models.predict import check_inputs
     from eowatch.pipelines.params import check_model
 
-    with pytest.raises(ModelError, match=r"trained at 1 m but the cube is at 10 m"):
+    with pytest.raises(ModelError, match=r"is a vhr-change-detection model, not a change-detection model"):
         check_model(NAME, S2_VARIABLES, 10.0)
+    card = registry.get(NAME).card
+    with pytest.raises(ModelError, match=r"trained at 1 m but the cube is at 10 m"):
+        check_inputs(card, S2_VARIABLES, 10.0)
     with pytest.raises(ModelError, match="needs bands red, green, blue"):
-        check_model(NAME, ("vv_db", "vh_db"), 1.0)
+        check_inputs(card, ("vv_db", "vh_db"), 1.0)
     assert NAME not in model_names() and "siamese-s2s1-change" in model_names()
     check_vhr_inputs(registry.get(NAME).card, ("red", "green", "blue", "nir"), 1.0)
     with pytest.raises(ModelError, match="not a VHR change model"):

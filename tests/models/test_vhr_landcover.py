@@ -161,7 +161,7 @@ def test_change_flows_refuse_it_and_deployments_do_not_offer_it() -> None:
     from eowatch.pipelines.params import check_model
 
     assert NAME not in model_names()
-    with pytest.raises(ModelError, match=r"trained at 1 m but the cube is at 10 m"):
+    with pytest.raises(ModelError, match=r"is a vhr-land-cover model, not a change-detection model"):
         check_model(NAME, ("blue", "green", "red", "nir", "swir16", "swir22"), 10.0)
 
 
