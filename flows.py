@@ -24,7 +24,7 @@ from pydantic import Field
 from eowatch.errors import EowatchError, InputError
 from eowatch.infra.cluster import ClusterConfig, cluster_client, load_cluster_config
 from eowatch.infra.deployments import MAX_PARALLEL_WINDOWS
-from eowatch.pipelines import stages
+from eowatch.pipelines import model_stages, stages
 from eowatch.pipelines.ledger import run_lock
 from eowatch.pipelines.params import MonitorParams
 
@@ -102,22 +102,22 @@ def infer_change(run: stages.Run, scheduler: str) -> str | None:
 
 @task(name="map-crop-types", **_CLUSTER_TASK)
 def map_crop_types(run: stages.Run, scheduler: str) -> str | None:
-    return _on_cluster(stages.crop_stage_run, run, scheduler)
+    return _on_cluster(model_stages.crop_stage_run, run, scheduler)
 
 
 @task(name="detect-vhr-change", **_CLUSTER_TASK)
 def detect_vhr_change(run: stages.Run, scheduler: str) -> str | None:
-    return _on_cluster(stages.vhr_change_stage_run, run, scheduler, warn=_warning)
+    return _on_cluster(model_stages.vhr_change_stage_run, run, scheduler, warn=_warning)
 
 
 @task(name="map-land-cover", **_CLUSTER_TASK)
 def map_land_cover(run: stages.Run, scheduler: str) -> str | None:
-    return _on_cluster(stages.landcover_stage_run, run, scheduler)
+    return _on_cluster(model_stages.landcover_stage_run, run, scheduler)
 
 
 @task(name="map-vhr-land-cover", **_CLUSTER_TASK)
 def map_vhr_land_cover(run: stages.Run, scheduler: str) -> str | None:
-    return _on_cluster(stages.vhr_landcover_stage_run, run, scheduler, warn=_warning)
+    return _on_cluster(model_stages.vhr_landcover_stage_run, run, scheduler, warn=_warning)
 
 
 @task(

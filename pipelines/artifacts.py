@@ -130,7 +130,7 @@ def plan_markdown(plan: RunPlan) -> str:
         "",
         "Reads count the COG tiles each chunk touches at their uncompressed size (an upper bound); "
         "memory is a measured working-set factor per stage on top of the worker's runtime "
-        "(see `pipelines/plan.py`).",
+        "(see `pipelines/plan_stages.py`).",
     ]
     return "\n".join(lines)
 

@@ -10,10 +10,11 @@ bounds), so chunk and task counts are exact and the per-chunk figures follow the
   ``proj:shape``/``proj:transform``/``proj:bbox``, else the item bbox at the asset's resolution), or,
   when the asset has ``file:size``, at its share of the file. Uncompressed tiles are an upper bound for
   compressed COGs (1.8-2.6x the bytes served on the synthetic archive).
-- **Peak memory per worker**: a task's working set is a measured factor (``*_WORKING_SET``) times the
-  bytes of the arrays one chunk loads and writes, plus a fixed allowance for buffers outside numpy and
-  the parsed STAC items every cube/VHR task loads. A worker runs ``threads_per_worker`` tasks at once on
-  top of its runtime (an idle worker plus the libraries the stages imported so far).
+- **Peak memory per worker**: a task's working set (``pipelines.plan_stages``) is a measured factor
+  (``*_WORKING_SET``) times the bytes of the arrays one chunk loads and writes, plus a fixed allowance
+  for buffers outside numpy and the parsed STAC items every cube/VHR task loads. A worker runs
+  ``threads_per_worker`` tasks at once on top of its runtime (an idle worker plus the libraries the
+  stages imported so far).
 - **Time**: per-thread rates derived from ``benchmarks/results/latest.json`` (``Throughput``): an
   estimate for hardware like the benchmark machine's, not a promise.
 
@@ -32,22 +33,22 @@ from typing import Any, Literal
 
 from eowatch.errors import InputError
 from eowatch.pipelines import stages
-from eowatch.pipelines.assets import resolve_asset_keys
-from eowatch.pipelines.cube import cube_variables
-from eowatch.pipelines.inference import change_variables, halo_window
-from eowatch.pipelines.plan_reads import (
-    AssetReads,
-    Footprints,
-    Notes,
-    band_assets,
-    chunk_bounds,
-    chunk_lonlat,
-    note,
-    solar_day_count,
+from eowatch.pipelines.plan_reads import Notes
+from eowatch.pipelines.plan_stages import (
+    CHANGE_TASK_FIXED_BYTES,
+    MIB,
+    READER_TASK_FIXED_BYTES,
+    Tally,
+    change_tally,
+    crop_tally,
+    cube_tally,
+    landcover_tally,
+    vhr_change_tally,
+    vhr_landcover_tally,
+    vhr_tally,
 )
 
 log = logging.getLogger("eowatch")
-MIB = 1024**2
 StageName = Literal["cube", "vhr", "change", "crop_type", "landcover", "vhr_change", "vhr_landcover"]
 #: Stages that run a model over a cube the run wrote (the analysis or the VHR cube, not the archive).
 MODEL_STAGES: tuple[str, ...] = ("change", "crop_type", "landcover", "vhr_change", "vhr_landcover")
@@ -68,58 +69,6 @@ READER_RUNTIME_BYTES = 240 * MIB
 #: sampled a change-stage worker 6.6 MiB above a 250 MiB allowance), set with margin.
 TORCH_RUNTIME_BYTES = 290 * MIB
 
-#: Cube task working set / bytes of the arrays one chunk loads (S2 bands + SCL as uint16 with the cloud
-#: halo, S1 as float32) and writes (the composites). tracemalloc peak of one ``cube.compute_region``:
-#: 2.2-2.4 for 128/256/512 px chunks on the seed-7 2.56 km and seed-5 5.12 km archives; set with margin.
-CUBE_WORKING_SET = 2.8
-#: The same for a VHR chunk (uint8 bands per acquisition day loaded + written): tracemalloc peak of
-#: ``vhr.compute_vhr_region`` on the seed-7 archive (1024 px chunks, 3 dates): 1.15; set with margin.
-VHR_WORKING_SET = 1.6
-#: Memory a cube or VHR task holds outside numpy (GDAL decode buffers, odc-stac): peak RSS growth minus
-#: tracemalloc peak of one ``compute_region`` call in a fresh process, 7-16 MiB.
-READER_TASK_FIXED_BYTES = 16 * MIB
-#: Change task working set / bytes of the float32 cube window (halo included), the network's input and,
-#: per engine window, every period's input and features plus one transition's temporaries, and the
-#: outputs (``_change_tally``). Peak RSS growth of one ``inference.infer_region`` call in a fresh process
-#: (after a 16 px warm-up): 1.18-1.3 for 256/512 px chunks, up to 1.64 for 64/128 px ones, where the
-#: fixed part covers the difference; set to 1.4 + 20 MiB.
-CHANGE_WORKING_SET = 1.4
-CHANGE_TASK_FIXED_BYTES = 20 * MIB
-#: VHR change task bytes per pixel of its read window (halo and padding included), by part, for T dates,
-#: P pairs and C bands: the read and its float, no-data and normalised copies (17 T C), the engine's
-#: window batch and its channels-last copy (8 T C), every date's encoder features (4 x 15.5 channels of
-#: ``SiameseDiffUNet`` width 16 summed over its scales: 62 T), one decoder pass's temporaries at full
-#: resolution (differences, upsampled and concatenated features, a block's output: 4 x 66 channels) and
-#: per pair the probabilities, the assembled region and the outputs (45 P).
-VHR_CHANGE_BYTES_PER_BAND_DATE = 25
-VHR_CHANGE_BYTES_PER_DATE = 62
-VHR_CHANGE_BYTES_DECODER = 264
-VHR_CHANGE_BYTES_PER_PAIR = 45
-#: VHR change task working set / the bytes above. Peak RSS growth of one ``vhr_change.vhr_change_region``
-#: call in a fresh process (after a 16 px warm-up, 1024 px chunks of a 1530 px cube): 821 MiB for a
-#: 1152 px window with 3 dates (the formula: 925 MiB), 460 MiB for a 640 x 1152 px one, 656 MiB with 2
-#: dates (formula 740 MiB): the formula bounds it by 1.13x; set to 1.0.
-VHR_CHANGE_WORKING_SET = 1.0
-#: Land-cover task bytes per byte of its float32 read window (halo included: ``read_window``'s per-band
-#: reads and their stack, one period's NaN-padded copy and normalised network input) and per pixel of an
-#: engine window (``LandCoverUNet`` width 12, three levels: its activations, ~136 float32 channels at
-#: full resolution). Peak RSS growth of one ``landcover.landcover_region`` call in a fresh process (after
-#: a 16 px warm-up, 3 periods): 49 MiB for a 184 px window (128 px chunk), 97-113 MiB for 312 px (256 px
-#: chunk; 145 MiB with 6 periods), 162-171 MiB for 568 px (512 px chunk); the formula (plus the outputs
-#: and ``CHANGE_TASK_FIXED_BYTES``) bounds them by 1.15-1.4x.
-LANDCOVER_BYTES_PER_READ_BYTE = 5
-LANDCOVER_BYTES_PER_WINDOW_PX = 544
-#: VHR land-cover task bytes per pixel of its read window (halo and padding included) for T dates and C
-#: bands: the uint8 read and its float, no-data and normalised copies (25 T C), the engine's window
-#: batch per date (25 T) and ``VhrLandCoverUNet``'s activations over the window (width 16, four levels:
-#: 270). Peak RSS growth of one ``vhr_landcover.vhr_landcover_region`` call (a randomly initialised
-#: network of the trained shape: memory does not depend on the weights) in a fresh process after a
-#: 16 px warm-up, 1024 px chunks of a 1530 px cube: 429 / 507 / 632 MiB for a 1152 px window with 1 / 2
-#: / 3 dates, 412 MiB for 640 x 1152 px with 3; the formula (plus ``CHANGE_TASK_FIXED_BYTES``) bounds
-#: them by 1.02-1.21x.
-VHR_LANDCOVER_BYTES_PER_BAND_DATE = 25
-VHR_LANDCOVER_BYTES_PER_DATE = 25
-VHR_LANDCOVER_BYTES_NETWORK = 270
 #: Peak memory of ``json.loads`` of the items file / its size (tracemalloc, 45 items: 4.75).
 ITEMS_MEMORY_FACTOR = 5.0
 
@@ -356,272 +305,13 @@ class RunPlan:
         }
 
 
-# --- per-stage tallies -------------------------------------------------------------------------------
-
-
-@dataclass
-class _Tally:
-    """Per-chunk figures of one stage, accumulated over its chunks."""
-
-    chunks: int = 0
-    read: int = 0
-    output: int = 0
-    work: float = 0.0
-    task: int = 0
-    steps: int = 0
-    window: tuple[int, int] = (0, 0)
-
-    def add(
-        self, read: int, output: int, work: float, task: int, steps: int, window: tuple[int, int]
-    ) -> None:
-        self.chunks += 1
-        self.read += read
-        self.output += output
-        self.work += work
-        if task > self.task:
-            self.task, self.window = task, window
-        self.steps = max(self.steps, steps)
-
-
-def _cube_tally(run: stages.Run, items: Sequence[dict[str, Any]], notes: Notes) -> _Tally:
-    """``cube.compute_region`` per chunk: S2 bands + SCL with the cloud halo, S1 on the chunk."""
-    spec, grid = run.spec, run.spec.grid
-    s2 = Footprints([d for d in items if d.get("collection") == spec.s2_collection])
-    s1 = Footprints([d for d in items if spec.s1_collection and d.get("collection") == spec.s1_collection])
-    s2_reads, s1_reads = AssetReads(grid, "uint16"), AssetReads(grid, "float32")
-    out_px = len(spec.periods) * sum(dt.itemsize for dt, _, _ in cube_variables(spec).values())
-    b, tally = spec.cloud_buffer_px, _Tally()
-    for key in grid.chunks():
-        lonlat = chunk_lonlat(grid, key)
-        lon = (lonlat[0] + lonlat[2]) / 2
-        ys, xs = grid.chunk_slices(key)
-        h, w = ys.stop - ys.start, xs.stop - xs.start
-        hits2, hits1 = s2.query(lonlat), s1.query(lonlat)
-        read = loaded = 0
-        if hits2:  # loaded as uint16
-            keys = dict.fromkeys(resolve_asset_keys(hits2[0], [*spec.s2_bands, "scl"]).values(), 1)
-            read += s2_reads(hits2, keys, chunk_bounds(grid, key, b))
-            loaded += 2 * solar_day_count(hits2, lon) * (h + 2 * b) * (w + 2 * b) * len(keys)
-        if hits1:  # loaded as float32
-            keys = dict.fromkeys(resolve_asset_keys(hits1[0], spec.s1_bands).values(), 1)
-            read += s1_reads(hits1, keys, chunk_bounds(grid, key, 0))
-            loaded += 4 * solar_day_count(hits1, lon) * h * w * len(keys)
-        task = round(CUBE_WORKING_SET * (loaded + out_px * h * w)) + READER_TASK_FIXED_BYTES
-        steps = max(solar_day_count(hits2, lon), solar_day_count(hits1, lon))
-        tally.add(read, out_px * grid.chunk**2, read, task, steps, (h + 2 * b, w + 2 * b))
-    for reads in (s2_reads, s1_reads):
-        for what, keys in reads.notes.items():
-            note(notes, what, *keys)
-    return tally
-
-
-def _vhr_tally(run: stages.Run, items: Sequence[dict[str, Any]], notes: Notes) -> _Tally:
-    """``vhr.compute_vhr_region`` per chunk of the nested grid (none without VHR over the grid)."""
-    from eowatch.pipelines import vhr
-
-    coll = run.config.vhr_collection
-    found = [d for d in items if coll and d.get("collection") == coll]
-    grid = vhr.vhr_grid(run.spec.grid, found) if found else None
-    tally = _Tally()
-    if grid is None:
-        return tally
-    bands, all_days = len(vhr.VHR_BANDS), len(vhr.acquisition_days(found))
-    footprints, reads = Footprints(found), AssetReads(grid, "uint8")
-    for key in grid.chunks():
-        lonlat = chunk_lonlat(grid, key)
-        ys, xs = grid.chunk_slices(key)
-        h, w = ys.stop - ys.start, xs.stop - xs.start
-        hits = footprints.query(lonlat)
-        days = solar_day_count(hits, (lonlat[0] + lonlat[2]) / 2)
-        read = reads(hits, band_assets(hits[0], vhr.VHR_BANDS) if hits else {}, chunk_bounds(grid, key, 0))
-        task = round(VHR_WORKING_SET * (days + all_days) * h * w * bands) + READER_TASK_FIXED_BYTES
-        tally.add(read, all_days * bands * grid.chunk**2, read, task, days, (h, w))
-    for what, keys in reads.notes.items():
-        note(notes, what, *keys)
-    return tally
-
-
-def _change_tally(run: stages.Run, device: str = "cpu") -> _Tally:
-    """``inference.infer_region`` per chunk: a halo window of the cube, the model's windows, baselines.
-
-    The model runs through ``models.engine`` (``default_config`` for ``device``): windows of at most
-    ``tile`` px plus its halo, ``batch_windows`` at a time, every period encoded once per window.
-    """
-    import torch
-
-    from eowatch.models.engine import default_config, plan_axis
-    from eowatch.models.registry import get
-
-    spec, grid, change = run.spec, run.spec.grid, run.config.change
-    card = get(change.model).card
-    arch = card.architecture_args
-    halo = change.halo if change.halo is not None else card.receptive_field_px // 2 + 1
-    channels = len(dict.fromkeys([*card.bands, *spec.s2_bands, *(["vv_db"] if spec.s1_collection else [])]))
-    t, inputs_ch, width, classes = (
-        len(spec.periods),
-        int(arch["in_channels"]),
-        int(arch["width"]),
-        int(arch["n_classes"]),
-    )
-    engine = default_config(torch.device(device), card.receptive_field_px // 2)
-    variables = change_variables()
-    if not spec.s1_collection:
-        variables = {k: v for k, v in variables.items() if not k.startswith("sar_")}
-    out_px = (t - 1) * sum(dt.itemsize for dt, _, _ in variables.values())
-    tally = _Tally()
-    for key in grid.chunks():
-        ry, rx, cy, cx = halo_window(grid, key, halo)
-        hh, ww = ry.stop - ry.start, rx.stop - rx.start
-        px = (cy.stop - cy.start) * (cx.stop - cx.start)
-        wy = plan_axis(hh, cy, engine.tile, engine.halo, engine.overlap)
-        wx = plan_axis(ww, cx, engine.tile, engine.halo, engine.overlap)
-        windows = min(engine.batch_windows, len(wy) * len(wx))
-        window_px = windows * (wy[0].stop - wy[0].start) * (wx[0].stop - wx[0].start)
-        read = 4 * t * channels * hh * ww  # read_window: (period, C, y, x) float32
-        # the network's input over the halo window, then per window: every period's input and features,
-        # and one transition's difference, concatenation and head output at a time
-        network = 4 * t * inputs_ch * hh * ww + 4 * window_px * (t * (inputs_ch + width) + 5 * width)
-        outputs = out_px * px + 2 * 4 * (t - 1) * classes * px  # variables + probabilities (engine, crop)
-        task = round(CHANGE_WORKING_SET * (read + network + outputs)) + CHANGE_TASK_FIXED_BYTES
-        tally.add(read, out_px * grid.chunk**2, (t - 1) * px, task, t, (hh, ww))
-    return tally
-
-
-def _crop_tally(run: stages.Run) -> _Tally:
-    """``crops.crop_region`` per chunk (no halo): the chunk's series, the per-step features, the outputs.
-
-    The work is counted in pixels of the season at the change model's per-pixel rate: an upper bound,
-    since the L-TAE costs far less per pixel than the convolutional change model.
-    """
-    from eowatch.models.registry import get
-    from eowatch.pipelines.crops import crop_variables
-
-    name = run.config.crop_model
-    assert name is not None
-    card, grid, t = get(name).card, run.spec.grid, len(run.spec.periods)
-    out_px = sum(dt.itemsize for dt, _, _ in crop_variables(name).values())
-    tally = _Tally()
-    for key in grid.chunks():
-        ys, xs = grid.chunk_slices(key)
-        px = (ys.stop - ys.start) * (xs.stop - xs.start)
-        read = 4 * t * len(card.bands) * px  # read_window: (period, band, y, x) float32
-        # (N, T, B) series, (N, T, C) features and the attention's per-step embeddings, probabilities
-        per_step = len(card.bands) + 2 * len(card.inputs_per_step) + 64
-        network = 4 * px * t * per_step + 8 * px * len(card.classes)
-        task = round(CHANGE_WORKING_SET * (read + network + out_px * px)) + CHANGE_TASK_FIXED_BYTES
-        tally.add(read, out_px * grid.chunk**2, px, task, t, (ys.stop - ys.start, xs.stop - xs.start))
-    return tally
-
-
-def _vhr_change_tally(run: stages.Run, items: Sequence[dict[str, Any]]) -> _Tally:
-    """``vhr_change.vhr_change_region`` per chunk of the VHR grid: the chunk's window with the model's
-    halo and padding, every date encoded, each consecutive pair decoded (none without a VHR pair).
-
-    Raises:
-        ModelError: the model does not fit the VHR cube (bands, pixel size), before anything runs.
-    """
-    from eowatch.models.registry import get
-    from eowatch.models.vhr_change import chunk_tiling
-    from eowatch.pipelines import vhr, vhr_change
-
-    name, coll = run.config.vhr_change_model, run.config.vhr_collection
-    found = [d for d in items if coll and d.get("collection") == coll]
-    grid = vhr.vhr_grid(run.spec.grid, found) if name and found else None
-    tally = _Tally()
-    if grid is None or name is None or len(vhr.acquisition_days(found)) < 2:
-        return tally
-    card = get(name).card
-    vhr_change.check_vhr_cube(card, vhr.VHR_BANDS, grid.resolution)
-    t, c, tiling = len(vhr.acquisition_days(found)), len(card.bands), chunk_tiling(card)
-    per_px = (
-        VHR_CHANGE_BYTES_PER_BAND_DATE * t * c
-        + VHR_CHANGE_BYTES_PER_DATE * t
-        + VHR_CHANGE_BYTES_DECODER
-        + VHR_CHANGE_BYTES_PER_PAIR * (t - 1)
-    )
-    for key in grid.chunks():
-        ys, xs = grid.chunk_slices(key)
-        window = vhr_change.chunk_window(grid.shape, ys, xs, tiling)
-        hh = window.rows.stop - window.rows.start + window.pad[0]
-        ww = window.cols.stop - window.cols.start + window.pad[1]
-        read = t * c * (window.rows.stop - window.rows.start) * (window.cols.stop - window.cols.start)
-        task = round(VHR_CHANGE_WORKING_SET * per_px * hh * ww) + CHANGE_TASK_FIXED_BYTES
-        px = (ys.stop - ys.start) * (xs.stop - xs.start)
-        tally.add(read, 5 * (t - 1) * grid.chunk**2, (t - 1) * px, task, t, (hh, ww))
-    return tally
-
-
-def _landcover_tally(run: stages.Run, device: str = "cpu") -> _Tally:
-    """``landcover.landcover_region`` per chunk: the chunk's window with ``LANDCOVER_HALO`` px of halo
-    read for every period, then one period at a time through the engine's windows; uint8 codes written.
-    """
-    import torch
-
-    from eowatch.models.landcover import LANDCOVER_HALO, landcover_engine_config
-    from eowatch.models.registry import get
-
-    name = run.config.landcover_model
-    assert name is not None
-    card, grid, t = get(name).card, run.spec.grid, len(run.spec.periods)
-    engine = landcover_engine_config(torch.device(device))
-    k, tally = len(card.classes), _Tally()
-    for key in grid.chunks():
-        ry, rx, cy, cx = halo_window(grid, key, LANDCOVER_HALO)
-        hh, ww = ry.stop - ry.start, rx.stop - rx.start
-        h, w = cy.stop - cy.start, cx.stop - cx.start
-        read = 4 * t * len(card.bands) * hh * ww  # read_window: (period, band, y, x) float32
-        side_y, side_x = (min(engine.tile, n) + 2 * engine.halo + engine.overlap for n in (h, w))
-        windows = min(engine.batch_windows, math.ceil(h / engine.tile) * math.ceil(w / engine.tile))
-        network = LANDCOVER_BYTES_PER_WINDOW_PX * windows * side_y * side_x
-        outputs = h * w * (8 * k + t)  # one period's probabilities (engine, masked copy), every code
-        task = LANDCOVER_BYTES_PER_READ_BYTE * read + network + outputs + CHANGE_TASK_FIXED_BYTES
-        tally.add(read, t * grid.chunk**2, t * h * w, task, t, (hh, ww))
-    return tally
-
-
-def _vhr_landcover_tally(run: stages.Run, items: Sequence[dict[str, Any]]) -> _Tally:
-    """``vhr_landcover.vhr_landcover_region`` per chunk of the VHR grid: the chunk's window with the
-    model's halo and padding, every date classified (none without VHR over the grid).
-
-    Raises:
-        ModelError: the model does not fit the VHR cube (bands, pixel size), before anything runs.
-    """
-    from eowatch.models.registry import get
-    from eowatch.models.vhr_change import chunk_tiling
-    from eowatch.pipelines import vhr, vhr_change, vhr_landcover
-
-    name, coll = run.config.vhr_landcover_model, run.config.vhr_collection
-    found = [d for d in items if coll and d.get("collection") == coll]
-    grid = vhr.vhr_grid(run.spec.grid, found) if name and found else None
-    tally = _Tally()
-    if grid is None or name is None:
-        return tally
-    card = get(name).card
-    vhr_landcover.check_vhr_landcover_cube(card, vhr.VHR_BANDS, grid.resolution)
-    t, c, tiling = len(vhr.acquisition_days(found)), len(card.bands), chunk_tiling(card)
-    per_px = (
-        VHR_LANDCOVER_BYTES_PER_BAND_DATE * t * c
-        + VHR_LANDCOVER_BYTES_PER_DATE * t
-        + VHR_LANDCOVER_BYTES_NETWORK
-    )
-    for key in grid.chunks():
-        ys, xs = grid.chunk_slices(key)
-        window = vhr_change.chunk_window(grid.shape, ys, xs, tiling)
-        hh = window.rows.stop - window.rows.start + window.pad[0]
-        ww = window.cols.stop - window.cols.start + window.pad[1]
-        read = t * c * (window.rows.stop - window.rows.start) * (window.cols.stop - window.cols.start)
-        px = (ys.stop - ys.start) * (xs.stop - xs.start)
-        tally.add(read, t * grid.chunk**2, t * px, per_px * hh * ww + CHANGE_TASK_FIXED_BYTES, t, (hh, ww))
-    return tally
-
-
 def _default(func: Callable[..., Any], name: str) -> int:
     """A function's default for one parameter (the stages' batch sizes live there)."""
     return int(inspect.signature(func).parameters[name].default)
 
 
 def _stage(
-    name: StageName, tally: _Tally, per_task: int, items_bytes: int, runtime: int, rate: float, cluster: Any
+    name: StageName, tally: Tally, per_task: int, items_bytes: int, runtime: int, rate: float, cluster: Any
 ) -> StagePlan:
     """A stage's plan from its tally (``peak_bytes`` is filled in by ``plan_run``)."""
     tasks = math.ceil(tally.chunks / per_task)
@@ -692,7 +382,7 @@ def plan_run(
     plans = [
         _stage(
             "cube",
-            _cube_tally(run, items, notes),
+            cube_tally(run, items, notes),
             per_task,
             items_bytes,
             reader,
@@ -700,26 +390,26 @@ def plan_run(
             cluster,
         )
     ]
-    vhr = _vhr_tally(run, items, notes)
+    vhr = vhr_tally(run, items, notes)
     if vhr.chunks:  # one chunk per task (stages.vhr_stage_run)
         plans.append(_stage("vhr", vhr, 1, items_bytes, reader, rate.vhr_bytes_per_s, cluster))
     if run.provenance.get("model"):  # a cube-only run (prepare_run(with_model=False)) infers nothing
         torch, per_task = reader + TORCH_RUNTIME_BYTES, run.config.change.regions_per_task
-        change = _change_tally(run, "cuda" if cluster.kind == "cuda" else "cpu")
+        change = change_tally(run, "cuda" if cluster.kind == "cuda" else "cpu")
         plans.append(_stage("change", change, per_task, 0, torch, rate.infer_px_per_s, cluster))
     if run.config.crop_model:
         torch, per_task = reader + TORCH_RUNTIME_BYTES, run.config.change.regions_per_task
-        crops = _stage("crop_type", _crop_tally(run), per_task, 0, torch, rate.infer_px_per_s, cluster)
+        crops = _stage("crop_type", crop_tally(run), per_task, 0, torch, rate.infer_px_per_s, cluster)
         plans.append(crops)
     torch, per_task = reader + TORCH_RUNTIME_BYTES, run.config.change.regions_per_task
     if run.config.landcover_model:
-        landcover = _landcover_tally(run, "cuda" if cluster.kind == "cuda" else "cpu")
+        landcover = landcover_tally(run, "cuda" if cluster.kind == "cuda" else "cpu")
         plans.append(_stage("landcover", landcover, per_task, 0, torch, rate.landcover_px_per_s, cluster))
-    vhr_change = _vhr_change_tally(run, items)
-    if vhr_change.chunks:  # one chunk per task (stages.vhr_change_stage_run)
+    vhr_change = vhr_change_tally(run, items)
+    if vhr_change.chunks:  # one chunk per task (model_stages.vhr_change_stage_run)
         plans.append(_stage("vhr_change", vhr_change, 1, 0, torch, rate.vhr_change_px_per_s, cluster))
-    vhr_landcover = _vhr_landcover_tally(run, items)
-    if vhr_landcover.chunks:  # one chunk per task (stages.vhr_landcover_stage_run)
+    vhr_landcover = vhr_landcover_tally(run, items)
+    if vhr_landcover.chunks:  # one chunk per task (model_stages.vhr_landcover_stage_run)
         plans.append(
             _stage("vhr_landcover", vhr_landcover, 1, 0, torch, rate.vhr_landcover_px_per_s, cluster)
         )

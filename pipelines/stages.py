@@ -1,7 +1,8 @@
 """The monitoring run's stages as thin functions over references (paths, URLs, scheduler addresses).
 
 ``flows.py`` wraps each in a Prefect task; the CLI and tests may call them directly. Each stage is
-idempotent: it skips work its ledger or a finished output already records.
+idempotent: it skips work its ledger or a finished output already records. The optional per-model stages
+(crop types, land cover, VHR change, VHR land cover) live in ``pipelines.model_stages``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 from eowatch import __version__
 from eowatch.errors import CatalogError, StorageError
-from eowatch.infra.storage import Location
 from eowatch.pipelines import cube as cube_stage
 from eowatch.pipelines import inference as change_stage
 from eowatch.pipelines.dask_map import map_batches
@@ -27,8 +27,6 @@ from eowatch.pipelines.publish import change_statistics, render_quicklook, write
 from eowatch.pipelines.reader import StacRegionReader, redact
 from eowatch.pipelines.spec import CubeSpec, MonitorConfig, stable_token
 from eowatch.pipelines.stac_output import publish_catalog
-from eowatch.pipelines.vhr_change import vhr_change_outputs
-from eowatch.pipelines.vhr_landcover import vhr_landcover_outputs
 from eowatch.pipelines.zarr_store import read_attrs
 
 log = logging.getLogger("eowatch")
@@ -192,7 +190,8 @@ def check_assets(run: Run, items: list[dict[str, Any]]) -> None:
         reader.check([item], bands)
 
 
-def _progress(info: Logger, what: str) -> Callable[[int, int], None]:
+def progress_logger(info: Logger, what: str) -> Callable[[int, int], None]:
+    """A ``map_batches`` progress callback that logs ``what: done/total batches (pct%)`` every 10 %."""
     state = {"last": -1}
 
     def report(done: int, total: int) -> None:
@@ -204,7 +203,8 @@ def _progress(info: Logger, what: str) -> Callable[[int, int], None]:
     return report
 
 
-def _item_ids(run: Run) -> dict[str, list[str]]:
+def item_ids(run: Run) -> dict[str, list[str]]:
+    """The ids of the run's pinned search results (``search_stage``) per collection."""
     items = json.loads(run.layout.items.read_text())
     ids: dict[str, list[str]] = {}
     for d in items:
@@ -243,7 +243,7 @@ def cube_stage_run(run: Run, client: Any, info: Logger = log.info, per_task: int
     if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
         info("analysis cube already complete")
         return run.layout.cube
-    prov = {**run.provenance, "stac_items": _item_ids(run)}
+    prov = {**run.provenance, "stac_items": item_ids(run)}
     store = cube_stage.init_cube(run.layout, run.spec, prov)
     inputs = cube_stage.CubeInputs(
         spec=run.spec.to_dict(),
@@ -255,7 +255,7 @@ def cube_stage_run(run: Run, client: Any, info: Logger = log.info, per_task: int
     batches = cube_stage.pending_batches(run.spec, run.layout, "cube", per_task)
     total = sum(1 for _ in run.spec.grid.chunks())
     info(f"cube: {total} chunks of {run.spec.grid.chunk} px, {total - sum(map(len, batches))} already done")
-    stats = map_batches(client, cube_stage.build_batch, batches, inputs, _progress(info, "cube"))
+    stats = map_batches(client, cube_stage.build_batch, batches, inputs, progress_logger(info, "cube"))
     record_phases(run, "cube", stats)
     return cube_stage.finalize_cube(run.layout)
 
@@ -291,7 +291,9 @@ def vhr_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path | None
     info(
         f"VHR: {len(days)} dates at {grid.resolution:g} m on a {grid.shape[1]}x{grid.shape[0]} px nested grid"
     )
-    stats = map_batches(client, vhr.build_vhr_batch, [[k] for k in todo], inputs, _progress(info, "vhr"))
+    stats = map_batches(
+        client, vhr.build_vhr_batch, [[k] for k in todo], inputs, progress_logger(info, "vhr")
+    )
     record_phases(run, "vhr", stats)
     return vhr.finalize_vhr(run.layout)
 
@@ -309,67 +311,6 @@ def vhr_layout(run: Run) -> tuple[list[dict[str, Any]], Any, Any] | None:
     return None if grid is None else (items, grid, vhr.acquisition_days(items))
 
 
-def vhr_change_skipped(run: Run) -> str | None:
-    """Why a run with a VHR change model has no VHR pair to compare (None when it has one)."""
-    found = vhr_layout(run)
-    if found is None:
-        return f"no {run.config.vhr_collection} acquisition over the grid"
-    if len(found[2]) < 2:
-        return f"only one {run.config.vhr_collection} acquisition date ({found[2][0]})"
-    return None
-
-
-def vhr_change_stage_run(
-    run: Run, client: Any, info: Logger = log.info, warn: Logger = log.warning
-) -> Location | None:
-    """Detect change between consecutive VHR dates (skipping chunks already in the ledger) and publish the
-    map; None when the run has no VHR change model, or (with a warning) no pair of VHR dates.
-
-    Raises:
-        ModelError: the model does not fit the VHR cube (bands, pixel size), before any inference.
-    """
-    from eowatch.models.registry import get
-    from eowatch.pipelines import vhr_change
-    from eowatch.pipelines.zarr_store import open_group
-
-    name = run.config.vhr_change_model
-    if not name:
-        return None
-    out = run.layout.out / f"{vhr_change.STORE}.zarr"
-    attrs = read_attrs(out)
-    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
-        return out
-    found, skipped = vhr_layout(run), vhr_change_skipped(run)
-    if skipped or found is None:
-        warn(f"VHR change ({name}) skipped: {skipped}")
-        return None
-    _, grid, days = found
-    card = get(name).card
-    vhr_bands = [k for k, arr in open_group(run.layout.vhr).arrays() if arr.ndim == 3]  # (time, y, x)
-    vhr_change.check_vhr_cube(card, vhr_bands, grid.resolution)
-    pairs = vhr_change.consecutive_pairs(len(days))
-    prov = {
-        **run.provenance,
-        "stac_items": {run.config.vhr_collection: _item_ids(run).get(run.config.vhr_collection, [])},
-    }
-    store = vhr_change.init_vhr_change(run.layout, grid, days, pairs, name, prov)
-    inputs = vhr_change.VhrChangeInputs(
-        grid=grid.to_dict(),
-        pairs=pairs,
-        model=name,
-        vhr_path=str(run.layout.vhr),
-        store_path=str(store),
-        ledger_path=str(run.layout.ledger(vhr_change.STORE).root),
-        threshold=card.decision_threshold,
-    )
-    done = run.layout.ledger(vhr_change.STORE).done()
-    todo = [[(k.row, k.col)] for k in grid.chunks() if k not in done]  # 1024 px chunks: one per task
-    info(f"VHR change: {name} over {len(pairs)} pairs of consecutive dates, {len(todo)} chunks to do")
-    stats = map_batches(client, vhr_change.vhr_change_batch, todo, inputs, _progress(info, "vhr change"))
-    record_phases(run, vhr_change.STORE, stats)
-    return vhr_change.finalize_vhr_change(run.layout)
-
-
 def prepare_change(run: Run) -> change_stage.InferenceInputs:
     """Create (or reopen) the change cube's staging store; return what inference tasks need.
 
@@ -384,7 +325,7 @@ def prepare_change(run: Run) -> change_stage.InferenceInputs:
         if run.config.change.halo is not None
         else model.card.receptive_field_px // 2 + 1
     )
-    prov = {**run.provenance, "stac_items": _item_ids(run), "halo_px": halo}
+    prov = {**run.provenance, "stac_items": item_ids(run), "halo_px": halo}
     store = change_stage.init_change(run.layout, run.spec, prov)
     return change_stage.InferenceInputs(
         cube_spec=run.spec.to_dict(),
@@ -403,142 +344,25 @@ def change_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path:
         return run.layout.change
     inputs = prepare_change(run)
     batches = cube_stage.pending_batches(run.spec, run.layout, "change", run.config.change.regions_per_task)
-    stats = map_batches(client, change_stage.infer_batch, batches, inputs, _progress(info, "inference"))
+    stats = map_batches(client, change_stage.infer_batch, batches, inputs, progress_logger(info, "inference"))
     record_phases(run, "change", stats)
     return change_stage.finalize_change(run.layout)
 
 
-def crop_stage_run(run: Run, client: Any, info: Logger = log.info) -> Location | None:
-    """Map crop types over the season (skipping chunks already in the ledger) and publish the map;
-    None when the run has no crop-type model."""
-    from eowatch.pipelines import crops
-
-    name = run.config.crop_model
-    if not name:
-        return None
-    attrs = read_attrs(run.layout.out / f"{crops.STORE}.zarr")
-    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
-        return run.layout.out / f"{crops.STORE}.zarr"
-    prov = {**run.provenance, "stac_items": _item_ids(run)}
-    store = crops.init_crops(run.layout, run.spec, name, prov)
-    inputs = crops.CropInputs(
-        cube_spec=run.spec.to_dict(),
-        model=name,
-        cube_path=str(run.layout.cube),
-        store_path=str(store),
-        ledger_path=str(run.layout.ledger(crops.STORE).root),
-    )
-    per_task = run.config.change.regions_per_task
-    batches = cube_stage.pending_batches(run.spec, run.layout, crops.STORE, per_task)
-    info(f"crop types: {name} over {len(run.spec.periods)} monthly steps")
-    stats = map_batches(client, crops.crop_batch, batches, inputs, _progress(info, "crop types"))
-    record_phases(run, crops.STORE, stats)
-    return crops.finalize_crops(run.layout)
-
-
-def landcover_stage_run(run: Run, client: Any, info: Logger = log.info) -> Location | None:
-    """Map land cover over every period of the analysis cube (chunks with the model's halo, skipping
-    those already in the ledger) and publish the map; None when the run has no land-cover model.
-
-    Raises:
-        ModelError: the model does not fit the cube (bands, resolution), before any inference.
-    """
-    from eowatch.pipelines import landcover
-
-    name = run.config.landcover_model
-    if not name:
-        return None
-    out = run.layout.out / f"{landcover.STORE}.zarr"
-    attrs = read_attrs(out)
-    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
-        return out
-    landcover.check_landcover_model(name, run.spec)
-    prov = {**run.provenance, "stac_items": _item_ids(run)}
-    store = landcover.init_landcover(run.layout, run.spec, name, prov)
-    inputs = landcover.LandCoverInputs(
-        cube_spec=run.spec.to_dict(),
-        model=name,
-        cube_path=str(run.layout.cube),
-        store_path=str(store),
-        ledger_path=str(run.layout.ledger(landcover.STORE).root),
-    )
-    per_task = run.config.change.regions_per_task
-    batches = cube_stage.pending_batches(run.spec, run.layout, landcover.STORE, per_task)
-    info(f"land cover: {name} over {len(run.spec.periods)} periods, {sum(map(len, batches))} chunks to do")
-    stats = map_batches(client, landcover.landcover_batch, batches, inputs, _progress(info, "land cover"))
-    record_phases(run, landcover.STORE, stats)
-    return landcover.finalize_landcover(run.layout)
-
-
-def vhr_landcover_skipped(run: Run) -> str | None:
-    """Why a run with a VHR land-cover model has no VHR date to classify (None when it has one)."""
-    if vhr_layout(run) is None:
-        return f"no {run.config.vhr_collection} acquisition over the grid"
-    return None
-
-
-def vhr_landcover_stage_run(
-    run: Run, client: Any, info: Logger = log.info, warn: Logger = log.warning
-) -> Location | None:
-    """Map VHR land cover for every date of the VHR cube (one 1 m chunk per task, skipping chunks already
-    in the ledger) and publish the map; None when the run has no VHR land-cover model, or (with a
-    warning) no VHR acquisition over its grid.
-
-    Raises:
-        ModelError: the model does not fit the VHR cube (bands, pixel size), before any inference.
-    """
-    from eowatch.models.registry import get
-    from eowatch.pipelines import vhr_landcover
-    from eowatch.pipelines.zarr_store import open_group
-
-    name = run.config.vhr_landcover_model
-    if not name:
-        return None
-    out = run.layout.out / f"{vhr_landcover.STORE}.zarr"
-    attrs = read_attrs(out)
-    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
-        return out
-    found = vhr_layout(run)
-    if found is None:
-        warn(f"VHR land cover ({name}) skipped: {vhr_landcover_skipped(run)}")
-        return None
-    _, grid, days = found
-    vhr_bands = [k for k, arr in open_group(run.layout.vhr).arrays() if arr.ndim == 3]  # (time, y, x)
-    vhr_landcover.check_vhr_landcover_cube(get(name).card, vhr_bands, grid.resolution)
-    prov = {
-        **run.provenance,
-        "stac_items": {run.config.vhr_collection: _item_ids(run).get(run.config.vhr_collection, [])},
-    }
-    store = vhr_landcover.init_vhr_landcover(run.layout, grid, days, name, prov)
-    inputs = vhr_landcover.VhrLandCoverInputs(
-        grid=grid.to_dict(),
-        model=name,
-        vhr_path=str(run.layout.vhr),
-        store_path=str(store),
-        ledger_path=str(run.layout.ledger(vhr_landcover.STORE).root),
-    )
-    done = run.layout.ledger(vhr_landcover.STORE).done()
-    todo = [[(k.row, k.col)] for k in grid.chunks() if k not in done]  # 1024 px chunks: one per task
-    info(f"VHR land cover: {name} over {len(days)} VHR dates, {len(todo)} chunks to do")
-    progress = _progress(info, "vhr land cover")
-    stats = map_batches(client, vhr_landcover.vhr_landcover_batch, todo, inputs, progress)
-    record_phases(run, vhr_landcover.STORE, stats)
-    return vhr_landcover.finalize_vhr_landcover(run.layout)
-
-
 def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) -> dict[str, Any]:
     """Statistics, evaluation against truth (when given), quicklook and the summary JSON."""
+    # model_stages builds on this module's Run and helpers: imported here, not at the top (a cycle).
+    from eowatch.pipelines.model_stages import model_outputs, model_summaries
+
     t0 = time.perf_counter()
     stats = change_statistics(run.layout.change, run.spec)
     evaluation = None
     if run.config.truth_dir:
         evaluation = evaluate_change(run.layout.change, run.spec, Path(run.config.truth_dir))
-    crops_found = _crop_summary(run)
-    vhr_found = _vhr_change_summary(run)
-    landcover_found, vhr_landcover_found = _landcover_summary(run), _vhr_landcover_summary(run)
+    models_found = model_summaries(run)  # writes the models' quicklooks: before the catalog
     render_quicklook(run.layout.cube, run.layout.change, run.spec, run.layout.quicklook)
     catalog = publish_catalog(run.layout, run.config.start, run.config.end)  # after the data it describes
-    ids = _item_ids(run)
+    ids = item_ids(run)
     phases = worker_phases(run)
     totals: dict[str, float] = {}
     for per_stage in phases.values():
@@ -557,21 +381,7 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
                 if (run.layout.out / "vhr.zarr").exists()
                 else {}
             ),
-            **(
-                {"crop_type_map": (run.layout.out / "crop_type.zarr").as_uri()}
-                if run.config.crop_model
-                else {}
-            ),
-            **(vhr_change_outputs(run.layout) if run.config.vhr_change_model else {}),
-            **(
-                {
-                    "landcover_map": (run.layout.out / "landcover.zarr").as_uri(),
-                    "landcover_quicklook": (run.layout.out / "landcover_quicklook.png").as_uri(),
-                }
-                if run.config.landcover_model
-                else {}
-            ),
-            **(vhr_landcover_outputs(run.layout) if run.config.vhr_landcover_model else {}),
+            **model_outputs(run),
             "stac_catalog": catalog.as_uri(),
             "summary": run.layout.summary.as_uri(),
         },
@@ -582,10 +392,7 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
         "model": run.provenance["model"],
         "changes_found": stats,
         "evaluation": evaluation,
-        **({"crop_types": crops_found} if crops_found else {}),
-        **({"vhr_change": vhr_found} if vhr_found else {}),
-        **({"landcover": landcover_found} if landcover_found else {}),
-        **({"vhr_landcover": vhr_landcover_found} if vhr_landcover_found else {}),
+        **models_found,
         "timings_s": timings,
         # Summed over every chunk task on the workers (core seconds with one thread per worker).
         "worker_seconds": {"by_stage": phases, "by_phase": totals},
@@ -594,63 +401,6 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
     run.layout.clean_work()
     info(f"summary written to {run.layout.summary}")
     return summary
-
-
-def _crop_summary(run: Run) -> dict[str, Any] | None:
-    """Areas per crop class and, with planted truth, the map's scores; None without a crop model."""
-    from eowatch.pipelines import crops
-
-    if not run.config.crop_model:
-        return None
-    path = run.layout.out / f"{crops.STORE}.zarr"
-    found = crops.crop_statistics(path, run.spec)
-    if run.config.truth_dir:
-        found["evaluation"] = crops.evaluate_crops(path, run.spec, run.config.truth_dir)
-    return found
-
-
-def _vhr_change_summary(run: Run) -> dict[str, Any] | None:
-    """The VHR change part of the summary (``vhr_change.publish_vhr_change``, which also writes its
-    quicklook); ``{"model", "skipped"}`` when the run had no VHR pair; None without a VHR change model."""
-    from eowatch.pipelines import vhr_change
-
-    name = run.config.vhr_change_model
-    if not name:
-        return None
-    found = vhr_layout(run)
-    if found is None or not (run.layout.out / f"{vhr_change.STORE}.zarr" / "zarr.json").exists():
-        return {"model": name, "skipped": vhr_change_skipped(run) or "no VHR change map was written"}
-    return vhr_change.publish_vhr_change(run.layout, found[1], run.config.truth_dir)
-
-
-def _landcover_summary(run: Run) -> dict[str, Any] | None:
-    """Area per land-cover class per period (km²) and, with planted truth, the maps' scores pooled over
-    the periods (also writes its quicklook); None without a land-cover model."""
-    from eowatch.pipelines import landcover
-
-    if not run.config.landcover_model:
-        return None
-    path = run.layout.out / f"{landcover.STORE}.zarr"
-    found = landcover.landcover_statistics(path, run.spec)
-    if run.config.truth_dir:
-        found["evaluation"] = landcover.evaluate_landcover(path, run.spec, run.config.truth_dir)
-    quicklook = run.layout.out / landcover.QUICKLOOK
-    landcover.render_landcover_quicklook(run.layout.cube, path, run.spec, quicklook)
-    return found
-
-
-def _vhr_landcover_summary(run: Run) -> dict[str, Any] | None:
-    """Area per VHR land-cover class per date (ha) and, with truth, the scores against the archive's
-    labels; ``{"model", "skipped"}`` when the run had no VHR date; None without a VHR land-cover model."""
-    from eowatch.pipelines import vhr_landcover
-
-    name = run.config.vhr_landcover_model
-    if not name:
-        return None
-    found = vhr_layout(run)
-    if found is None or not (run.layout.out / f"{vhr_landcover.STORE}.zarr" / "zarr.json").exists():
-        return {"model": name, "skipped": vhr_landcover_skipped(run) or "no VHR land-cover map was written"}
-    return vhr_landcover.publish_vhr_landcover(run.layout, found[1], run.config.truth_dir)
 
 
 def existing_summary(run: Run) -> dict[str, Any]:

@@ -26,8 +26,8 @@ from starlette.staticfiles import StaticFiles
 
 from eowatch.errors import InputError
 from eowatch.infra.cluster import ClusterConfig
+from eowatch.pipelines import model_stages, plan_reads, stages
 from eowatch.pipelines import plan as planning
-from eowatch.pipelines import plan_reads, stages
 from eowatch.pipelines.artifacts import plan_markdown, plan_table, plan_text
 from eowatch.pipelines.params import MonitorParams
 from eowatch.pipelines.plan import ClusterResources, RunPlan, check_fits, plan_run
@@ -146,6 +146,7 @@ def measured_run(small_archive: Path, tmp_path_factory: pytest.TempPathFactory) 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(asset_server, "StaticFiles", _counting_static_files(counter))
         mp.setattr(stages, "map_batches", recording_map)
+        mp.setattr(model_stages, "map_batches", recording_map)
         with AssetServer(small_archive) as assets, served_archive(small_archive, assets.url) as served:
             params = _params(served, small_archive, out, **MEASURED_MODELS)
             run = stages.prepare_run(params.to_config())
@@ -161,9 +162,9 @@ def measured_run(small_archive: Path, tmp_path_factory: pytest.TempPathFactory) 
                     ("cube", stages.cube_stage_run),
                     ("vhr", stages.vhr_stage_run),
                     ("change", stages.change_stage_run),
-                    ("landcover", stages.landcover_stage_run),
-                    ("vhr_change", stages.vhr_change_stage_run),
-                    ("vhr_landcover", stages.vhr_landcover_stage_run),
+                    ("landcover", model_stages.landcover_stage_run),
+                    ("vhr_change", model_stages.vhr_change_stage_run),
+                    ("vhr_landcover", model_stages.vhr_landcover_stage_run),
                 ):
                     with _PeakRss(pids) as rss:
                         stage(run, client, lambda _m: None)

@@ -252,15 +252,15 @@ def test_a_run_without_a_vhr_pair_skips_the_stage_with_a_warning(
 ) -> None:
     """No VHR acquisition (or one date) is not an error (a scheduled window may have none): the stage is
     skipped with a warning and the summary says why."""
-    from eowatch.pipelines import stages
+    from eowatch.pipelines import model_stages, stages
     from eowatch.pipelines.ledger import write_atomic
 
     run = stages.prepare_run(_params(vhr_change_model=MODEL, out=str(tmp_path / "out")).to_config())
     write_atomic(run.layout.items, json.dumps(items))
     warnings: list[str] = []
-    assert stages.vhr_change_stage_run(run, None, lambda _m: None, warnings.append) is None
+    assert model_stages.vhr_change_stage_run(run, None, lambda _m: None, warnings.append) is None
     assert len(warnings) == 1 and warnings[0].startswith(f"VHR change ({MODEL}) skipped: {reason}")
-    found = stages._vhr_change_summary(run)
+    found = model_stages._vhr_change_summary(run)
     assert found is not None and found["model"] == MODEL and found["skipped"].startswith(reason)
     assert not (run.layout.out / "vhr_change.zarr").exists()
 

@@ -1,0 +1,289 @@
+"""The optional per-model stages of a monitoring run: crop types, land cover, VHR change, VHR land cover.
+
+Each runner is a thin stage like those of ``pipelines.stages``: it maps its model's batch function
+(``pipelines.crops``, ``pipelines.landcover``, ``pipelines.vhr_change``, ``pipelines.vhr_landcover``) over
+the chunks its ledger does not record yet and publishes the map atomically; it returns None when the run
+has no such model. ``model_outputs`` and ``model_summaries`` give the parts of the run summary these
+stages add.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eowatch.infra.storage import Location
+from eowatch.pipelines import cube as cube_stage
+from eowatch.pipelines.dask_map import map_batches
+from eowatch.pipelines.stages import Logger, Run, item_ids, log, progress_logger, record_phases, vhr_layout
+from eowatch.pipelines.vhr_change import vhr_change_outputs
+from eowatch.pipelines.vhr_landcover import vhr_landcover_outputs
+from eowatch.pipelines.zarr_store import read_attrs
+
+
+def vhr_change_skipped(run: Run) -> str | None:
+    """Why a run with a VHR change model has no VHR pair to compare (None when it has one)."""
+    found = vhr_layout(run)
+    if found is None:
+        return f"no {run.config.vhr_collection} acquisition over the grid"
+    if len(found[2]) < 2:
+        return f"only one {run.config.vhr_collection} acquisition date ({found[2][0]})"
+    return None
+
+
+def vhr_change_stage_run(
+    run: Run, client: Any, info: Logger = log.info, warn: Logger = log.warning
+) -> Location | None:
+    """Detect change between consecutive VHR dates (skipping chunks already in the ledger) and publish the
+    map; None when the run has no VHR change model, or (with a warning) no pair of VHR dates.
+
+    Raises:
+        ModelError: the model does not fit the VHR cube (bands, pixel size), before any inference.
+    """
+    from eowatch.models.registry import get
+    from eowatch.pipelines import vhr_change
+    from eowatch.pipelines.zarr_store import open_group
+
+    name = run.config.vhr_change_model
+    if not name:
+        return None
+    out = run.layout.out / f"{vhr_change.STORE}.zarr"
+    attrs = read_attrs(out)
+    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
+        return out
+    found, skipped = vhr_layout(run), vhr_change_skipped(run)
+    if skipped or found is None:
+        warn(f"VHR change ({name}) skipped: {skipped}")
+        return None
+    _, grid, days = found
+    card = get(name).card
+    vhr_bands = [k for k, arr in open_group(run.layout.vhr).arrays() if arr.ndim == 3]  # (time, y, x)
+    vhr_change.check_vhr_cube(card, vhr_bands, grid.resolution)
+    pairs = vhr_change.consecutive_pairs(len(days))
+    prov = {
+        **run.provenance,
+        "stac_items": {run.config.vhr_collection: item_ids(run).get(run.config.vhr_collection, [])},
+    }
+    store = vhr_change.init_vhr_change(run.layout, grid, days, pairs, name, prov)
+    inputs = vhr_change.VhrChangeInputs(
+        grid=grid.to_dict(),
+        pairs=pairs,
+        model=name,
+        vhr_path=str(run.layout.vhr),
+        store_path=str(store),
+        ledger_path=str(run.layout.ledger(vhr_change.STORE).root),
+        threshold=card.decision_threshold,
+    )
+    done = run.layout.ledger(vhr_change.STORE).done()
+    todo = [[(k.row, k.col)] for k in grid.chunks() if k not in done]  # 1024 px chunks: one per task
+    info(f"VHR change: {name} over {len(pairs)} pairs of consecutive dates, {len(todo)} chunks to do")
+    stats = map_batches(
+        client, vhr_change.vhr_change_batch, todo, inputs, progress_logger(info, "vhr change")
+    )
+    record_phases(run, vhr_change.STORE, stats)
+    return vhr_change.finalize_vhr_change(run.layout)
+
+
+def crop_stage_run(run: Run, client: Any, info: Logger = log.info) -> Location | None:
+    """Map crop types over the season (skipping chunks already in the ledger) and publish the map;
+    None when the run has no crop-type model."""
+    from eowatch.pipelines import crops
+
+    name = run.config.crop_model
+    if not name:
+        return None
+    attrs = read_attrs(run.layout.out / f"{crops.STORE}.zarr")
+    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
+        return run.layout.out / f"{crops.STORE}.zarr"
+    prov = {**run.provenance, "stac_items": item_ids(run)}
+    store = crops.init_crops(run.layout, run.spec, name, prov)
+    inputs = crops.CropInputs(
+        cube_spec=run.spec.to_dict(),
+        model=name,
+        cube_path=str(run.layout.cube),
+        store_path=str(store),
+        ledger_path=str(run.layout.ledger(crops.STORE).root),
+    )
+    per_task = run.config.change.regions_per_task
+    batches = cube_stage.pending_batches(run.spec, run.layout, crops.STORE, per_task)
+    info(f"crop types: {name} over {len(run.spec.periods)} monthly steps")
+    stats = map_batches(client, crops.crop_batch, batches, inputs, progress_logger(info, "crop types"))
+    record_phases(run, crops.STORE, stats)
+    return crops.finalize_crops(run.layout)
+
+
+def landcover_stage_run(run: Run, client: Any, info: Logger = log.info) -> Location | None:
+    """Map land cover over every period of the analysis cube (chunks with the model's halo, skipping
+    those already in the ledger) and publish the map; None when the run has no land-cover model.
+
+    Raises:
+        ModelError: the model does not fit the cube (bands, resolution), before any inference.
+    """
+    from eowatch.pipelines import landcover
+
+    name = run.config.landcover_model
+    if not name:
+        return None
+    out = run.layout.out / f"{landcover.STORE}.zarr"
+    attrs = read_attrs(out)
+    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
+        return out
+    landcover.check_landcover_model(name, run.spec)
+    prov = {**run.provenance, "stac_items": item_ids(run)}
+    store = landcover.init_landcover(run.layout, run.spec, name, prov)
+    inputs = landcover.LandCoverInputs(
+        cube_spec=run.spec.to_dict(),
+        model=name,
+        cube_path=str(run.layout.cube),
+        store_path=str(store),
+        ledger_path=str(run.layout.ledger(landcover.STORE).root),
+    )
+    per_task = run.config.change.regions_per_task
+    batches = cube_stage.pending_batches(run.spec, run.layout, landcover.STORE, per_task)
+    info(f"land cover: {name} over {len(run.spec.periods)} periods, {sum(map(len, batches))} chunks to do")
+    stats = map_batches(
+        client, landcover.landcover_batch, batches, inputs, progress_logger(info, "land cover")
+    )
+    record_phases(run, landcover.STORE, stats)
+    return landcover.finalize_landcover(run.layout)
+
+
+def vhr_landcover_skipped(run: Run) -> str | None:
+    """Why a run with a VHR land-cover model has no VHR date to classify (None when it has one)."""
+    if vhr_layout(run) is None:
+        return f"no {run.config.vhr_collection} acquisition over the grid"
+    return None
+
+
+def vhr_landcover_stage_run(
+    run: Run, client: Any, info: Logger = log.info, warn: Logger = log.warning
+) -> Location | None:
+    """Map VHR land cover for every date of the VHR cube (one 1 m chunk per task, skipping chunks already
+    in the ledger) and publish the map; None when the run has no VHR land-cover model, or (with a
+    warning) no VHR acquisition over its grid.
+
+    Raises:
+        ModelError: the model does not fit the VHR cube (bands, pixel size), before any inference.
+    """
+    from eowatch.models.registry import get
+    from eowatch.pipelines import vhr_landcover
+    from eowatch.pipelines.zarr_store import open_group
+
+    name = run.config.vhr_landcover_model
+    if not name:
+        return None
+    out = run.layout.out / f"{vhr_landcover.STORE}.zarr"
+    attrs = read_attrs(out)
+    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
+        return out
+    found = vhr_layout(run)
+    if found is None:
+        warn(f"VHR land cover ({name}) skipped: {vhr_landcover_skipped(run)}")
+        return None
+    _, grid, days = found
+    vhr_bands = [k for k, arr in open_group(run.layout.vhr).arrays() if arr.ndim == 3]  # (time, y, x)
+    vhr_landcover.check_vhr_landcover_cube(get(name).card, vhr_bands, grid.resolution)
+    prov = {
+        **run.provenance,
+        "stac_items": {run.config.vhr_collection: item_ids(run).get(run.config.vhr_collection, [])},
+    }
+    store = vhr_landcover.init_vhr_landcover(run.layout, grid, days, name, prov)
+    inputs = vhr_landcover.VhrLandCoverInputs(
+        grid=grid.to_dict(),
+        model=name,
+        vhr_path=str(run.layout.vhr),
+        store_path=str(store),
+        ledger_path=str(run.layout.ledger(vhr_landcover.STORE).root),
+    )
+    done = run.layout.ledger(vhr_landcover.STORE).done()
+    todo = [[(k.row, k.col)] for k in grid.chunks() if k not in done]  # 1024 px chunks: one per task
+    info(f"VHR land cover: {name} over {len(days)} VHR dates, {len(todo)} chunks to do")
+    progress = progress_logger(info, "vhr land cover")
+    stats = map_batches(client, vhr_landcover.vhr_landcover_batch, todo, inputs, progress)
+    record_phases(run, vhr_landcover.STORE, stats)
+    return vhr_landcover.finalize_vhr_landcover(run.layout)
+
+
+def _crop_summary(run: Run) -> dict[str, Any] | None:
+    """Areas per crop class and, with planted truth, the map's scores; None without a crop model."""
+    from eowatch.pipelines import crops
+
+    if not run.config.crop_model:
+        return None
+    path = run.layout.out / f"{crops.STORE}.zarr"
+    found = crops.crop_statistics(path, run.spec)
+    if run.config.truth_dir:
+        found["evaluation"] = crops.evaluate_crops(path, run.spec, run.config.truth_dir)
+    return found
+
+
+def _vhr_change_summary(run: Run) -> dict[str, Any] | None:
+    """The VHR change part of the summary (``vhr_change.publish_vhr_change``, which also writes its
+    quicklook); ``{"model", "skipped"}`` when the run had no VHR pair; None without a VHR change model."""
+    from eowatch.pipelines import vhr_change
+
+    name = run.config.vhr_change_model
+    if not name:
+        return None
+    found = vhr_layout(run)
+    if found is None or not (run.layout.out / f"{vhr_change.STORE}.zarr" / "zarr.json").exists():
+        return {"model": name, "skipped": vhr_change_skipped(run) or "no VHR change map was written"}
+    return vhr_change.publish_vhr_change(run.layout, found[1], run.config.truth_dir)
+
+
+def _landcover_summary(run: Run) -> dict[str, Any] | None:
+    """Area per land-cover class per period (km²) and, with planted truth, the maps' scores pooled over
+    the periods (also writes its quicklook); None without a land-cover model."""
+    from eowatch.pipelines import landcover
+
+    if not run.config.landcover_model:
+        return None
+    path = run.layout.out / f"{landcover.STORE}.zarr"
+    found = landcover.landcover_statistics(path, run.spec)
+    if run.config.truth_dir:
+        found["evaluation"] = landcover.evaluate_landcover(path, run.spec, run.config.truth_dir)
+    quicklook = run.layout.out / landcover.QUICKLOOK
+    landcover.render_landcover_quicklook(run.layout.cube, path, run.spec, quicklook)
+    return found
+
+
+def _vhr_landcover_summary(run: Run) -> dict[str, Any] | None:
+    """Area per VHR land-cover class per date (ha) and, with truth, the scores against the archive's
+    labels; ``{"model", "skipped"}`` when the run had no VHR date; None without a VHR land-cover model."""
+    from eowatch.pipelines import vhr_landcover
+
+    name = run.config.vhr_landcover_model
+    if not name:
+        return None
+    found = vhr_layout(run)
+    if found is None or not (run.layout.out / f"{vhr_landcover.STORE}.zarr" / "zarr.json").exists():
+        return {"model": name, "skipped": vhr_landcover_skipped(run) or "no VHR land-cover map was written"}
+    return vhr_landcover.publish_vhr_landcover(run.layout, found[1], run.config.truth_dir)
+
+
+def model_outputs(run: Run) -> dict[str, str]:
+    """The ``output`` entries (name → URL) of the summary for the run's model stages, in the flow's order;
+    empty without a model stage."""
+    cfg, out = run.config, run.layout.out
+    found: dict[str, str] = {}
+    if cfg.crop_model:
+        found["crop_type_map"] = (out / "crop_type.zarr").as_uri()
+    if cfg.vhr_change_model:
+        found.update(vhr_change_outputs(run.layout))
+    if cfg.landcover_model:
+        found["landcover_map"] = (out / "landcover.zarr").as_uri()
+        found["landcover_quicklook"] = (out / "landcover_quicklook.png").as_uri()
+    if cfg.vhr_landcover_model:
+        found.update(vhr_landcover_outputs(run.layout))
+    return found
+
+
+def model_summaries(run: Run) -> dict[str, dict[str, Any]]:
+    """The summary's sections of the run's model stages (``crop_types``, ``vhr_change``, ``landcover``,
+    ``vhr_landcover``; those the run has), computed in that order; also writes the models' quicklooks."""
+    sections = {
+        "crop_types": _crop_summary(run),
+        "vhr_change": _vhr_change_summary(run),
+        "landcover": _landcover_summary(run),
+        "vhr_landcover": _vhr_landcover_summary(run),
+    }
+    return {key: found for key, found in sections.items() if found}
