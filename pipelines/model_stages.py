@@ -17,7 +17,6 @@ from eowatch.pipelines.dask_map import map_batches
 from eowatch.pipelines.stages import Logger, Run, item_ids, log, progress_logger, record_phases, vhr_layout
 from eowatch.pipelines.vhr_change import vhr_change_outputs
 from eowatch.pipelines.vhr_landcover import vhr_landcover_outputs
-from eowatch.pipelines.zarr_store import read_attrs
 
 
 def vhr_change_skipped(run: Run) -> str | None:
@@ -47,8 +46,7 @@ def vhr_change_stage_run(
     if not name:
         return None
     out = run.layout.out / f"{vhr_change.STORE}.zarr"
-    attrs = read_attrs(out)
-    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
+    if run.store_complete(out):
         return out
     found, skipped = vhr_layout(run), vhr_change_skipped(run)
     if skipped or found is None:
@@ -91,8 +89,7 @@ def crop_stage_run(run: Run, client: Any, info: Logger = log.info) -> Location |
     name = run.config.crop_model
     if not name:
         return None
-    attrs = read_attrs(run.layout.out / f"{crops.STORE}.zarr")
-    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
+    if run.store_complete(run.layout.out / f"{crops.STORE}.zarr"):
         return run.layout.out / f"{crops.STORE}.zarr"
     prov = {**run.provenance, "stac_items": item_ids(run)}
     store = crops.init_crops(run.layout, run.spec, name, prov)
@@ -124,8 +121,7 @@ def landcover_stage_run(run: Run, client: Any, info: Logger = log.info) -> Locat
     if not name:
         return None
     out = run.layout.out / f"{landcover.STORE}.zarr"
-    attrs = read_attrs(out)
-    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
+    if run.store_complete(out):
         return out
     landcover.check_landcover_model(name, run.spec)
     prov = {**run.provenance, "stac_items": item_ids(run)}
@@ -172,8 +168,7 @@ def vhr_landcover_stage_run(
     if not name:
         return None
     out = run.layout.out / f"{vhr_landcover.STORE}.zarr"
-    attrs = read_attrs(out)
-    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
+    if run.store_complete(out):
         return out
     found = vhr_layout(run)
     if found is None:

@@ -54,7 +54,11 @@ class Run:
         return self.change_complete() and self.layout.summary.exists()
 
     def change_complete(self) -> bool:
-        attrs = read_attrs(self.layout.change)
+        return self.store_complete(self.layout.change)
+
+    def store_complete(self, path: Any) -> bool:
+        """The store at ``path`` was marked complete (its last write) by a run with this run's token."""
+        attrs = read_attrs(path)
         return attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == self.token
 
 
@@ -239,8 +243,7 @@ def worker_phases(run: Run) -> dict[str, dict[str, float]]:
 
 def cube_stage_run(run: Run, client: Any, info: Logger = log.info, per_task: int = 2) -> Path:
     """Build the analysis cube (skipping chunks already in the ledger) and publish it atomically."""
-    attrs = read_attrs(run.layout.cube)
-    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
+    if run.store_complete(run.layout.cube):
         info("analysis cube already complete")
         return run.layout.cube
     prov = {**run.provenance, "stac_items": item_ids(run)}
@@ -267,8 +270,7 @@ def vhr_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path | None
     coll = run.config.vhr_collection
     if not coll:
         return None
-    attrs = read_attrs(run.layout.out / "vhr.zarr")
-    if attrs.get("eowatch_status") == "complete" and attrs.get("eowatch_run_token") == run.token:
+    if run.store_complete(run.layout.out / "vhr.zarr"):
         return run.layout.out / "vhr.zarr"
     found = vhr_layout(run)
     if found is None:
