@@ -34,6 +34,9 @@ BUILD, CLEAR, FLOOD, ROTATE = (
     change_code(n) for n in ("new_building", "forest_clearing", "flooding", "crop_rotation")
 )
 OPEN_KINDS = (KIND_GRASS, KIND_WCEREAL, KIND_MAIZE, KIND_RAPE, KIND_BARE)
+# A rotation harvests the winter cereal on day t0 and the new crop's canopy ramp is centred on
+# t0 + 45 (``phenology._apply_events``, EV_ROTATE): the change is *visible* (and recorded) then.
+ROTATION_SHOWS_DAYS = 45
 
 
 @dataclass
@@ -232,7 +235,11 @@ class _Planner:
                 continue
             t0 = int(self.rng.integers(lo, hi))
             scene.units.event[u], scene.units.t0[u], scene.units.t1[u] = EV_ROTATE, t0, t0 + 8
-            self._record(ROTATE, sl, mask, 5, t0, 0)
+            # truth carries the day the new crop shows, not the harvest (same draws, same imagery);
+            # in a short archive the crop may come up after its end: the truth is then its last
+            # days, as the field has visibly changed (harvested out of season) by then
+            shows = min(t0 + ROTATION_SHOWS_DAYS, self.e - self.margin)
+            self._record(ROTATE, sl, mask, 5, shows, 0)
             placed += 1
 
     def floods(self, n: int) -> None:

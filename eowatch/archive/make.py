@@ -26,7 +26,10 @@ from eowatch.archive.vhr import render_vhr
 from eowatch.archive.world import World, build_world
 from eowatch.errors import InputError
 
-ARCHIVE_VERSION = 1
+ARCHIVE_VERSION = 2
+# Version 2 changed only the truth (a crop rotation is dated when the new crop shows, not at the
+# harvest); the imagery of every version-1 archive is bit-identical, so its truth is refreshed in place.
+TRUTH_ONLY_UPGRADES = {1}
 Progress = Callable[[str, float], None]
 _WORLD: World | None = None
 
@@ -137,6 +140,7 @@ def make_archive(out_dir: Path, config: ArchiveConfig, progress: Progress | None
     out_dir = Path(out_dir)
     done = _check_target(out_dir, config)
     if done is not None:
+        _upgrade_truth(out_dir, config, progress or (lambda _msg, _frac: None))
         return done
     report = progress or (lambda _msg, _frac: None)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -153,6 +157,42 @@ def make_archive(out_dir: Path, config: ArchiveConfig, progress: Progress | None
         shutil.rmtree(root, ignore_errors=True)
     report("done", 1.0)
     return out_dir / "archive.json"
+
+
+def _upgrade_truth(out_dir: Path, config: ArchiveConfig, report: Progress) -> None:
+    """Rewrite the truth of a finished archive of an older version whose imagery is unchanged.
+
+    The new truth is written beside the old one and swapped in before the manifest's version is
+    raised, so an interrupted upgrade is redone on the next call. Other old versions raise.
+    """
+    manifest_path = out_dir / "archive.json"
+    manifest = json.loads(manifest_path.read_text())
+    version = manifest.get("eowatch_archive_version", 1)
+    if version == ARCHIVE_VERSION:
+        return
+    if version not in TRUTH_ONLY_UPGRADES:
+        raise InputError(
+            f"{out_dir} holds an eowatch archive of version {version} (this eowatch writes "
+            f"{ARCHIVE_VERSION}); remove it to regenerate"
+        )
+    report("truth upgrade", 0.0)
+    root = out_dir / f".partial-{_token(config)}"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir()
+    try:
+        write_truth(build_world(config), root)
+        old = out_dir / ".truth-old"
+        shutil.rmtree(old, ignore_errors=True)
+        if (out_dir / "truth").exists():  # absent only if an earlier upgrade stopped right here
+            os.replace(out_dir / "truth", old)
+        os.replace(root / "truth", out_dir / "truth")
+        shutil.rmtree(old, ignore_errors=True)
+        manifest["eowatch_archive_version"] = ARCHIVE_VERSION
+        write_json(root / "archive.json", manifest)
+        os.replace(root / "archive.json", manifest_path)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    report("done", 1.0)
 
 
 def _build(config: ArchiveConfig, root: Path, report: Progress) -> None:

@@ -26,7 +26,7 @@ def test_valid(small_archive: Path) -> None:
 
 def test_manifest(small_archive: Path, small_config: ArchiveConfig) -> None:
     m = load_manifest(small_archive)
-    assert m["eowatch_archive_version"] == 1 and m["crs"] == "EPSG:32631"
+    assert m["eowatch_archive_version"] == 2 and m["crs"] == "EPSG:32631"
     assert m["config"] == small_config.identity()
     assert m["aoi_bbox"] == [600000.0, 5640000.0, 602560.0, 5642560.0]
     assert m["collections"] == ["sentinel-2-l2a", "sentinel-1-grd", "vhr-rgbn"]
@@ -65,6 +65,33 @@ def test_noop_and_refusals(small_archive: Path, small_config: ArchiveConfig, tmp
         make_archive(tmp_path, small_config)
     with pytest.raises(InputError):
         load_manifest(tmp_path)
+
+
+def test_version_1_archive_gets_its_truth_rewritten(
+    small_archive: Path, small_config: ArchiveConfig, tmp_path: Path
+) -> None:
+    """A version-1 archive (same imagery, rotations dated at the harvest) is upgraded in place: truth only."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(small_archive, old)
+    manifest = json.loads((old / "archive.json").read_text())
+    manifest["eowatch_archive_version"] = 1
+    (old / "archive.json").write_text(json.dumps(manifest))
+    (old / "truth" / "change_start.tif").write_bytes(b"stale")
+    (old / "truth" / "events.geojson").unlink()
+    asset = next((old / "assets").rglob("*.tif"))
+    asset_bytes = asset.read_bytes()
+    make_archive(old, small_config)
+    for f in sorted((small_archive / "truth").iterdir()):
+        assert (old / "truth" / f.name).read_bytes() == f.read_bytes(), f.name
+    assert asset.read_bytes() == asset_bytes
+    assert load_manifest(old)["eowatch_archive_version"] == 2
+    assert not [p.name for p in old.iterdir() if p.name.startswith(".")]
+    manifest["eowatch_archive_version"] = 0
+    (old / "archive.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="version 0"):
+        make_archive(old, small_config)
 
 
 def test_load_items_hrefs(small_archive: Path) -> None:

@@ -93,3 +93,23 @@ def test_events(small_archive: Path, small_config: ArchiveConfig) -> None:
             assert p["area_m2"] >= 1600 and p["to_class"] == "built_up"
     buildings = [f for f in events if f["properties"]["type"] == "new_building"]
     assert sum(f["properties"]["in_vhr_area"] for f in buildings) >= 4
+
+
+def test_rotation_dated_when_the_new_crop_shows() -> None:
+    """A rotation's truth is the day the maize canopy is half grown (harvest + 45 days), inside the period."""
+    from eowatch.archive.changes import ROTATE, ROTATION_SHOWS_DAYS
+    from eowatch.archive.scene import EV_ROTATE
+    from eowatch.archive.world import build_world
+
+    cfg = ArchiveConfig(seed=7, size_km=2.56, start=dt.date(2026, 3, 1), end=dt.date(2026, 8, 31), workers=1)
+    world = build_world(cfg)
+    plan, scene = world.plan, world.scene
+    rotations = [ev for ev in plan.events if ev["type"] == ROTATE]
+    assert rotations
+    for ev in rotations:
+        units = np.unique(scene.unit[ev["window"]][plan.event_id[ev["window"]] == ev["id"]])
+        assert (scene.units.event[units] == EV_ROTATE).all()
+        harvest = int(scene.units.t0[units][0])
+        assert ev["start"] == min(harvest + ROTATION_SHOWS_DAYS, epoch_day(cfg.end) - 18)
+        assert epoch_day(cfg.start) < ev["start"] < epoch_day(cfg.end)
+        assert (plan.change_start[plan.event_id == ev["id"]] == ev["start"]).all()
