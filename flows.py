@@ -120,6 +120,11 @@ def map_vhr_land_cover(run: stages.Run, scheduler: str) -> str | None:
     return _on_cluster(model_stages.vhr_landcover_stage_run, run, scheduler, warn=_warning)
 
 
+@task(name="map-semantic-change", **_CLUSTER_TASK)
+def map_semantic_change(run: stages.Run, scheduler: str) -> str | None:
+    return _on_cluster(model_stages.semantic_change_stage_run, run, scheduler)
+
+
 @task(
     name="publish",
     retries=2,
@@ -185,6 +190,10 @@ def _run_stages(run: stages.Run, scheduler: str, timings: dict[str, float]) -> d
         t = time.perf_counter()
         map_land_cover(run, scheduler)
         timings["landcover"] = round(time.perf_counter() - t, 2)
+    if run.config.semantic_change_model:
+        t = time.perf_counter()
+        map_semantic_change(run, scheduler)
+        timings["semantic_change"] = round(time.perf_counter() - t, 2)
     if run.config.vhr_change_model:
         t = time.perf_counter()
         detect_vhr_change(run, scheduler)

@@ -64,6 +64,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         "vhr_change_map": "VHR change map",
         "landcover_map": "Land-cover map",
         "vhr_landcover_map": "VHR land-cover map",
+        "semantic_change_map": "Semantic change",
         "quicklook": "Quicklook",
         "summary": "Summary",
     }
@@ -91,6 +92,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     print_vhr_change(summary.get("vhr_change"))
     print_landcover(summary.get("landcover"))
     print_vhr_landcover(summary.get("vhr_landcover"))
+    print_semantic_change(summary.get("semantic_change"))
     if "timings_s" in summary:
         print("Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in summary["timings_s"].items()))
     by_phase = (summary.get("worker_seconds") or {}).get("by_phase") or {}
@@ -155,6 +157,26 @@ def print_vhr_landcover(found: dict[str, Any] | None) -> None:
         print(f"  against VHR labels: OA {ev['oa']:.3f}  kappa {ev['kappa']:.3f}  mIoU {ev['miou']:.3f}")
 
 
+def print_semantic_change(found: dict[str, Any] | None, top: int = 5) -> None:
+    """The semantic change lines of the end-of-run report: changed area per transition, the largest
+    (from -> to) pairs and the scores against planted truth."""
+    if not found:
+        return
+    total = sum(t["changed_km2"] for t in found["transitions"])
+    print(
+        f"Semantic change ({found['model']}): {total:.3f} km² changed over "
+        f"{len(found['transitions'])} transitions"
+    )
+    for pair, km2 in list(found["changed_km2_by_pair"].items())[:top]:
+        print(f"  {pair:<30} {km2:8.4f} km²")
+    ev = found.get("evaluation")
+    if ev:
+        print(
+            f"  against planted change: SeK {ev['sek']:.3f}  mIoU {ev['miou']:.3f}  "
+            f"binary F1 {ev['binary_f1']:.3f}"
+        )
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``eowatch run`` (AOI, dates, output, grid, collections, model, asset stores,
     workers); ``eowatch plan`` takes the same ones."""
@@ -185,6 +207,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--vhr-landcover-model",
         help="also map land cover for every VHR date with this model, e.g. landcover-vhr-unet "
         "(needs --vhr-collection)",
+    )
+    parser.add_argument(
+        "--semantic-change-model",
+        help="also map change with its from/to land cover between consecutive periods with this model, "
+        "e.g. siamese-s2s1-semantic",
     )
     parser.add_argument("--s2-collection", default="sentinel-2-l2a", help="optical collection id")
     parser.add_argument("--s1-collection", default="sentinel-1-grd", help="SAR collection id ('' for none)")
@@ -225,6 +252,7 @@ def run_params(args: argparse.Namespace, **extra: Any) -> Any:
         "vhr_change_model": args.vhr_change_model or None,
         "landcover_model": args.landcover_model or None,
         "vhr_landcover_model": args.vhr_landcover_model or None,
+        "semantic_change_model": getattr(args, "semantic_change_model", None) or None,
         "s2_collection": args.s2_collection,
         "s1_collection": args.s1_collection or None,
         "truth_dir": args.truth,

@@ -23,7 +23,7 @@ import numpy as np
 
 from eowatch.errors import InputError
 
-__all__ = ["ever_changed", "period_days", "transition_labels"]
+__all__ = ["ever_changed", "period_days", "period_middle_days", "transition_labels"]
 
 _EPOCH = np.datetime64("1970-01-01", "D")
 
@@ -42,6 +42,12 @@ def period_days(period_bounds: list[tuple[np.datetime64, np.datetime64]]) -> np.
     if np.any(days[:, 1] <= days[:, 0]) or np.any(days[1:, 0] < days[:-1, 1]):
         raise InputError("periods must be non-empty, ordered and non-overlapping [start, end) ranges")
     return days
+
+
+def period_middle_days(period_bounds: list[tuple[np.datetime64, np.datetime64]]) -> np.ndarray:
+    """int64 ``(T,)`` middle day (days since 1970-01-01, rounded down) of each ``[start, end)`` period."""
+    days = period_days(period_bounds)
+    return (days[:, 0] + days[:, 1]) // 2
 
 
 def transition_labels(

@@ -37,7 +37,7 @@ from .confusion import (
     semantic_change_scores,
 )
 from .dataset import open_cube
-from .labels import transition_labels
+from .labels import period_middle_days, transition_labels
 from .metrics import binary_scores
 from .predict import normalize_bands
 from .siamese_semantic import SEMANTIC_CLASSES, SemanticProbs, decode_semantic, predict_semantic_series
@@ -150,6 +150,8 @@ def predict_columns(
     x0 = max(c0 - model.module.receptive_field // 2, 0)
     with open_cube(cube_path) as cube:
         block = np.stack([cube[b].isel(x=slice(x0, c1)).values for b in model.card.bands], axis=1)
+        middle = period_middle_days(period_bounds(cube["time"].values))
+    season = model.module.season_channels > 0
     parts = []
     for t in range(1, block.shape[0]):
         cond = None
@@ -158,7 +160,11 @@ def predict_columns(
             cond[0, :, c0 - x0 :] = condition[t - 1]
         parts.append(
             predict_semantic_series(
-                model, block[t - 1 : t + 1], cond, region=(slice(None), slice(c0 - x0, None))
+                model,
+                block[t - 1 : t + 1],
+                cond,
+                days=middle[t - 1 : t + 1] if season else None,
+                region=(slice(None), slice(c0 - x0, None)),
             )
         )
     return SemanticProbs(*(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))

@@ -15,6 +15,11 @@ The **conditional** variant (``conditional=1``, MapFormer's idea) also takes the
 map (one-hot per pixel, at date 1): a 3x3 convolution + GELU embeds it and its features join the fused
 features of every head, so the network only has to decide what became of a known class.
 
+**Season** (``season_channels=2``): each date's input also carries two constant planes, the sine and
+cosine of its period's mid day of year (``season_planes``), so the same spectral move can mean
+different things in different months (bare -> green is ordinary maize in May -> June and a crop
+rotation in July -> August). ``season_channels=0`` models take no date input.
+
 Outputs are not symmetric in the dates: ``forward(a, b)`` and ``forward(b, a)`` differ (the from/to heads
 swap roles and seasonal development has a direction). No layer strides or normalises over space or
 batch, so a pixel depends only on its ``receptive_field`` window (11 px for depth 4): tiled inference
@@ -55,12 +60,13 @@ __all__ = [
     "decode_semantic",
     "one_hot_landcover",
     "predict_semantic_series",
+    "season_planes",
 ]
 
 SEMANTIC_ARCHITECTURE = "SiameseSemanticNet"
 #: Constructor arguments a ``SiameseSemanticNet`` card gives (``architecture_args`` keys).
 SEMANTIC_ARCHITECTURE_ARGS: frozenset[str] = frozenset(
-    {"in_channels", "n_classes", "width", "depth", "conditional"}
+    {"in_channels", "n_classes", "width", "depth", "conditional", "season_channels"}
 )
 #: Display colours (RGB 0-255) of the archive's land-cover classes (crop colours as ``crop-type-ltae``,
 #: the others WorldCover-like).
@@ -105,25 +111,38 @@ class SiameseSemanticNet(nn.Module):
         width: feature channels of the encoder and the heads.
         depth: 3x3 convolutions in the encoder (>= 1).
         conditional: 1 to take the date-1 land-cover map (one-hot, ``n_classes - 1`` channels) as input.
+        season_channels: 2 to take each date's ``season_planes`` after its image channels, 0 for none.
 
-    Input: ``before``, ``after`` float32 ``(N, in_channels, H, W)`` normalised as the card says;
+    Input: ``before``, ``after`` float32 ``(N, in_channels + season_channels, H, W)`` normalised as the
+    card says, then the date's season planes;
     ``condition`` float32 ``(N, n_classes - 1, H, W)`` one-hot land cover at date 1 (conditional only).
     Output: ``SemanticLogits``.
     """
 
     def __init__(
-        self, in_channels: int, n_classes: int = 9, width: int = 32, depth: int = 4, conditional: int = 0
+        self,
+        in_channels: int,
+        n_classes: int = 9,
+        width: int = 32,
+        depth: int = 4,
+        conditional: int = 0,
+        season_channels: int = 0,
     ) -> None:
         super().__init__()
-        if min(in_channels, width, depth) < 1 or n_classes < 3 or conditional not in (0, 1):
+        if (
+            min(in_channels, width, depth) < 1
+            or n_classes < 3
+            or conditional not in (0, 1)
+            or (season_channels not in (0, 2))
+        ):
             raise ValueError(
-                "SiameseSemanticNet needs in_channels, width, depth >= 1, n_classes >= 3 and conditional "
-                f"0 or 1, got in_channels={in_channels}, n_classes={n_classes}, width={width}, "
-                f"depth={depth}, conditional={conditional}"
+                "SiameseSemanticNet needs in_channels, width, depth >= 1, n_classes >= 3, conditional "
+                f"0 or 1 and season_channels 0 or 2, got in_channels={in_channels}, n_classes={n_classes}, "
+                f"width={width}, depth={depth}, conditional={conditional}, season_channels={season_channels}"
             )
         self.in_channels, self.n_classes, self.width = in_channels, n_classes, width
-        self.depth, self.conditional = depth, conditional
-        layers = [_conv_block(in_channels, width)]
+        self.depth, self.conditional, self.season_channels = depth, conditional, season_channels
+        layers = [_conv_block(in_channels + season_channels, width)]
         layers += [_conv_block(width, width) for _ in range(depth - 1)]
         self.encoder = nn.Sequential(*layers)
         fused = (3 + conditional) * width
@@ -144,6 +163,7 @@ class SiameseSemanticNet(nn.Module):
             "width": self.width,
             "depth": self.depth,
             "conditional": self.conditional,
+            "season_channels": self.season_channels,
         }
 
     @property
@@ -232,6 +252,23 @@ def check_semantic_inputs(card: ModelCard, available_bands: Sequence[str], resol
     check_bands_and_resolution(card, available_bands, resolution_m)
 
 
+def season_planes(days: Sequence[int] | np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """float32 ``(T, 2, H, W)``: sine and cosine of ``2 pi doy / 365.25`` per date, constant over space.
+
+    Args:
+        days: ``T`` dates as days since 1970-01-01 (a period's middle day), or ``datetime64`` values.
+        shape: ``(H, W)`` of the planes.
+    """
+    arr = np.asarray(days)
+    if np.issubdtype(arr.dtype, np.datetime64):
+        arr = (arr.astype("datetime64[D]") - np.datetime64("1970-01-01", "D")).astype(np.int64)
+    epoch = arr.astype("datetime64[D]")
+    doy = (epoch - epoch.astype("datetime64[Y]")).astype(np.int64).astype(np.float64)  # 0 = 1 January
+    angle = 2 * np.pi * doy / 365.25
+    planes = np.stack([np.sin(angle), np.cos(angle)], axis=1).astype(np.float32)
+    return np.broadcast_to(planes[:, :, None, None], (len(arr), 2, *shape)).copy()
+
+
 def one_hot_landcover(codes: np.ndarray, n_landcover: int) -> np.ndarray:
     """One-hot float32 ``(..., n_landcover, H, W)`` of ``LANDCOVER`` codes ``(..., H, W)``; code ``c`` in
     1..n_landcover sets channel ``c - 1``, any other code (0 nodata, 255) leaves all channels 0."""
@@ -275,6 +312,7 @@ def predict_semantic_series(
     bands: np.ndarray,
     condition: np.ndarray | None = None,
     *,
+    days: Sequence[int] | np.ndarray | None = None,
     region: tuple[slice, slice] | None = None,
     config: EngineConfig | None = None,
 ) -> SemanticProbs:
@@ -286,6 +324,8 @@ def predict_semantic_series(
             reflectance 0-1, S1 dB), NaN = no data; normalised with the card's statistics here.
         condition: conditional models only: ``(T - 1, H, W)`` uint8 ``LANDCOVER`` codes of the earlier
             period of each transition (0 = unknown: no class is given there).
+        days: models with season channels only: the ``T`` periods' middle days (days since 1970-01-01
+            or ``datetime64``), see ``season_planes``.
         region: ``(rows, cols)`` to predict; the rest of ``bands`` is context.
         config: engine windows (default: the device's default with halo ``receptive_field // 2``, so the
             result equals whole-image inference to float rounding).
@@ -302,6 +342,14 @@ def predict_semantic_series(
             f"got {bands.shape}"
         )
     x = preprocess(card, bands)
+    if module.season_channels:
+        if days is None or len(days) != bands.shape[0]:
+            got = None if days is None else len(days)
+            raise InputError(
+                f"model {card.name!r} reads the season: give the {bands.shape[0]} periods' middle days, "
+                f"got {got}"
+            )
+        x = np.concatenate([x, season_planes(days, x.shape[2:])], axis=1)
     n_bands = x.shape[1]
     if module.conditional:
         if condition is None or condition.shape != (bands.shape[0] - 1, *bands.shape[2:]):

@@ -31,8 +31,14 @@ from eowatch.errors import InputError
 
 from .card import DEFAULT_BANDS, ClassInfo, ModelCard
 from .dataset import IGNORE_INDEX, ChangeChipDataset, _rotate_flip, open_cube, read_truth
-from .labels import _first_showing_period, period_days
-from .siamese_semantic import LANDCOVER_COLOURS, SEMANTIC_CLASSES, SiameseSemanticNet, one_hot_landcover
+from .labels import _first_showing_period, period_days, period_middle_days
+from .siamese_semantic import (
+    LANDCOVER_COLOURS,
+    SEMANTIC_CLASSES,
+    SiameseSemanticNet,
+    one_hot_landcover,
+    season_planes,
+)
 from .train import BatchLoss, _deterministic, fit_chips, normalization_stats, period_bounds
 from .weights import LoadedModel, load_model, save_model
 
@@ -62,6 +68,8 @@ class SemanticTrainConfig:
     """Version recorded in the card."""
     conditional: bool = False
     """Train the conditional variant (the true date-1 land cover as input)."""
+    season: bool = True
+    """Give each date its period's season (``season_planes``: sine and cosine of the mid day of year)."""
     chip: int = 64
     """Training chip side (pixels)."""
     chips_per_epoch: int = 512
@@ -155,6 +163,7 @@ class SemanticChipDataset(ChangeChipDataset):
         bands, normalization, columns, changed_fraction: as ``ChangeChipDataset``.
         conditional: add ``condition``, float32 ``(8, chip, chip)``, the one-hot true date-1 land cover.
         condition_noise: share of condition pixels replaced by a random class (augmentation).
+        season: append each date's ``season_planes`` (2 channels) after its bands.
 
     Items: ``before``/``after`` as ``ChangeChipDataset``; ``change`` int64 0/1, ``from_class`` and
     ``to_class`` int64 land-cover index 0..7 (``LANDCOVER`` code - 1), all ``(chip, chip)`` and
@@ -177,6 +186,7 @@ class SemanticChipDataset(ChangeChipDataset):
         changed_fraction: float = 0.5,
         conditional: bool = False,
         condition_noise: float = 0.0,
+        season: bool = False,
     ) -> None:
         super().__init__(
             cube_path,
@@ -193,6 +203,7 @@ class SemanticChipDataset(ChangeChipDataset):
         )
         self.landcover = period_landcover(truth, period_bounds)
         self.conditional, self.condition_noise = conditional, condition_noise
+        self.middle_days = period_middle_days(period_bounds) if season else None
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self.normalization is None:
@@ -214,6 +225,8 @@ class SemanticChipDataset(ChangeChipDataset):
         stacked = np.concatenate([targets, condition[None]])
         if self.augment:
             x, stacked = _rotate_flip(x, stacked, rng)
+        if self.middle_days is not None:
+            x = np.concatenate([x, season_planes(self.middle_days[t - 1 : t + 1], x.shape[2:])], axis=1)
         item: dict[str, Any] = {
             "before": torch.from_numpy(np.ascontiguousarray(x[0])),
             "after": torch.from_numpy(np.ascontiguousarray(x[1])),
@@ -334,11 +347,17 @@ def train_semantic_sets(
                 changed_fraction=config.changed_fraction,
                 conditional=config.conditional,
                 condition_noise=config.condition_noise,
+                season=config.season,
             )
             for i, (cube_path, truth) in enumerate(sets)
         ]
         module = SiameseSemanticNet(
-            len(DEFAULT_BANDS) + 1, len(SEMANTIC_CLASSES), config.width, config.depth, int(config.conditional)
+            len(DEFAULT_BANDS) + 1,
+            len(SEMANTIC_CLASSES),
+            config.width,
+            config.depth,
+            int(config.conditional),
+            2 if config.season else 0,
         )
         history = fit_chips(
             module,
@@ -363,6 +382,7 @@ def train_semantic_sets(
             if config.conditional
             else ""
         )
+        + ("; season: sine/cosine of each period's middle day of year" if config.season else "")
     )
     scores = {f"train.loss_epoch{i + 1}": v for i, v in enumerate(history)}
     card = semantic_card(
@@ -417,7 +437,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--semantic-model", type=Path, default=None, help="conditional: predicted-map source")
     for name in config_fields():
         default = getattr(SemanticTrainConfig(), name)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+        if isinstance(default, bool):
+            parser.add_argument(
+                f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=default
+            )
+        else:
+            parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     args = parser.parse_args(argv)
     name = "siamese-s2s1-conditional" if args.conditional else "siamese-s2s1-semantic"
     config = SemanticTrainConfig(

@@ -322,6 +322,7 @@ def run_markdown(
     lines += vhr_change_lines(summary)
     lines += landcover_lines(summary)
     lines += vhr_landcover_lines(summary)
+    lines += semantic_change_lines(summary)
     lines += worker_phase_lines(summary)
     if quicklook is not None and quicklook.exists():
         lines += [
@@ -436,6 +437,37 @@ def landcover_lines(summary: Mapping[str, Any]) -> list[str]:
             "",
             f"Against planted land cover ({ev['scope']}, {ev['n_px']} px): OA **{ev['oa']:.3f}**, "
             f"kappa {ev['kappa']:.3f}, mIoU {ev['miou']:.3f}",
+        ]
+    return lines
+
+
+def semantic_change_lines(summary: Mapping[str, Any], top: int = 8) -> list[str]:
+    """Markdown lines: changed area per transition and the largest (from -> to) pairs in km² (and the
+    scores against planted truth); empty without a semantic change model."""
+    found = summary.get("semantic_change")
+    if not found:
+        return []
+    lines = [
+        "",
+        f"Semantic change (`{found['model']}`, `{summary['output'].get('semantic_change_map', '')}`):",
+        "",
+        "| transition | changed km² |",
+        "|---|---|",
+        *[
+            f"| {t['period_before'][0][:7]} → {t['period_after'][0][:7]} | {t['changed_km2']:.4f} |"
+            for t in found["transitions"]
+        ],
+        "",
+        "| from → to | km² |",
+        "|---|---|",
+        *[f"| {p} | {km2:.4f} |" for p, km2 in list(found["changed_km2_by_pair"].items())[:top]],
+    ]
+    ev = found.get("evaluation")
+    if ev:
+        lines += [
+            "",
+            f"Against planted change ({ev['scope']}): SeK **{ev['sek']:.3f}**, mIoU {ev['miou']:.3f}, "
+            f"binary F1 {ev['binary_f1']:.3f}",
         ]
     return lines
 

@@ -1,7 +1,9 @@
-"""The optional per-model stages of a monitoring run: crop types, land cover, VHR change, VHR land cover.
+"""The optional per-model stages of a monitoring run: crop types, land cover, VHR change, VHR land cover,
+semantic change.
 
 Each runner is a thin stage like those of ``pipelines.stages``: it maps its model's batch function
-(``pipelines.crops``, ``pipelines.landcover``, ``pipelines.vhr_change``, ``pipelines.vhr_landcover``) over
+(``pipelines.crops``, ``pipelines.landcover``, ``pipelines.vhr_change``, ``pipelines.vhr_landcover``,
+``pipelines.semantic_change``) over
 the chunks its ledger does not record yet and publishes the map atomically; it returns None when the run
 has no such model. ``model_outputs`` and ``model_summaries`` give the parts of the run summary these
 stages add.
@@ -143,6 +145,43 @@ def landcover_stage_run(run: Run, client: Any, info: Logger = log.info) -> Locat
     return landcover.finalize_landcover(run.layout)
 
 
+def semantic_change_stage_run(run: Run, client: Any, info: Logger = log.info) -> Location | None:
+    """Map change with its from/to land cover over consecutive periods (chunks with the model's halo,
+    skipping those already in the ledger) and publish the map; None when the run has no such model.
+
+    Raises:
+        ModelError: the model does not fit the cube (bands, resolution), before any inference.
+    """
+    from eowatch.models.registry import get
+    from eowatch.pipelines import semantic_change
+
+    name = run.config.semantic_change_model
+    if not name:
+        return None
+    out = run.layout.out / f"{semantic_change.STORE}.zarr"
+    if run.store_complete(out):
+        return out
+    semantic_change.check_semantic_change_model(name, run.spec)
+    prov = {**run.provenance, "stac_items": item_ids(run)}
+    store = semantic_change.init_semantic_change(run.layout, run.spec, name, prov)
+    inputs = semantic_change.SemanticChangeInputs(
+        cube_spec=run.spec.to_dict(),
+        model=name,
+        cube_path=str(run.layout.cube),
+        store_path=str(store),
+        ledger_path=str(run.layout.ledger(semantic_change.STORE).root),
+        threshold=get(name).card.decision_threshold,
+    )
+    per_task = run.config.change.regions_per_task
+    batches = cube_stage.pending_batches(run.spec, run.layout, semantic_change.STORE, per_task)
+    n = len(run.spec.periods) - 1
+    info(f"semantic change: {name} over {n} transitions, {sum(map(len, batches))} chunks to do")
+    progress = progress_logger(info, "semantic change")
+    stats = map_batches(client, semantic_change.semantic_change_batch, batches, inputs, progress)
+    record_phases(run, semantic_change.STORE, stats)
+    return semantic_change.finalize_semantic_change(run.layout)
+
+
 def vhr_landcover_skipped(run: Run) -> str | None:
     """Why a run with a VHR land-cover model has no VHR date to classify (None when it has one)."""
     if vhr_layout(run) is None:
@@ -255,6 +294,22 @@ def _vhr_landcover_summary(run: Run) -> dict[str, Any] | None:
     return vhr_landcover.publish_vhr_landcover(run.layout, found[1], run.config.truth_dir)
 
 
+def _semantic_change_summary(run: Run) -> dict[str, Any] | None:
+    """Changed area per transition and per (from -> to) pair and, with planted truth, SeK, mIoU and the
+    binary and per-type scores (also writes its quicklook); None without a semantic change model."""
+    from eowatch.pipelines import semantic_change
+
+    if not run.config.semantic_change_model:
+        return None
+    path = run.layout.out / f"{semantic_change.STORE}.zarr"
+    found = semantic_change.semantic_change_statistics(path, run.spec)
+    if run.config.truth_dir:
+        found["evaluation"] = semantic_change.evaluate_semantic_change(path, run.spec, run.config.truth_dir)
+    quicklook = run.layout.out / semantic_change.QUICKLOOK
+    semantic_change.render_semantic_change_quicklook(run.layout.cube, path, run.spec, quicklook)
+    return found
+
+
 def model_outputs(run: Run) -> dict[str, str]:
     """The ``output`` entries (name → URL) of the summary for the run's model stages, in the flow's order;
     empty without a model stage."""
@@ -269,16 +324,21 @@ def model_outputs(run: Run) -> dict[str, str]:
         found["landcover_quicklook"] = (out / "landcover_quicklook.png").as_uri()
     if cfg.vhr_landcover_model:
         found.update(vhr_landcover_outputs(run.layout))
+    if cfg.semantic_change_model:
+        found["semantic_change_map"] = (out / "semantic_change.zarr").as_uri()
+        found["semantic_change_quicklook"] = (out / "semantic_change_quicklook.png").as_uri()
     return found
 
 
 def model_summaries(run: Run) -> dict[str, dict[str, Any]]:
     """The summary's sections of the run's model stages (``crop_types``, ``vhr_change``, ``landcover``,
-    ``vhr_landcover``; those the run has), computed in that order; also writes the models' quicklooks."""
+    ``vhr_landcover``, ``semantic_change``; those the run has), computed in that order; also writes the
+    models' quicklooks."""
     sections = {
         "crop_types": _crop_summary(run),
         "vhr_change": _vhr_change_summary(run),
         "landcover": _landcover_summary(run),
         "vhr_landcover": _vhr_landcover_summary(run),
+        "semantic_change": _semantic_change_summary(run),
     }
     return {key: found for key, found in sections.items() if found}

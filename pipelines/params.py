@@ -165,6 +165,20 @@ def check_landcover_model(name: str, spec: Any) -> None:
     check_landcover_inputs(card, spec.variables, spec.grid.resolution)
 
 
+def check_semantic_change_model(name: str, spec: Any) -> None:
+    """The semantic change model ``name`` is registered, shipped, a semantic change model, and fits the
+    cube ``spec`` (bands, resolution; a conditional one also needs its condition model). Reads cards only.
+
+    Raises:
+        ModelError: unknown model, card not shipped, a model of another task, or a mismatch it names.
+    """
+    from eowatch.models.predict import SEMANTIC_TASK
+    from eowatch.pipelines.semantic_change import check_semantic_change_model as check_cube
+
+    _card_of_task(name, SEMANTIC_TASK, "semantic change")
+    check_cube(name, spec)
+
+
 def check_vhr_landcover_model(name: str, vhr_collection: str | None) -> None:
     """The VHR land-cover model ``name`` is registered, shipped, a VHR land-cover model whose bands the
     VHR cube has, and the run has a VHR collection to run it on. Reads the card only (the pixel size is
@@ -234,6 +248,11 @@ class MonitorParams(BaseModel):
         description="Optional VHR land-cover model mapped over each VHR date, e.g. landcover-vhr-unet "
         "(needs vhr_collection)",
     )
+    semantic_change_model: str | None = Field(
+        None,
+        description="Optional semantic change model (change with its from/to land cover) run over "
+        "consecutive periods, e.g. siamese-s2s1-semantic",
+    )
     truth_dir: str | None = Field(None, description="Planted-truth folder to score the run against")
     asset_stores: tuple[str, ...] = Field(
         (),
@@ -302,6 +321,8 @@ class MonitorParams(BaseModel):
             check_landcover_model(self.landcover_model, spec)
         if self.vhr_landcover_model is not None:
             check_vhr_landcover_model(self.vhr_landcover_model, self.vhr_collection)
+        if self.semantic_change_model is not None:
+            check_semantic_change_model(self.semantic_change_model, spec)
         return self
 
     def to_config(self) -> MonitorConfig:
@@ -339,6 +360,7 @@ class MonitorParams(BaseModel):
             vhr_change_model=self.vhr_change_model,
             landcover_model=self.landcover_model,
             vhr_landcover_model=self.vhr_landcover_model,
+            semantic_change_model=self.semantic_change_model,
             truth_dir=self.truth_dir,
             asset_stores=self.asset_stores,
         )

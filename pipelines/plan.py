@@ -43,15 +43,25 @@ from eowatch.pipelines.plan_stages import (
     crop_tally,
     cube_tally,
     landcover_tally,
+    semantic_change_tally,
     vhr_change_tally,
     vhr_landcover_tally,
     vhr_tally,
 )
 
 log = logging.getLogger("eowatch")
-StageName = Literal["cube", "vhr", "change", "crop_type", "landcover", "vhr_change", "vhr_landcover"]
+StageName = Literal[
+    "cube", "vhr", "change", "crop_type", "landcover", "vhr_change", "vhr_landcover", "semantic_change"
+]
 #: Stages that run a model over a cube the run wrote (the analysis or the VHR cube, not the archive).
-MODEL_STAGES: tuple[str, ...] = ("change", "crop_type", "landcover", "vhr_change", "vhr_landcover")
+MODEL_STAGES: tuple[str, ...] = (
+    "change",
+    "crop_type",
+    "landcover",
+    "vhr_change",
+    "vhr_landcover",
+    "semantic_change",
+)
 #: Stages on the nested VHR grid, which keeps its own chunks whatever the run's ``chunk``.
 VHR_GRID_STAGES: tuple[str, ...] = ("vhr", "vhr_change", "vhr_landcover")
 
@@ -93,6 +103,10 @@ class Throughput:
     vhr_landcover_px_per_s: float = 0.5e6
     """Output pixels x dates per second of ``vhr_landcover.vhr_landcover_region`` on one torch thread (no
     benchmark covers it: 1024 px chunks of 1-3 dates ran at 1.0-1.2e6 here)."""
+    semantic_px_per_s: float = 0.15e6
+    """Output pixels x transitions (x2 for a conditional model) per second of
+    ``semantic_change.semantic_change_region`` on one torch thread (no benchmark covers it: 256 and
+    512 px chunks of 6 periods ran at 0.12-0.16e6 here, while two trainings shared the 2 cores)."""
     infer_px_per_s: float = 0.3e6
     """Output pixels x transitions per second of ``infer_region`` (Zarr, tiled engine, CVA, SAR) on one
     torch thread: latest.json inference benchmark (2026-11-25T20:08), row "engine infer_region"."""
@@ -370,9 +384,9 @@ def plan_run(
 
     Returns:
         Per stage, in the flow's order (cube; vhr when VHR items cover the grid; change; crop_type,
-        landcover, vhr_change and vhr_landcover when the run names their models, the VHR ones only with
-        VHR over the grid and vhr_change with two VHR dates): chunks, tasks, bytes read and written, task
-        working set, worker runtime and time, and the run's totals.
+        landcover, semantic_change, vhr_change and vhr_landcover when the run names their models, the
+        VHR ones only with VHR over the grid and vhr_change with two VHR dates): chunks, tasks, bytes
+        read and written, task working set, worker runtime and time, and the run's totals.
     """
     rate = throughput or Throughput()
     notes: Notes = {}
@@ -405,6 +419,9 @@ def plan_run(
     if run.config.landcover_model:
         landcover = landcover_tally(run, "cuda" if cluster.kind == "cuda" else "cpu")
         plans.append(_stage("landcover", landcover, per_task, 0, torch, rate.landcover_px_per_s, cluster))
+    if run.config.semantic_change_model:
+        semantic = semantic_change_tally(run, "cuda" if cluster.kind == "cuda" else "cpu")
+        plans.append(_stage("semantic_change", semantic, per_task, 0, torch, rate.semantic_px_per_s, cluster))
     vhr_change = vhr_change_tally(run, items)
     if vhr_change.chunks:  # one chunk per task (model_stages.vhr_change_stage_run)
         plans.append(_stage("vhr_change", vhr_change, 1, 0, torch, rate.vhr_change_px_per_s, cluster))
@@ -494,7 +511,9 @@ def refusal_message(plan: RunPlan) -> str:
     """Why a plan does not fit its cluster and what to change (numbers in MiB/GiB)."""
     stage, c = plan.peak_stage(), plan.cluster
     threads = f"{c.threads_per_worker} thread{'s' if c.threads_per_worker > 1 else ''}"
-    steps = "periods" if stage.name in ("change", "crop_type", "landcover") else "acquisitions"
+    steps = (
+        "periods" if stage.name in ("change", "crop_type", "landcover", "semantic_change") else "acquisitions"
+    )
     own = stage.runtime_bytes + c.threads_per_worker * stage.task_bytes
     parts = (
         f"{format_bytes(stage.runtime_bytes)} runtime + {threads} x {format_bytes(stage.task_bytes)} per "

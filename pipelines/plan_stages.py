@@ -217,6 +217,56 @@ def change_tally(run: Run, device: str = "cpu") -> Tally:
     return tally
 
 
+#: Semantic change task working set / the bytes ``semantic_change_tally`` counts: the cube window (halo
+#: included), the network's input with its season planes, per engine window every period's input and
+#: features plus one transition's fused features and heads, the probabilities (engine output and crop),
+#: ``decode_semantic``'s temporaries (two int64 argsorts over the classes) and the outputs; for a
+#: conditional model also its condition model's pass over the whole window. Peak RSS growth of one
+#: ``semantic_change_region`` call in a fresh process (after a 16 px warm-up, 6 periods of the demo
+#: cube, one torch thread): semantic 70 / 221 / 381 MiB for 128 / 256 / 512 px chunks, conditional
+#: 339 MiB for 256 px; the formula (plus ``CHANGE_TASK_FIXED_BYTES``) bounds them by 1.3-1.9x.
+SEMANTIC_WORKING_SET = 1.0
+SEMANTIC_DECODE_BYTES_PER_CLASS = 16
+
+
+def semantic_change_tally(run: Run, device: str = "cpu") -> Tally:
+    """``semantic_change.semantic_change_region`` per chunk: a halo window of the cube through the engine
+    (and, conditional, the condition model first), every transition decoded; three maps written."""
+    import torch
+
+    from eowatch.models.engine import default_config, plan_axis
+    from eowatch.models.registry import get
+    from eowatch.pipelines import semantic_change
+
+    name = run.config.semantic_change_model
+    assert name is not None
+    model = get(name)
+    arch, grid, t = model.card.architecture_args, run.spec.grid, len(run.spec.periods)
+    k, width = int(arch["n_classes"]) - 1, int(arch["width"])
+    inputs_ch = int(arch["in_channels"]) + int(arch.get("season_channels", 0))
+    passes = 2 if arch.get("conditional") else 1
+    halo = semantic_change.semantic_change_halo(name)
+    engine = default_config(torch.device(device), model.module.receptive_field // 2)
+    tally = Tally()
+    for key in grid.chunks():
+        ry, rx, cy, cx = halo_window(grid, key, halo)
+        hh, ww = ry.stop - ry.start, rx.stop - rx.start
+        px = (cy.stop - cy.start) * (cx.stop - cx.start)
+        wy = plan_axis(hh, cy, engine.tile, engine.halo, engine.overlap)
+        wx = plan_axis(ww, cx, engine.tile, engine.halo, engine.overlap)
+        windows = min(engine.batch_windows, len(wy) * len(wx))
+        window_px = windows * (wy[0].stop - wy[0].start) * (wx[0].stop - wx[0].start)
+        read = 4 * t * len(model.card.bands) * hh * ww  # read_window: (period, C, y, x) float32
+        network = 2 * 4 * t * inputs_ch * hh * ww + 4 * window_px * (t * (inputs_ch + width) + 8 * width)
+        probs = 4 * (t - 1) * (1 + 2 * k)
+        decode = (t - 1) * (SEMANTIC_DECODE_BYTES_PER_CLASS * k + 48)
+        outputs = px * (2 * probs + decode + 6 * (t - 1))
+        condition = (passes - 1) * (network + probs * hh * ww + 9 * (t - 1) * hh * ww)
+        task = round(SEMANTIC_WORKING_SET * (read + network + outputs + condition)) + CHANGE_TASK_FIXED_BYTES
+        tally.add(read, 6 * (t - 1) * grid.chunk**2, passes * (t - 1) * px, task, t, (hh, ww))
+    return tally
+
+
 def crop_tally(run: Run) -> Tally:
     """``crops.crop_region`` per chunk (no halo): the chunk's series, the per-step features, the outputs.
 

@@ -89,6 +89,11 @@ class Region(BaseModel):
         description="Optional VHR land-cover model mapped over each VHR date of a window, e.g. "
         "landcover-vhr-unet (needs collections.vhr)",
     )
+    semantic_change_model: str | None = Field(
+        None,
+        description="Optional semantic change model run over consecutive periods of a window, e.g. "
+        "siamese-s2s1-semantic",
+    )
     schedule: str | None = Field(None, description="Cron schedule of the monitoring runs, 5 fields")
     asset_stores: tuple[str, ...] = Field(
         (), description="URL prefixes asset hrefs must lie under (may hold ${VAR}); default: any http(s)/s3"
@@ -197,6 +202,7 @@ class Region(BaseModel):
             vhr_change_model=self.vhr_change_model,
             landcover_model=self.landcover_model,
             vhr_landcover_model=self.vhr_landcover_model,
+            semantic_change_model=self.semantic_change_model,
             asset_stores=tuple(_expand(p, f"region {self.name}: asset_stores") for p in self.asset_stores),
             **extra,
         )

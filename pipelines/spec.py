@@ -186,6 +186,9 @@ class MonitorConfig:
     vhr_landcover_model: str | None = None
     """Optional VHR land-cover model mapped over each date of the VHR cube (``<out>/vhr_landcover.zarr``);
     needs ``vhr_collection``."""
+    semantic_change_model: str | None = None
+    """Optional semantic change model run over consecutive periods of the analysis cube
+    (``<out>/semantic_change.zarr``)."""
     truth_dir: str | None = None
     """Folder with planted ground truth (synthetic archive) to score the run against, or None."""
     asset_stores: tuple[str, ...] = ()

@@ -55,6 +55,7 @@ PRODUCTS: dict[str, str] = {
     "vhr_change": "VHR change map: change probability and mask per pair of consecutive VHR dates",
     "landcover": "land-cover map per period of the analysis cube (WorldCover-like class codes)",
     "vhr_landcover": "VHR land-cover map per VHR date on the nested VHR grid (LandCover.ai class codes)",
+    "semantic_change": "semantic change map: p(change) and from/to land cover per monthly transition",
 }
 _WINDOW = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{4}-\d{2}-\d{2}$")
 _SLUG = re.compile(r"[^a-z0-9-]+")
@@ -246,7 +247,7 @@ def publish_catalog(layout: RunLayout, start: dt.date, end: dt.date) -> Location
     stores = {"change": layout.change, "cube": layout.cube}
     if layout.vhr.exists():
         stores["vhr"] = layout.vhr
-    for product in ("crop_type", "vhr_change", "landcover", "vhr_landcover"):
+    for product in ("crop_type", "vhr_change", "landcover", "vhr_landcover", "semantic_change"):
         if (layout.out / f"{product}.zarr" / "zarr.json").exists():
             stores[product] = layout.out / f"{product}.zarr"
     catalog = build_catalog(

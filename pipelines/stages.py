@@ -33,7 +33,12 @@ log = logging.getLogger("eowatch")
 Logger = Callable[[str], None]
 #: Model fields of ``MonitorConfig`` added after runs were made: left out of the run token when unset, so
 #: the outputs of a run without them are still recognised as its own.
-OPTIONAL_STAGE_MODELS: tuple[str, ...] = ("vhr_change_model", "landcover_model", "vhr_landcover_model")
+OPTIONAL_STAGE_MODELS: tuple[str, ...] = (
+    "vhr_change_model",
+    "landcover_model",
+    "vhr_landcover_model",
+    "semantic_change_model",
+)
 
 
 @dataclass(frozen=True)
@@ -234,7 +239,16 @@ def record_phases(run: Run, stage: str, stats: list[dict[str, Any]]) -> None:
 def worker_phases(run: Run) -> dict[str, dict[str, float]]:
     """Worker seconds per phase of each chunked stage (cube, vhr, change) recorded by this run."""
     out = {}
-    for stage in ("cube", "vhr", "change", "crop_type", "vhr_change", "landcover", "vhr_landcover"):
+    for stage in (
+        "cube",
+        "vhr",
+        "change",
+        "crop_type",
+        "vhr_change",
+        "landcover",
+        "vhr_landcover",
+        "semantic_change",
+    ):
         path = _phases_file(run, stage)
         if path.exists():
             out[stage] = json.loads(path.read_text())

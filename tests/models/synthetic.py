@@ -119,3 +119,37 @@ def write_truth_tifs(directory: Path, truth: dict[str, np.ndarray]) -> None:
         }
         with rasterio.open(directory / f"{key}.tif", "w", **profile) as dst:
             dst.write(array, 1)
+
+
+#: LANDCOVER codes of the scene states (crop_a / crop_b stand for winter cereal / maize).
+STATE_CODES = {"water": 1, "forest": 2, "grass": 3, "crop_a": 4, "crop_b": 5, "built": 7, "bare": 8}
+
+
+def semantic_scene(path: Path, size: int, periods: int, seed: int) -> dict[str, np.ndarray]:
+    """A synthetic cube (``tests/models/synthetic``'s spectra) with land cover and from/to truth."""
+    rng = np.random.default_rng(seed)
+    times = month_starts(periods)
+    names = ["forest", "grass", "crop_a"]
+    states = (
+        np.array(names, dtype=object)[rng.integers(0, 3, (size // 8, size // 8))].repeat(8, 0).repeat(8, 1)
+    )
+    truth = {k: np.zeros((size, size), np.int32) for k in ("change_start", "change_end")}
+    truth |= {k: np.zeros((size, size), np.uint8) for k in ("change_type", "from_class", "to_class")}
+    truth["landcover_start"] = np.vectorize(STATE_CODES.get, otypes=[np.uint8])(states)
+    events = []
+    for code in (1, 2, 4, 1, 2, 4):
+        before, after = CHANGES[code]
+        y, x = (int(v) for v in rng.integers(0, size - 8, 2))
+        win = np.s_[y : y + 8, x : x + 8]
+        states[win] = before
+        truth["landcover_start"][win] = STATE_CODES[before]
+        p = int(rng.integers(1, periods))
+        truth["change_type"][win], truth["change_start"][win] = (
+            code,
+            int((np.datetime64(times[p], "D") - np.datetime64("1970-01-01", "D")).astype(int) + 3),
+        )
+        truth["from_class"][win], truth["to_class"][win] = STATE_CODES[before], STATE_CODES[after]
+        events.append((code, win, p))
+    cube = _render(states, events, times, rng)
+    cube.chunk({"time": 1, "y": 32, "x": 32}).to_zarr(path, mode="w", zarr_format=3, consolidated=False)
+    return truth

@@ -21,6 +21,7 @@ from eowatch.models import registry
 from eowatch.models.card import DEFAULT_BANDS, ModelCard
 from eowatch.models.confusion import semantic_change_confusion, semantic_change_f1, semantic_change_scores
 from eowatch.models.engine import EngineConfig
+from eowatch.models.labels import period_middle_days
 from eowatch.models.predict import SEMANTIC_TASK, preprocess
 from eowatch.models.semantic_eval import SemanticCounts, change_type_of_pair, transition_truth
 from eowatch.models.siamese_semantic import (
@@ -31,6 +32,7 @@ from eowatch.models.siamese_semantic import (
     decode_semantic,
     one_hot_landcover,
     predict_semantic_series,
+    season_planes,
 )
 from eowatch.models.train import period_bounds
 from eowatch.models.train_semantic import (
@@ -46,7 +48,7 @@ from . import synthetic
 
 NAMES = ("siamese-s2s1-semantic", "siamese-s2s1-conditional")
 #: Synthetic fixture state -> ``LANDCOVER`` code.
-STATE_CODES = {"water": 1, "forest": 2, "grass": 3, "crop_a": 4, "crop_b": 5, "built": 7, "bare": 8}
+STATE_CODES = synthetic.STATE_CODES
 
 
 def _shipped(name: str) -> LoadedModel:
@@ -96,6 +98,7 @@ def test_network_shapes_receptive_field_and_asymmetry(conditional: int) -> None:
         "width": 8,
         "depth": 4,
         "conditional": conditional,
+        "season_channels": 0,
     }
     with pytest.raises(ValueError, match="condition"):
         net(a, b, None if conditional else cond)
@@ -261,38 +264,8 @@ def test_flow_refuses_semantic_models_and_deployments_do_not_offer_them(name: st
 # --- training ---------------------------------------------------------------------------------------
 
 
-def _semantic_scene(path: Path, size: int, periods: int, seed: int) -> dict[str, np.ndarray]:
-    """A synthetic cube (``tests/models/synthetic``'s spectra) with land cover and from/to truth."""
-    rng = np.random.default_rng(seed)
-    times = synthetic.month_starts(periods)
-    names = ["forest", "grass", "crop_a"]
-    states = (
-        np.array(names, dtype=object)[rng.integers(0, 3, (size // 8, size // 8))].repeat(8, 0).repeat(8, 1)
-    )
-    truth = {k: np.zeros((size, size), np.int32) for k in ("change_start", "change_end")}
-    truth |= {k: np.zeros((size, size), np.uint8) for k in ("change_type", "from_class", "to_class")}
-    truth["landcover_start"] = np.vectorize(STATE_CODES.get, otypes=[np.uint8])(states)
-    events = []
-    for code in (1, 2, 4, 1, 2, 4):
-        before, after = synthetic.CHANGES[code]
-        y, x = (int(v) for v in rng.integers(0, size - 8, 2))
-        win = np.s_[y : y + 8, x : x + 8]
-        states[win] = before
-        truth["landcover_start"][win] = STATE_CODES[before]
-        p = int(rng.integers(1, periods))
-        truth["change_type"][win], truth["change_start"][win] = (
-            code,
-            int((np.datetime64(times[p], "D") - np.datetime64("1970-01-01", "D")).astype(int) + 3),
-        )
-        truth["from_class"][win], truth["to_class"][win] = STATE_CODES[before], STATE_CODES[after]
-        events.append((code, win, p))
-    cube = synthetic._render(states, events, times, rng)
-    cube.chunk({"time": 1, "y": 32, "x": 32}).to_zarr(path, mode="w", zarr_format=3, consolidated=False)
-    return truth
-
-
 def test_chips_and_tiny_training_are_deterministic(tmp_path: Path) -> None:
-    truth = _semantic_scene(tmp_path / "cube.zarr", 48, 3, seed=3)
+    truth = synthetic.semantic_scene(tmp_path / "cube.zarr", 48, 3, seed=3)
     bounds = period_bounds(synthetic.month_starts(3))
     norm = {b: (0.0, 1.0) for b in DEFAULT_BANDS}
     chips = SemanticChipDataset(
@@ -310,8 +283,34 @@ def test_chips_and_tiny_training_are_deterministic(tmp_path: Path) -> None:
     b, _ = train_semantic_sets(sets, tmp_path / "b", epochs=2, seed=1, config=config)
     assert a.card.weights_sha256 == b.card.weights_sha256
     assert set(scores) == {"train.loss_epoch1", "train.loss_epoch2"} and a.card.metrics == scores
-    probs = predict_semantic_series(a, np.zeros((2, 8, 20, 20), np.float32))
+    assert a.module.season_channels == 2  # the default: each date knows its season
+    zeros = np.zeros((2, 8, 20, 20), np.float32)
+    with pytest.raises(InputError, match="reads the season"):
+        predict_semantic_series(a, zeros)
+    probs = predict_semantic_series(a, zeros, days=np.array(["2026-05-16", "2026-06-15"], "datetime64[D]"))
     assert probs.change.shape == (1, 20, 20) and probs.from_class.shape == (1, 8, 20, 20)
+    later = predict_semantic_series(a, zeros, days=[20650, 20680])  # July -> August 2026
+    assert np.abs(later.from_class - probs.from_class).max() > 1e-6
+    seasonal = SemanticChipDataset(
+        tmp_path / "cube.zarr", truth, bounds, 16, 4, 0, False, normalization=norm, season=True
+    )
+    item = seasonal[0]
+    assert item["before"].shape == (11, 16, 16)
+    t = item["t"]
+    mid = period_middle_days(bounds)
+    np.testing.assert_allclose(
+        item["after"][9:, 0, 0].numpy(), season_planes(mid[t : t + 1], (1, 1))[0, :, 0, 0]
+    )
+
+
+def test_season_planes() -> None:
+    planes = season_planes(np.array(["2026-01-01", "2026-04-02", "2026-07-02"], "datetime64[D]"), (2, 3))
+    assert planes.shape == (3, 2, 2, 3) and planes.dtype == np.float32
+    np.testing.assert_allclose(planes[0, :, 0, 0], [0.0, 1.0], atol=1e-6)  # 1 January
+    np.testing.assert_allclose(planes[1, :, 1, 2], [1.0, 0.0], atol=0.01)  # a quarter year on
+    np.testing.assert_allclose(planes[2, :, 0, 1], [0.0, -1.0], atol=0.02)  # half a year on
+    days = (np.array(["2026-07-02"], "datetime64[D]") - np.datetime64("1970-01-01", "D")).astype(int)
+    np.testing.assert_array_equal(season_planes(days, (2, 3)), planes[2:])
 
 
 def _old_change_loop(model, datasets, epochs: int, config) -> list[float]:

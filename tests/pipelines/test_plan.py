@@ -43,6 +43,7 @@ ROOMY = ClusterResources(workers=1, threads_per_worker=2, memory_per_worker=16 *
 CLUSTER = ClusterConfig(n_workers=2, threads_per_worker=1, memory_limit="3GiB", dashboard=False)
 VHR_MODEL = "siamese-vhr-change"
 LANDCOVER_MODEL = "landcover-s2-unet"
+SEMANTIC_MODEL = "siamese-s2s1-semantic"
 VHR_LANDCOVER_MODEL = "landcover-vhr-unet"
 
 
@@ -57,6 +58,7 @@ MEASURED_MODELS: dict[str, Any] = {
     "vhr_change_model": VHR_MODEL,
     "landcover_model": LANDCOVER_MODEL,
     "vhr_landcover_model": VHR_LANDCOVER_MODEL if _vhr_landcover_shipped() else None,
+    "semantic_change_model": SEMANTIC_MODEL,
 }
 
 
@@ -163,6 +165,7 @@ def measured_run(small_archive: Path, tmp_path_factory: pytest.TempPathFactory) 
                     ("vhr", stages.vhr_stage_run),
                     ("change", stages.change_stage_run),
                     ("landcover", model_stages.landcover_stage_run),
+                    ("semantic_change", model_stages.semantic_change_stage_run),
                     ("vhr_change", model_stages.vhr_change_stage_run),
                     ("vhr_landcover", model_stages.vhr_landcover_stage_run),
                 ):
@@ -196,6 +199,7 @@ def _stage_names(run: stages.Run) -> list[str]:
     optional = {
         "crop_type": cfg.crop_model,
         "landcover": cfg.landcover_model,
+        "semantic_change": cfg.semantic_change_model,
         "vhr_change": cfg.vhr_change_model,
         "vhr_landcover": cfg.vhr_landcover_model,
     }
@@ -217,6 +221,7 @@ def test_chunks_and_tasks_are_what_the_stages_do(measured_run: dict[str, Any]) -
         "landcover": "landcover_batch",
         "vhr_change": "vhr_change_batch",
         "vhr_landcover": "vhr_landcover_batch",
+        "semantic_change": "semantic_change_batch",
     }
     assert [s.name for s in plan.stages] == _stage_names(run)
     for stage in plan.stages:
@@ -238,6 +243,7 @@ def test_bytes_to_read_bound_the_bytes_served(measured_run: dict[str, Any]) -> N
     # inference reads the local analysis and VHR cubes, not the archive
     assert {"vhr_change", "landcover"} <= set(names)
     assert served["change"] == served["landcover"] == served["vhr_change"] == served["vhr_landcover"] == 0
+    assert served["semantic_change"] == 0
     assert plan.read_bytes == sum(s.read_bytes for s in plan.stages if s.name not in planning.MODEL_STAGES)
 
 
@@ -372,6 +378,30 @@ def test_a_landcover_model_adds_its_stage(planned: dict[str, Any]) -> None:
     assert stage.output_bytes == stage.chunks * CHUNK**2 * len(run.spec.periods)
     assert plan.read_bytes == planned["plan"].read_bytes
     assert stage.peak_bytes >= change.peak_bytes  # what the change stage left resident
+
+
+def test_a_semantic_change_model_adds_its_stage(planned: dict[str, Any]) -> None:
+    """With a semantic change model the plan has its stage after land cover: the cube's chunks read with
+    the model's halo for every period, three maps (float32 + 2 x uint8) per transition; a conditional model's
+    task is larger (its condition model runs first, over a wider halo)."""
+    from dataclasses import replace
+
+    run = planned["run"]
+    cluster = planning.cluster_resources(CLUSTER)
+    sem_run = replace(run, config=replace(run.config, semantic_change_model=SEMANTIC_MODEL))
+    plan = plan_run(sem_run, planned["items"], cluster)
+    stage, change = _stage(plan, "semantic_change"), _stage(plan, "change")
+    assert [s.name for s in plan.stages] == _stage_names(sem_run) and "semantic_change" in _stage_names(
+        sem_run
+    )
+    assert (stage.chunks, stage.tasks) == (change.chunks, change.tasks)
+    assert stage.acquisitions == len(run.spec.periods) and stage.seconds > 0
+    assert stage.chunk_px == (CHUNK + 5, CHUNK + 5)  # 2 x 2 chunks, a 5 px halo on one side of each
+    assert stage.output_bytes == stage.chunks * CHUNK**2 * 6 * (len(run.spec.periods) - 1)
+    cond_run = replace(run, config=replace(run.config, semantic_change_model="siamese-s2s1-conditional"))
+    cond = _stage(plan_run(cond_run, planned["items"], cluster), "semantic_change")
+    assert cond.chunk_px == (CHUNK + 10, CHUNK + 10) and cond.task_bytes > stage.task_bytes
+    assert cond.seconds > stage.seconds
 
 
 def test_a_landcover_model_task_grows_with_the_chunk(planned: dict[str, Any]) -> None:

@@ -94,6 +94,16 @@ CLI: dict[str, Row] = {
     "change model is a land-cover model": Row(
         {"--model": "landcover-s2-unet"}, 7, "is a land-cover model, not a change-detection model"
     ),
+    "semantic change model is a change model": Row(
+        {"--semantic-change-model": "siamese-s2s1-change"},
+        7,
+        "is a change-detection model, not a semantic change model",
+    ),
+    "semantic change model without SAR": Row(
+        {"--semantic-change-model": "siamese-s2s1-semantic", "--s1-collection": ""},
+        7,
+        "needs bands vv_db, vh_db",
+    ),
     "crop model unknown": Row({"--crop-model": "tempcnn-x"}, 7, "unknown model 'tempcnn-x'; known models:"),
     "crop model is a change model": Row(
         {"--crop-model": "siamese-s2s1-change"}, 7, "is a change-detection model, not a crop-type model"
