@@ -114,6 +114,7 @@ def run_demo(workdir: Path, seed: int, workers: int = 2) -> dict[str, Any]:
             vhr_change_model="siamese-vhr-change",
             landcover_model="landcover-s2-unet",
             vhr_landcover_model="landcover-vhr-unet",
+            semantic_change_model="siamese-s2s1-semantic",
         )
         from flows import monitor
 

@@ -13,24 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .unet import POOL, conv_block
+
 __all__ = ["POOL", "LandCoverUNet"]
-
-#: Side (px) of the max-pooling window and the bilinear upsampling factor.
-POOL = 2
-
-
-def _block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """3x3 'same' convolution, batch norm (a fixed per-channel affine map at inference: outputs do not
-    depend on the batch or the window), GELU (fused with the convolution by ``engine.fuse_conv_gelu``)."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.GELU(),
-    )
 
 
 def _double(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(_block(in_channels, out_channels), _block(out_channels, out_channels))
+    return nn.Sequential(conv_block(in_channels, out_channels), conv_block(out_channels, out_channels))
 
 
 class LandCoverUNet(nn.Module):

@@ -250,3 +250,21 @@ def test_tiny_training_is_deterministic(tmp_path) -> None:
     assert (tmp_path / "a" / "tiny-vhr-landcover.rgb-centroids.json").is_file()
     scores = evaluate_scenes(first, [scene], baseline, prefix="x.")
     assert 0.0 <= scores["x.miou"] <= 1.0 and scores["x.baseline.oa"] > 0.9
+
+
+def test_vhr_networks_share_the_unet_skeleton_and_the_shipped_weights_keys() -> None:
+    """``SiameseDiffUNet`` and ``VhrLandCoverUNet`` are one ``UNetBase``: the shipped safetensors load
+    strictly (same ``stem/down/up/head`` keys) and the land-cover network equals the skeleton's own pass."""
+    import torch
+
+    from eowatch.models.unet import UNetBase
+
+    for name in ("siamese-vhr-change", "landcover-vhr-unet"):
+        module = registry.get(name).module  # strict load: every key of the shipped file, no other
+        assert isinstance(module, UNetBase)
+        assert {k.split(".")[0] for k in module.state_dict()} == {"stem", "down", "up", "head"}
+    net = registry.get("landcover-vhr-unet").module.eval()
+    x = torch.randn(1, 3, 37, 45)
+    with torch.no_grad():
+        features = net.encode(x)
+        torch.testing.assert_close(net(x), net.decode_skips(features[-1], features), rtol=0, atol=0)

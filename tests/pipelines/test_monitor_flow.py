@@ -44,6 +44,7 @@ def _params(served: Any, archive: Path, out: Path, **extra: Any) -> MonitorParam
             "crop_model": "crop-type-ltae",
             "vhr_change_model": "siamese-vhr-change",
             "landcover_model": "landcover-s2-unet",
+            "semantic_change_model": "siamese-s2s1-semantic",
             # the VHR land-cover stage runs once its weights are shipped (its test skips until then)
             "vhr_landcover_model": VHR_LANDCOVER if _vhr_landcover_shipped() else None,
             **extra,
@@ -260,6 +261,41 @@ def test_land_cover_map_of_each_period(finished_run: dict, capsys: pytest.Captur
     printed = capsys.readouterr().out
     assert "Land cover (landcover-s2-unet), 2026-06:" in printed
     assert f"against planted land cover: OA {ev['oa']:.3f}" in printed
+
+
+def test_semantic_change_map_of_each_transition(finished_run: dict, capsys: pytest.CaptureFixture) -> None:
+    """The semantic change stage maps every transition of the analysis cube on its grid (p(change) and the
+    from/to land cover), reports the changed area per transition and (from -> to) pair, scores the maps
+    against the planted truth, publishes its STAC item and quicklook, and the end-of-run report prints it."""
+    from eowatch.cli import print_summary
+
+    out: Path = finished_run["out"]
+    sem, cube = xr.open_zarr(out / "semantic_change.zarr"), xr.open_zarr(out / "cube.zarr")
+    assert sem.attrs["eowatch_status"] == "complete" and str(sem.rio.crs) == "EPSG:32631"
+    assert (sem.x.values == cube.x.values).all() and (sem.y.values == cube.y.values).all()
+    assert (sem.time.values == cube.time.values[1:]).all()
+    assert (sem.period_before.values == cube.time.values[:-1]).all()
+    f, t = sem.from_class.values, sem.to_class.values
+    assert f.dtype == t.dtype == np.uint8 and set(np.unique(f).tolist()) <= set(range(9)) | {255}
+    changed = (f > 0) & (f < 255)
+    assert ((t > 0) & (t < 255) == changed).all() and (
+        f[changed] != t[changed]
+    ).all()  # a change changes the class
+    found = finished_run["summary"]["semantic_change"]
+    assert found["model"] == "siamese-s2s1-semantic" and len(found["transitions"]) == sem.sizes["time"]
+    for i, tr in enumerate(found["transitions"]):
+        assert tr["changed_km2"] == pytest.approx(changed[i].sum() * 100 / 1e6, abs=1e-6)
+    ev = found["evaluation"]
+    assert -1 <= ev["sek"] <= 1 and 0 <= ev["miou"] <= 1 and 0 < ev["binary_f1"] <= 1
+    assert finished_run["summary"]["output"]["semantic_change_map"] == (out / "semantic_change.zarr").as_uri()
+    assert "semantic_change" in finished_run["summary"]["worker_seconds"]["by_stage"]
+    assert (out / "semantic_change_quicklook.png").stat().st_size > 1000
+    item = _stac_item(out, "semantic_change")
+    assert item.properties["cube:variables"]["from_class"]["data_type"] == "uint8"
+    print_summary(finished_run["summary"])
+    printed = capsys.readouterr().out
+    assert "Semantic change (siamese-s2s1-semantic):" in printed
+    assert f"against planted change: SeK {ev['sek']:.3f}" in printed
 
 
 @pytest.mark.skipif(not _vhr_landcover_shipped(), reason=f"{VHR_LANDCOVER} weights are not shipped yet")
