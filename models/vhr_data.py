@@ -6,7 +6,10 @@ pair of acquisition days ``(d_i, d_j)`` follows the planted **state** of each pi
 
 * ``new_building``: 0 before the construction starts, 1 while it is a construction site (foundation),
   2 once completed (``completed`` in ``events.geojson``);
-* ``forest_clearing``, ``crop_rotation``: 0 before the change starts, 1 from its first day;
+* ``forest_clearing``: 0 before the change starts, 1 from its first day;
+* ``crop_rotation``: 0 before the old crop's harvest, 1 from then on (1 m imagery shows the harvested
+  field at once; the 10 m truth dates a rotation when the new crop shows, and ``events.geojson`` gives
+  its ``harvested`` day: ``read_planted_change`` puts that day in ``change_start``);
 * ``flooding``: 1 while the pixel is under water (``change_start <= d < change_end``), else 0.
 
 A pixel is **changed** between two days when its state differs (in either direction: the label does not
@@ -167,7 +170,7 @@ def read_planted_change(archive_dir: Path, bounds: tuple[float, ...]) -> Planted
     completed = _completion_days(archive_dir, bounds, shape)
     return PlantedChange(
         change_type=truth["change_type"].astype(np.uint8),
-        change_start=truth["change_start"].astype(np.int32),
+        change_start=_harvest_days(archive_dir, truth["change_type"], truth["change_start"]),
         change_end=truth["change_end"].astype(np.int32),
         completed=np.where(truth["change_type"] == _BUILD, completed, 0).astype(np.int32),
     )
@@ -184,6 +187,25 @@ def _vhr_items(archive_dir: Path) -> list[tuple[Path, dict]]:
 
 def _day(iso: str) -> int:
     return int((np.datetime64(iso[:10], "D") - _EPOCH).astype(int))
+
+
+def _harvest_days(archive_dir: Path, change_type: np.ndarray, change_start: np.ndarray) -> np.ndarray:
+    """``change_start`` (int32) with each crop rotation's pixels dated at its harvest (``events.geojson``
+    ``harvested``; archives written before that field keep their dates, which were the harvest). A
+    rotation's pixels are found by its type and its start day (one day per whole-field event; of events
+    that share a start day, the latest harvest is taken)."""
+    start = change_start.astype(np.int32)
+    events = json.loads((archive_dir / "truth" / "events.geojson").read_text())["features"]
+    harvest: dict[int, int] = {}
+    for f in events:
+        p = f["properties"]
+        if p["type"] == "crop_rotation" and p.get("harvested"):
+            day = _day(p["start"])
+            harvest[day] = max(harvest.get(day, 0), _day(p["harvested"]))
+    rotated = change_type == _ROTATE
+    for day, harvested in harvest.items():
+        start[rotated & (change_start == day)] = harvested
+    return start
 
 
 def _completion_days(archive_dir: Path, bounds: tuple[float, ...], shape: tuple[int, int]) -> np.ndarray:

@@ -43,7 +43,9 @@ ROTATION_SHOWS_DAYS = 45
 class Plan:
     """Planted events and per-pixel truth on the world grid."""
 
-    events: list[dict]  # id, type, from_class, to_class, start, end, completed (epoch days), slices
+    events: list[
+        dict
+    ]  # id, type, from_class, to_class, start, end, completed, harvested (epoch days), slices
     change_type: np.ndarray  # uint8 (H, W) CHANGE_TYPES
     from_class: np.ndarray  # uint8 (H, W) LANDCOVER before the change (0 = no change)
     to_class: np.ndarray  # uint8 (H, W) LANDCOVER after the change (0 = no change)
@@ -89,6 +91,7 @@ class _Planner:
         start: int,
         end: int | np.ndarray = 0,
         completed: int | None = None,
+        harvested: int | None = None,
     ) -> None:
         p = self.plan
         eid = len(p.events)
@@ -110,6 +113,7 @@ class _Planner:
                 "start": int(start),
                 "end": ev_end,
                 "completed": completed,
+                "harvested": harvested,
                 "pixels": int(mask.sum()),
                 "window": mask_win,
             }
@@ -239,7 +243,7 @@ class _Planner:
             # in a short archive the crop may come up after its end: the truth is then its last
             # days, as the field has visibly changed (harvested out of season) by then
             shows = min(t0 + ROTATION_SHOWS_DAYS, self.e - self.margin)
-            self._record(ROTATE, sl, mask, 5, shows, 0)
+            self._record(ROTATE, sl, mask, 5, shows, 0, harvested=t0)
             placed += 1
 
     def floods(self, n: int) -> None:

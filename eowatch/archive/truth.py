@@ -104,6 +104,7 @@ def events_geojson(world: World) -> dict[str, Any]:
                     "start": from_epoch_day(ev["start"]).isoformat(),
                     "end": from_epoch_day(end).isoformat() if end else None,
                     "completed": from_epoch_day(ev["completed"]).isoformat() if ev["completed"] else None,
+                    "harvested": from_epoch_day(ev["harvested"]).isoformat() if ev.get("harvested") else None,
                     "area_m2": float(ev["pixels"] * grid.res * grid.res),
                     "in_vhr_area": _inside(ev["window"], world),
                 },

@@ -91,6 +91,10 @@ def test_events(small_archive: Path, small_config: ArchiveConfig) -> None:
         assert (lon > 3).all() and (lon < 6).all() and (lat > 50).all() and (lat < 52).all()
         if p["type"] == "new_building":
             assert p["area_m2"] >= 1600 and p["to_class"] == "built_up"
+        if p["type"] == "crop_rotation":  # the truth dates it when the maize shows, VHR sees the harvest
+            assert dt.date.fromisoformat(p["harvested"]) <= start
+        else:
+            assert p["harvested"] is None
     buildings = [f for f in events if f["properties"]["type"] == "new_building"]
     assert sum(f["properties"]["in_vhr_area"] for f in buildings) >= 4
 
@@ -111,5 +115,23 @@ def test_rotation_dated_when_the_new_crop_shows() -> None:
         assert (scene.units.event[units] == EV_ROTATE).all()
         harvest = int(scene.units.t0[units][0])
         assert ev["start"] == min(harvest + ROTATION_SHOWS_DAYS, epoch_day(cfg.end) - 18)
+        assert ev["harvested"] == harvest
         assert epoch_day(cfg.start) < ev["start"] < epoch_day(cfg.end)
         assert (plan.change_start[plan.event_id == ev["id"]] == ev["start"]).all()
+
+
+def test_vhr_labels_date_a_rotation_at_its_harvest(small_archive: Path) -> None:
+    """The VHR change labels (``models.vhr_data``) put each rotated field's state change at its harvest."""
+    from eowatch.models.vhr_data import _harvest_days
+
+    t = _truth(small_archive)
+    events = json.loads((small_archive / "truth" / "events.geojson").read_text())["features"]
+    dated = _harvest_days(small_archive, t["change_type"], t["change_start"])
+    rotated = t["change_type"] == 4
+    harvests = {
+        epoch_day(dt.date.fromisoformat(f["properties"]["harvested"]))
+        for f in events
+        if f["properties"]["harvested"]
+    }
+    assert rotated.any() and set(np.unique(dated[rotated]).tolist()) <= harvests
+    np.testing.assert_array_equal(dated[~rotated], t["change_start"][~rotated])
