@@ -64,7 +64,7 @@ class SemanticTrainConfig:
 
     name: str = "siamese-s2s1-semantic"
     """Model name (file stem and registry key)."""
-    version: str = "0.1.0"
+    version: str = "0.2.0"
     """Version recorded in the card."""
     conditional: bool = False
     """Train the conditional variant (the true date-1 land cover as input)."""
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("eowatch-train"))
     parser.add_argument("--archive-seeds", default="1,2,3,4")
     parser.add_argument("--out", type=Path, default=None, help="default: WORKDIR/<name>")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--conditional", action="store_true", help="train siamese-s2s1-conditional")
     parser.add_argument("--skip-training", action="store_true", help="only score the model in --out")

@@ -51,6 +51,15 @@ NAMES = ("siamese-s2s1-semantic", "siamese-s2s1-conditional")
 STATE_CODES = synthetic.STATE_CODES
 
 
+def _spec():
+    """A 10 m cube spec with the default bands and two monthly periods (no services)."""
+    from eowatch.pipelines.grid import GridSpec
+    from eowatch.pipelines.spec import CubeSpec
+
+    grid = GridSpec("EPSG:32631", 10.0, (600000.0, 5640000.0, 601280.0, 5641280.0), chunk=128)
+    return CubeSpec(grid=grid, periods=(("2026-05-01", "2026-06-01"), ("2026-06-01", "2026-07-01")))
+
+
 def _shipped(name: str) -> LoadedModel:
     if not registry.MODELS[name].is_file():
         pytest.skip(f"{name} is not shipped")
@@ -245,11 +254,13 @@ def test_shipped_cards_and_weights_load_offline(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_flow_refuses_semantic_models_and_deployments_do_not_offer_them(name: str) -> None:
+def test_change_stage_refuses_semantic_models_and_the_semantic_stage_takes_them(name: str) -> None:
     from eowatch.infra.deployments import model_names
-    from eowatch.pipelines.params import check_model
+    from eowatch.pipelines.params import check_model, check_semantic_change_model
 
     _shipped(name)
+    spec = _spec()
+    check_semantic_change_model(name, spec)
     with pytest.raises(ModelError, match=SEMANTIC_TASK):
         check_model(name, DEFAULT_BANDS, 10.0)
     assert name not in model_names() and "siamese-s2s1-change" in model_names()
