@@ -116,9 +116,28 @@ def run_demo(workdir: Path, seed: int, workers: int = 2) -> dict[str, Any]:
             vhr_landcover_model="landcover-vhr-unet",
             semantic_change_model="siamese-s2s1-semantic",
         )
+        _replace_stale_output(params, workdir / "output")
         from flows import monitor
 
         return monitor(params, ClusterConfig(n_workers=workers))
+
+
+def _replace_stale_output(params: Any, out: Path) -> None:
+    """Remove the demo's own output folder when it holds a run of other settings (an earlier version's
+    models or parameters): the demo's output is disposable, a user's run folder is not (``eowatch run``
+    refuses it instead)."""
+    import shutil
+
+    from eowatch.errors import StorageError
+    from eowatch.pipelines.stages import prepare_run
+
+    try:
+        prepare_run(params.to_config())
+    except StorageError as exc:
+        if "holds the output of a different run" not in str(exc):
+            raise
+        log.warning(f"{out} holds an earlier demo run (other models or settings); replacing it")
+        shutil.rmtree(out)
 
 
 def serve_archive(archive_dir: Path) -> None:

@@ -51,7 +51,7 @@ class TrainConfig:
 
     name: str = "siamese-s2s1-change"
     """Model name (file stem and registry key)."""
-    version: str = "0.1.0"
+    version: str = "0.2.0"
     """Version recorded in the card."""
     bands: tuple[str, ...] = DEFAULT_BANDS
     """Cube variables fed per date, in order."""
