@@ -101,14 +101,12 @@ def check_semantic_change_model(name: str, spec: CubeSpec) -> None:
     from eowatch.models.registry import card_file_of
     from eowatch.models.siamese_semantic import check_semantic_inputs
 
-    names = [name]
     card_file = card_file_of(name)
     if not card_file.is_file():
         raise ModelError(f"model {name!r} is registered but its card {card_file} is not shipped")
     card = ModelCard.read(card_file)
     check_semantic_inputs(card, spec.variables, spec.grid.resolution)
     if card.architecture_args.get("conditional"):
-        names.append(CONDITION_MODEL)
         source = ModelCard.read(card_file_of(CONDITION_MODEL))
         check_semantic_inputs(source, spec.variables, spec.grid.resolution)
     if len(spec.periods) < 2:
@@ -196,6 +194,7 @@ def semantic_change_region(
 
 
 def _days_for(model: Any, days: np.ndarray) -> np.ndarray | None:
+    """The periods' middle days for a model that reads the season, None for one that does not."""
     return days if model.module.season_channels else None
 
 
