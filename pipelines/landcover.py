@@ -51,8 +51,6 @@ STORE = "landcover"
 _NODATA = 255
 #: The land-cover quicklook of a run, beside its change quicklook (``<out>/landcover_quicklook.png``).
 QUICKLOOK = "landcover_quicklook.png"
-#: Largest side (px) of either half of the quicklook; larger maps are strided down to it.
-QUICKLOOK_MAX_PX = 1024
 
 
 @dataclass(frozen=True)
@@ -281,28 +279,18 @@ def _store(path: Any) -> Any:
 
 def render_landcover_quicklook(cube_path: Any, landcover_path: Any, spec: CubeSpec, out: Any) -> Any:
     """PNG: true colour of the last period beside its land-cover map in the legend's colours (no data
-    grey), both strided down to at most ``QUICKLOOK_MAX_PX`` px; written atomically to ``out``."""
-    import io
-    import math
+    grey), both strided down to at most ``publish.QUICKLOOK_MAX_PX`` px; written atomically to ``out``."""
+    from eowatch.pipelines.publish import (
+        NO_OBSERVATION_GREY,
+        last_period_rgb,
+        quicklook_step,
+        write_side_by_side,
+    )
 
-    from PIL import Image
-
-    from eowatch.pipelines.ledger import write_atomic
-    from eowatch.pipelines.publish import NO_OBSERVATION_GREY
-    from eowatch.pipelines.zarr_store import open_group
-
-    step = max(1, math.ceil(max(spec.grid.shape) / QUICKLOOK_MAX_PX))
-    cube = open_group(cube_path)
-    rgb = np.stack([np.asarray(cube[b][-1, ::step, ::step]) for b in ("red", "green", "blue")], axis=-1)
-    no_obs = np.isnan(rgb).any(axis=-1)
-    rgb = (255 * np.clip(np.nan_to_num(rgb, nan=0.0) / 0.2, 0, 1) ** 0.8).astype(np.uint8)
-    rgb[no_obs] = NO_OBSERVATION_GREY
+    step = quicklook_step(spec)
+    rgb = last_period_rgb(cube_path, step)
     arr, _ = _open(landcover_path)
     lut = np.tile(np.array(NO_OBSERVATION_GREY, np.uint8), (256, 1))
     for code, colour in json.loads(str(arr.attrs["colours"])).items():
         lut[int(code)] = colour
-    classes = lut[np.asarray(arr[-1, ::step, ::step])]
-    canvas = np.concatenate([rgb, np.full((rgb.shape[0], 8, 3), 255, np.uint8), classes], axis=1)
-    png = io.BytesIO()
-    Image.fromarray(canvas).save(png, format="PNG", optimize=True)
-    return write_atomic(out, png.getvalue())
+    return write_side_by_side(rgb, lut[np.asarray(arr[-1, ::step, ::step])], out)

@@ -55,27 +55,41 @@ def change_statistics(change_path: Location, spec: CubeSpec) -> dict[str, Any]:
     }
 
 
-def render_quicklook(cube_path: Location, change_path: Location, spec: CubeSpec, out: Location) -> Location:
-    """PNG: true colour of the last period beside the change-type map of the whole run (downsampled)."""
-    h, w = spec.grid.shape
-    step = max(1, math.ceil(max(h, w) / QUICKLOOK_MAX_PX))
+def quicklook_step(spec: CubeSpec) -> int:
+    """Stride that brings the grid's longer side down to at most ``QUICKLOOK_MAX_PX`` px."""
+    return max(1, math.ceil(max(spec.grid.shape) / QUICKLOOK_MAX_PX))
+
+
+def last_period_rgb(cube_path: Location, step: int) -> np.ndarray:
+    """uint8 ``(y, x, 3)`` true colour of the analysis cube's last period, strided by ``step``: reflectance
+    0-0.2 stretched with gamma 0.8, ``NO_OBSERVATION_GREY`` where the month has no clear observation."""
     cube = open_group(cube_path)
-    change = open_group(change_path)
     rgb = np.stack([np.asarray(cube[b][-1, ::step, ::step]) for b in ("red", "green", "blue")], axis=-1)
     no_obs = np.isnan(rgb).any(axis=-1)
     rgb = np.clip(np.nan_to_num(rgb, nan=0.0) / 0.2, 0, 1)
     rgb = (255 * rgb**0.8).astype(np.uint8)
     rgb[no_obs] = NO_OBSERVATION_GREY  # no clear observation in the month: grey, not a black "feature"
-    ctype = np.asarray(change["change_type"][:, ::step, ::step]).max(0)
+    return rgb
+
+
+def write_side_by_side(left: np.ndarray, right: np.ndarray, out: Location) -> Location:
+    """PNG of two uint8 ``(y, x, 3)`` pictures with an 8 px white gap, written atomically to ``out``."""
+    gap = np.full((left.shape[0], 8, 3), 255, np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(np.concatenate([left, gap, right], axis=1)).save(png, format="PNG", optimize=True)
+    return write_atomic(out, png.getvalue())
+
+
+def render_quicklook(cube_path: Location, change_path: Location, spec: CubeSpec, out: Location) -> Location:
+    """PNG: true colour of the last period beside the change-type map of the whole run (downsampled)."""
+    step = quicklook_step(spec)
+    rgb = last_period_rgb(cube_path, step)
+    ctype = np.asarray(open_group(change_path)["change_type"][:, ::step, ::step]).max(0)
     overlay = rgb.copy()
     for code, colour in CHANGE_COLOURS.items():
         if code:
             overlay[ctype == code] = colour
-    gap = np.full((rgb.shape[0], 8, 3), 255, np.uint8)
-    canvas = np.concatenate([rgb, gap, overlay], axis=1)
-    png = io.BytesIO()
-    Image.fromarray(canvas).save(png, format="PNG", optimize=True)
-    return write_atomic(out, png.getvalue())
+    return write_side_by_side(rgb, overlay, out)
 
 
 def write_summary(path: Location, summary: dict[str, Any]) -> Location:

@@ -63,8 +63,6 @@ STORE = "semantic_change"
 CONDITION_MODEL = "siamese-s2s1-semantic"
 #: The quicklook of the stage (``<out>/semantic_change_quicklook.png``).
 QUICKLOOK = "semantic_change_quicklook.png"
-#: Largest side (px) of either half of the quicklook; larger maps are strided down to it.
-QUICKLOOK_MAX_PX = 1024
 _NODATA = 255
 
 
@@ -343,22 +341,16 @@ def evaluate_semantic_change(path: Any, spec: CubeSpec, truth_dir: str) -> dict[
 def render_semantic_change_quicklook(cube_path: Any, store_path: Any, spec: CubeSpec, out: Any) -> Any:
     """PNG: true colour of the last period beside the pixels changed in any transition, coloured by the
     land cover they became in their latest change (white where unchanged, grey where never observed);
-    both strided down to at most ``QUICKLOOK_MAX_PX`` px; written atomically to ``out``."""
-    import io
-    import math
+    both strided down to at most ``publish.QUICKLOOK_MAX_PX`` px; written atomically to ``out``."""
+    from eowatch.pipelines.publish import (
+        NO_OBSERVATION_GREY,
+        last_period_rgb,
+        quicklook_step,
+        write_side_by_side,
+    )
 
-    from PIL import Image
-
-    from eowatch.pipelines.ledger import write_atomic
-    from eowatch.pipelines.publish import NO_OBSERVATION_GREY
-    from eowatch.pipelines.zarr_store import open_group
-
-    step = max(1, math.ceil(max(spec.grid.shape) / QUICKLOOK_MAX_PX))
-    cube = open_group(cube_path)
-    rgb = np.stack([np.asarray(cube[b][-1, ::step, ::step]) for b in ("red", "green", "blue")], axis=-1)
-    no_obs = np.isnan(rgb).any(axis=-1)
-    rgb = (255 * np.clip(np.nan_to_num(rgb, nan=0.0) / 0.2, 0, 1) ** 0.8).astype(np.uint8)
-    rgb[no_obs] = NO_OBSERVATION_GREY
+    step = quicklook_step(spec)
+    rgb = last_period_rgb(cube_path, step)
     to_arr = _open(store_path)["to_class"]
     lut = np.tile(np.array(NO_OBSERVATION_GREY, np.uint8), (256, 1))
     lut[0] = 255
@@ -370,8 +362,4 @@ def render_semantic_change_quicklook(cube_path: Any, store_path: Any, spec: Cube
         block = np.asarray(to_arr[t, ::step, ::step])
         seen |= block != _NODATA
         latest = np.where((block > 0) & (block != _NODATA), block, latest)
-    classes = lut[np.where(seen, latest, _NODATA)]
-    canvas = np.concatenate([rgb, np.full((rgb.shape[0], 8, 3), 255, np.uint8), classes], axis=1)
-    png = io.BytesIO()
-    Image.fromarray(canvas).save(png, format="PNG", optimize=True)
-    return write_atomic(out, png.getvalue())
+    return write_side_by_side(rgb, lut[np.where(seen, latest, _NODATA)], out)
