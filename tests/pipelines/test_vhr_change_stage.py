@@ -267,8 +267,8 @@ def test_a_run_without_a_vhr_pair_skips_the_stage_with_a_warning(
 
 def test_summary_lines_report_area_and_scores(capsys: pytest.CaptureFixture) -> None:
     """The artifact's markdown and the command line print the changed area per pair and the scores."""
-    from eowatch.cli import print_vhr_change
     from eowatch.pipelines.artifact_sections import vhr_change_lines
+    from eowatch.report import print_vhr_change
 
     pair = {"date_before": "2026-04-04", "date_after": "2026-05-16", "changed_m2": 18698.0}
     found = {
