@@ -182,26 +182,18 @@ def _run_stages(run: stages.Run, scheduler: str, timings: dict[str, float]) -> d
     t = time.perf_counter()
     infer_change(run, scheduler)
     timings["inference"] = round(time.perf_counter() - t, 2)
-    if run.config.crop_model:
-        t = time.perf_counter()
-        map_crop_types(run, scheduler)
-        timings["crop_types"] = round(time.perf_counter() - t, 2)
-    if run.config.landcover_model:
-        t = time.perf_counter()
-        map_land_cover(run, scheduler)
-        timings["landcover"] = round(time.perf_counter() - t, 2)
-    if run.config.semantic_change_model:
-        t = time.perf_counter()
-        map_semantic_change(run, scheduler)
-        timings["semantic_change"] = round(time.perf_counter() - t, 2)
-    if run.config.vhr_change_model:
-        t = time.perf_counter()
-        detect_vhr_change(run, scheduler)
-        timings["vhr_change"] = round(time.perf_counter() - t, 2)
-    if run.config.vhr_landcover_model:
-        t = time.perf_counter()
-        map_vhr_land_cover(run, scheduler)
-        timings["vhr_landcover"] = round(time.perf_counter() - t, 2)
+    optional = (  # (the run's model field, its stage task, its timing key), in the flow's order
+        ("crop_model", map_crop_types, "crop_types"),
+        ("landcover_model", map_land_cover, "landcover"),
+        ("semantic_change_model", map_semantic_change, "semantic_change"),
+        ("vhr_change_model", detect_vhr_change, "vhr_change"),
+        ("vhr_landcover_model", map_vhr_land_cover, "vhr_landcover"),
+    )
+    for field, stage_task, key in optional:
+        if getattr(run.config, field):
+            t = time.perf_counter()
+            stage_task(run, scheduler)
+            timings[key] = round(time.perf_counter() - t, 2)
     return publish(run, timings)
 
 
