@@ -36,10 +36,10 @@ from torch.utils.data import DataLoader
 
 from eowatch.archive import ArchiveConfig
 from eowatch.archive.world import build_world
-from eowatch.errors import InputError
 
 from .card import ModelCard
 from .train import _deterministic
+from .train_settings import ChipTrainSettings
 from .train_vhr import TRAIN_SEEDS, VAL_SEED, ensure_vhr_archive
 from .vhr_landcover import (
     VHR_LANDCOVER_ARCHITECTURE,
@@ -59,33 +59,13 @@ __all__ = ["VhrLandCoverTrainConfig", "centroids_path", "labelled_scenes", "trai
 
 
 @dataclass(frozen=True)
-class VhrLandCoverTrainConfig:
+class VhrLandCoverTrainConfig(ChipTrainSettings):
     """Hyper-parameters of ``train_vhr_landcover``."""
 
     name: str = "landcover-vhr-unet"
-    """Model name (file stem and registry key)."""
-    version: str = "0.1.0"
-    """Version recorded in the card."""
-    width: int = 16
-    """Channels of the first pooled stage of ``VhrLandCoverUNet``."""
-    levels: int = 4
-    """Pooled stages."""
     chips_per_epoch: int = 384
-    """Chips drawn per epoch."""
-    batch_size: int = 8
-    """Chips per optimiser step."""
-    lr: float = 3e-3
-    """Peak AdamW learning rate (one-cycle schedule)."""
-    weight_decay: float = 1e-4
-    """AdamW weight decay."""
-    threads: int = 2
-    """Torch CPU threads (fixed for determinism)."""
     sampling: LandCoverSampling = field(default_factory=LandCoverSampling)
     """Chip size, sampling shares and augmentations."""
-
-    def __post_init__(self) -> None:
-        if min(self.chips_per_epoch, self.batch_size, self.threads) < 1 or not self.lr > 0:
-            raise InputError("chips_per_epoch, batch_size, threads and lr must be positive")
 
 
 def centroids_path(model_dir: Path, name: str) -> Path:

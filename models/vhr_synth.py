@@ -9,7 +9,11 @@ the sun, and new houses appear on graded lots. ``draw_objects`` adds such object
   drawn per date), so shadows and roof shading move while nothing changes: they teach the network that
   illumination is not change;
 * **new** houses are drawn in one date only (the other date may show a bare, graded lot) and their roof
-  footprint is labelled as change, like the building labels of real benchmarks (roofs, not shadows).
+  footprint is labelled as change, like the building labels of real benchmarks (roofs, not shadows);
+* **construction sites** (a new house not built yet) are a graded lot with a concrete foundation slab
+  in one date and the untouched ground in the other; the whole lot is labelled change, as the archive
+  labels a construction site (``models.vhr_data``: state 0 -> 1). A bare lot that appears is change,
+  a ploughed field is not: the slab, the lot's small rectangular shape and its sharp edges tell them apart.
 
 Chip pixels are taken as 1 m (the card's resolution). Images are float32 DN 0-255 ``(2, 3, h, w)``.
 """
@@ -38,6 +42,7 @@ _ROOFS = np.array(  # DN red, green, blue: greys, white, terracotta, brown, blue
     dtype=np.float32,
 )
 _SOIL = np.array([150.0, 128.0, 105.0], np.float32)
+_SLAB = np.array([178.0, 177.0, 171.0], np.float32)  # fresh concrete (the archive's foundations: 0.28)
 _CANOPY = np.array([45.0, 70.0, 40.0], np.float32)
 _BARE_CROWN = np.array([100.0, 90.0, 80.0], np.float32)
 _SHADOW_TINT = np.array([1.0, 1.02, 1.12], np.float32)[:, None]
@@ -74,6 +79,8 @@ class Synthesis:
     """Probability that a house is new (drawn in one date only, labelled change)."""
     lot_p: float = 0.5
     """Probability that a new house stands on a graded lot visible in the other date."""
+    site_p: float = 0.25
+    """Probability that a new house is still a construction site (lot and slab, no roof; lot labelled)."""
     large_p: float = 0.2
     """Probability that a house is a large flat-roofed building (sheds, warehouses, schools)."""
     trees_p: float = 0.5
@@ -96,6 +103,8 @@ class _House:
     pitched: bool
     present: tuple[bool, bool]
     lot: bool
+    site: bool = False
+    """A construction site: lot and slab in the ``present`` date, the untouched ground in the other."""
 
     def corners(self, grow: float = 0.0) -> np.ndarray:
         """``(4, 2)`` corner (x, y) of the footprint grown by ``grow`` px."""
@@ -126,11 +135,14 @@ def draw_objects(
         sun = Sun(float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(lo, hi)))
         darkness = np.float32(rng.uniform(*synthesis.shadow_darkness))
         fine, coarse = _texture(rng, (h, w), 0.7), _texture(rng, (h, w), 1.5)
-        here = [house for house in houses if house.present[date]]
+        here = [house for house in houses if house.present[date] and not house.site]
         for house in houses:
-            if house.lot and not house.present[date]:
+            if house.lot and house.present[date] == house.site:  # the lot of a new house or a site
                 lot = _polygon_mask(house.corners(grow=3.0), h, w)
                 images[date][:, lot] = _SOIL[:, None] * rng.uniform(0.85, 1.15) * (1.0 + 0.12 * coarse[lot])
+                if house.site:
+                    slab = _polygon_mask(house.corners(grow=-min(house.half) / 3.0), h, w)
+                    images[date][:, slab] = _SLAB[:, None] * rng.uniform(0.9, 1.1) * (1.0 + 0.03 * fine[slab])
         shadow = np.zeros((h, w), bool)
         for house in here:
             corners = house.corners()
@@ -146,7 +158,7 @@ def draw_objects(
             _crown(images[date], tree, sun, fine, rng.uniform(0.8, 1.25), leaf_off=rng.random() < 0.25)
     for house in houses:
         if house.present[0] != house.present[1]:
-            label[_polygon_mask(house.corners(), h, w)] = 1
+            label[_polygon_mask(house.corners(grow=3.0 if house.site else 0.0), h, w)] = 1
 
 
 def _houses(rng: np.random.Generator, s: Synthesis, h: int, w: int) -> list[_House]:
@@ -172,6 +184,7 @@ def _houses(rng: np.random.Generator, s: Synthesis, h: int, w: int) -> list[_Hou
         new = rng.random() < s.new_p
         present = (True, True) if not new else ((False, True) if rng.random() < 0.85 else (True, False))
         colour = _ROOFS[rng.integers(len(_ROOFS))] * rng.uniform(0.85, 1.15, 3).astype(np.float32)
+        site = new and rng.random() < s.site_p
         out.append(
             _House(
                 centre=(float(centre[0]), float(centre[1])),
@@ -181,7 +194,8 @@ def _houses(rng: np.random.Generator, s: Synthesis, h: int, w: int) -> list[_Hou
                 colour=colour,
                 pitched=not large and rng.random() < 0.8,
                 present=present,
-                lot=new and rng.random() < s.lot_p,
+                lot=site or (new and rng.random() < s.lot_p),
+                site=site,
             )
         )
     return out

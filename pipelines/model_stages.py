@@ -11,6 +11,8 @@ stages add.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from eowatch.infra.storage import Location
@@ -83,6 +85,44 @@ def vhr_change_stage_run(
     return vhr_change.finalize_vhr_change(run.layout)
 
 
+def _cube_model_stage_run(
+    run: Run,
+    client: Any,
+    info: Logger,
+    name: str,
+    stage: Any,
+    init: Callable[..., Location],
+    batch: Callable[..., Any],
+    finalize: Callable[[Any], Location],
+    inputs: Callable[..., Any],
+    label: str,
+) -> Location:
+    """The shared body of the stages over the analysis cube: initialise ``<stage.STORE>.zarr`` (unless a
+    finished one is there), map ``batch`` over the chunks its ledger does not record yet, publish it.
+
+    ``inputs`` builds the stage's frozen inputs from ``cube_spec``, ``model``, ``cube_path``,
+    ``store_path`` and ``ledger_path``; ``label`` names the stage in the log and the progress lines.
+    """
+    out = run.layout.out / f"{stage.STORE}.zarr"
+    if run.store_complete(out):
+        return out
+    prov = {**run.provenance, "stac_items": item_ids(run)}
+    store = init(run.layout, run.spec, name, prov)
+    stage_inputs = inputs(
+        cube_spec=run.spec.to_dict(),
+        model=name,
+        cube_path=str(run.layout.cube),
+        store_path=str(store),
+        ledger_path=str(run.layout.ledger(stage.STORE).root),
+    )
+    per_task = run.config.change.regions_per_task
+    batches = cube_stage.pending_batches(run.spec, run.layout, stage.STORE, per_task)
+    info(f"{label}: {name} over {len(run.spec.periods)} periods, {sum(map(len, batches))} chunks to do")
+    stats = map_batches(client, batch, batches, stage_inputs, progress_logger(info, label))
+    record_phases(run, stage.STORE, stats)
+    return finalize(run.layout)
+
+
 def crop_stage_run(run: Run, client: Any, info: Logger = log.info) -> Location | None:
     """Map crop types over the season (skipping chunks already in the ledger) and publish the map;
     None when the run has no crop-type model."""
@@ -91,23 +131,10 @@ def crop_stage_run(run: Run, client: Any, info: Logger = log.info) -> Location |
     name = run.config.crop_model
     if not name:
         return None
-    if run.store_complete(run.layout.out / f"{crops.STORE}.zarr"):
-        return run.layout.out / f"{crops.STORE}.zarr"
-    prov = {**run.provenance, "stac_items": item_ids(run)}
-    store = crops.init_crops(run.layout, run.spec, name, prov)
-    inputs = crops.CropInputs(
-        cube_spec=run.spec.to_dict(),
-        model=name,
-        cube_path=str(run.layout.cube),
-        store_path=str(store),
-        ledger_path=str(run.layout.ledger(crops.STORE).root),
-    )
-    per_task = run.config.change.regions_per_task
-    batches = cube_stage.pending_batches(run.spec, run.layout, crops.STORE, per_task)
-    info(f"crop types: {name} over {len(run.spec.periods)} monthly steps")
-    stats = map_batches(client, crops.crop_batch, batches, inputs, progress_logger(info, "crop types"))
-    record_phases(run, crops.STORE, stats)
-    return crops.finalize_crops(run.layout)
+    return _cube_model_stage_run(
+        run, client, info, name, crops, crops.init_crops, crops.crop_batch, crops.finalize_crops,
+        crops.CropInputs, "crop types",
+    )  # fmt: skip
 
 
 def landcover_stage_run(run: Run, client: Any, info: Logger = log.info) -> Location | None:
@@ -117,32 +144,17 @@ def landcover_stage_run(run: Run, client: Any, info: Logger = log.info) -> Locat
     Raises:
         ModelError: the model does not fit the cube (bands, resolution), before any inference.
     """
-    from eowatch.pipelines import landcover
+    from eowatch.pipelines import landcover as lc
 
     name = run.config.landcover_model
     if not name:
         return None
-    out = run.layout.out / f"{landcover.STORE}.zarr"
-    if run.store_complete(out):
-        return out
-    landcover.check_landcover_model(name, run.spec)
-    prov = {**run.provenance, "stac_items": item_ids(run)}
-    store = landcover.init_landcover(run.layout, run.spec, name, prov)
-    inputs = landcover.LandCoverInputs(
-        cube_spec=run.spec.to_dict(),
-        model=name,
-        cube_path=str(run.layout.cube),
-        store_path=str(store),
-        ledger_path=str(run.layout.ledger(landcover.STORE).root),
-    )
-    per_task = run.config.change.regions_per_task
-    batches = cube_stage.pending_batches(run.spec, run.layout, landcover.STORE, per_task)
-    info(f"land cover: {name} over {len(run.spec.periods)} periods, {sum(map(len, batches))} chunks to do")
-    stats = map_batches(
-        client, landcover.landcover_batch, batches, inputs, progress_logger(info, "land cover")
-    )
-    record_phases(run, landcover.STORE, stats)
-    return landcover.finalize_landcover(run.layout)
+    if not run.store_complete(run.layout.out / f"{lc.STORE}.zarr"):
+        lc.check_landcover_model(name, run.spec)
+    return _cube_model_stage_run(
+        run, client, info, name, lc, lc.init_landcover, lc.landcover_batch, lc.finalize_landcover,
+        lc.LandCoverInputs, "land cover",
+    )  # fmt: skip
 
 
 def semantic_change_stage_run(run: Run, client: Any, info: Logger = log.info) -> Location | None:
@@ -153,33 +165,18 @@ def semantic_change_stage_run(run: Run, client: Any, info: Logger = log.info) ->
         ModelError: the model does not fit the cube (bands, resolution), before any inference.
     """
     from eowatch.models.registry import get
-    from eowatch.pipelines import semantic_change
+    from eowatch.pipelines import semantic_change as sc
 
     name = run.config.semantic_change_model
     if not name:
         return None
-    out = run.layout.out / f"{semantic_change.STORE}.zarr"
-    if run.store_complete(out):
-        return out
-    semantic_change.check_semantic_change_model(name, run.spec)
-    prov = {**run.provenance, "stac_items": item_ids(run)}
-    store = semantic_change.init_semantic_change(run.layout, run.spec, name, prov)
-    inputs = semantic_change.SemanticChangeInputs(
-        cube_spec=run.spec.to_dict(),
-        model=name,
-        cube_path=str(run.layout.cube),
-        store_path=str(store),
-        ledger_path=str(run.layout.ledger(semantic_change.STORE).root),
-        threshold=get(name).card.decision_threshold,
-    )
-    per_task = run.config.change.regions_per_task
-    batches = cube_stage.pending_batches(run.spec, run.layout, semantic_change.STORE, per_task)
-    n = len(run.spec.periods) - 1
-    info(f"semantic change: {name} over {n} transitions, {sum(map(len, batches))} chunks to do")
-    progress = progress_logger(info, "semantic change")
-    stats = map_batches(client, semantic_change.semantic_change_batch, batches, inputs, progress)
-    record_phases(run, semantic_change.STORE, stats)
-    return semantic_change.finalize_semantic_change(run.layout)
+    if not run.store_complete(run.layout.out / f"{sc.STORE}.zarr"):
+        sc.check_semantic_change_model(name, run.spec)
+    inputs = partial(sc.SemanticChangeInputs, threshold=get(name).card.decision_threshold)
+    return _cube_model_stage_run(
+        run, client, info, name, sc, sc.init_semantic_change, sc.semantic_change_batch,
+        sc.finalize_semantic_change, inputs, "semantic change",
+    )  # fmt: skip
 
 
 def vhr_landcover_skipped(run: Run) -> str | None:

@@ -226,6 +226,13 @@ def test_augmentations_keep_geometry_and_label_new_roofs_only() -> None:
     new, labelled = images.copy(), np.zeros((64, 64), np.uint8)
     draw_objects(new, labelled, np.random.default_rng(2), Synthesis(houses_p=1.0, new_p=1.0, trees_p=0.0))
     assert labelled.any() and not np.array_equal(new[0][:, labelled == 1], new[1][:, labelled == 1])
+    sites, site_label = images.copy(), np.zeros((64, 64), np.uint8)
+    only_sites = Synthesis(houses_p=1.0, houses=(1, 1), new_p=1.0, site_p=1.0, trees_p=0.0)
+    draw_objects(sites, site_label, np.random.default_rng(5), only_sites)
+    changed = (sites != images).any(axis=(0, 1))  # lot and slab in one date, no roof, no shadow
+    assert site_label.any() and changed.any() and (site_label[changed] == 1).all()
+    slab = np.abs(sites - np.array([178.0, 177.0, 171.0])[None, :, None, None]).max(axis=1) < 25
+    assert slab[0].any() != slab[1].any()  # the foundation slab is in one date only
 
 
 def test_chip_dataset_is_deterministic_and_samples_changes() -> None:
@@ -257,3 +264,28 @@ def test_tiny_training_is_deterministic(tmp_path) -> None:
     assert scores["val.threshold"] == first.card.decision_threshold
     again = evaluate_archive(first, archive, first.card.decision_threshold, prefix="x.")
     assert again["x.binary.f1"] == pytest.approx(scores["val.binary.f1"])
+
+
+def test_crossfit_finetune_predicts_each_pair_out_of_fold_at_a_fold_threshold(tmp_path) -> None:
+    """The 2-fold real-data check: one threshold per dataset and fold from the fine-tuning fold's own
+    pairs, every pair scored once (by the model of the fold it was not in)."""
+    from eowatch.models.train_vhr import crossfit_finetune
+    from eowatch.models.vhr_real import RealPairs
+
+    archive = _archive()
+    config = VhrTrainConfig(
+        name="tiny-vhr", width=4, levels=2, chips_per_epoch=8, sampling=ChipSampling(chip=32)
+    )
+    model, _ = train_vhr([archive], archive, tmp_path / "m", 1, 0, config, "test")
+    rng = np.random.default_rng(3)
+    before = rng.integers(0, 255, (4, 3, 48, 48), dtype=np.uint8)
+    after = before.copy()
+    after[:, :, 10:30, 10:30] = 240  # a bright new roof on each pair
+    labels = np.zeros((4, 48, 48), bool)
+    labels[:, 10:30, 10:30] = True
+    real = {"fake": RealPairs(("a", "b", "c", "d"), before, after, labels, 1.0)}
+    scores = crossfit_finetune(model, real, config, seed=0, epochs=1, samples=8)
+    for k in (0, 1):
+        assert 0.0 < scores[f"fake.finetuned_2fold.threshold_fold{k}"] < 1.0
+    counts = sum(scores[f"fake.finetuned_2fold.{c}"] for c in ("tp", "fp", "fn", "tn"))
+    assert counts == labels.size  # each pair predicted exactly once
