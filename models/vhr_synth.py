@@ -184,7 +184,7 @@ def _houses(rng: np.random.Generator, s: Synthesis, h: int, w: int) -> list[_Hou
         new = rng.random() < s.new_p
         present = (True, True) if not new else ((False, True) if rng.random() < 0.85 else (True, False))
         colour = _ROOFS[rng.integers(len(_ROOFS))] * rng.uniform(0.85, 1.15, 3).astype(np.float32)
-        site = new and rng.random() < s.site_p
+        site = new and s.site_p > 0 and rng.random() < s.site_p  # no draw at 0: older chips unchanged
         out.append(
             _House(
                 centre=(float(centre[0]), float(centre[1])),
