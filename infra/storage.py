@@ -11,10 +11,11 @@ or a log line without leaking anything.
 From the config come (a) an fsspec filesystem (s3fs; botocore retries, ``adaptive`` mode by default, with
 exponential backoff on throttling, 5xx, timeouts and dropped connections, plus HTTP 429 whatever its
 error code: :mod:`eowatch.infra.s3_filesystem`), (b) the GDAL options of
-``/vsis3/`` reads against a custom endpoint, (c) :func:`redact_secrets`, which removes the credential
-values this process holds from any text. :class:`ObjectPath` is the small ``pathlib``-like handle the
-pipelines use for an ``s3://`` location (``/``, ``exists``, ``read_text``, ``write_bytes``...); each of
-its writes is a single PUT, which object stores make visible all at once or not at all.
+``/vsis3/`` reads against a custom endpoint, (c) :func:`redact_secrets` (from
+:mod:`eowatch.infra.redaction`), which removes the credential values this process holds from any
+text. :class:`ObjectPath` is the small ``pathlib``-like handle the pipelines use for an ``s3://``
+location (``/``, ``exists``, ``read_text``, ``write_bytes``...); each of its writes is a single PUT,
+which object stores make visible all at once or not at all.
 """
 
 from __future__ import annotations
@@ -23,20 +24,15 @@ import contextlib
 import fnmatch
 import logging
 import os
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from eowatch.errors import REDACTED, InputError, StorageError, redact
-from eowatch.infra.s3_credentials import (
-    S3Credentials,
-    block_credentials,
-    cached_secret_values,
-    check_block_name,
-)
+from eowatch.errors import InputError, StorageError, redact
+from eowatch.infra.redaction import install_log_redaction, redact_secrets
+from eowatch.infra.s3_credentials import S3Credentials, block_credentials, check_block_name
 
 __all__ = [
     "OBJECT_SCHEMES",
@@ -54,18 +50,11 @@ log = logging.getLogger(__name__)
 
 #: URL schemes served by :class:`ObjectPath` (S3 and S3-compatible stores).
 OBJECT_SCHEMES: tuple[str, ...] = ("s3",)
-#: Environment variables whose values are secrets: never logged, stored or shown.
-SECRET_ENV: tuple[str, ...] = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 #: Endpoint variables, first match wins (the eowatch one, then the AWS SDKs' standard ones).
 ENDPOINT_ENV: tuple[str, ...] = ("EOWATCH_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 RetryMode = Literal["standard", "adaptive"]
 """botocore retry modes eowatch accepts (``legacy`` does not retry throttling by error code)."""
-# "KEY=value" / "KEY: value" spellings of credential settings (GDAL and botocore debug output).
-_SECRET_SETTING = re.compile(
-    r"(?i)((?:aws_secret_access_key|aws_session_token|secret_access_key|session_token|"
-    r"x-amz-security-token|signature)['\"]?\s*[:=]\s*['\"]?)[^'\",;&\s}]+"
-)
 
 
 @dataclass(frozen=True)
@@ -318,71 +307,6 @@ def _unsigned() -> Any:
     from botocore import UNSIGNED
 
     return UNSIGNED
-
-
-def redact_secrets(text: str, env: Mapping[str, str] | None = None) -> str:
-    """``text`` with every credential this process holds replaced by ``***``.
-
-    Removes the literal values of ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN`` and
-    ``AWS_ACCESS_KEY_ID`` found in ``env`` (default: the process environment) and of the credentials
-    this process loaded from Prefect blocks, ``KEY=value`` spellings of secret settings, and everything
-    :func:`eowatch.errors.redact` removes from URLs. Idempotent.
-    """
-    env = os.environ if env is None else env
-    for value in (*(env.get(name, "") for name in SECRET_ENV), *cached_secret_values()):
-        if len(value) >= 4:  # never replace trivially short strings all over a message
-            text = text.replace(value, REDACTED)
-    return redact(_SECRET_SETTING.sub(rf"\1{REDACTED}", text))
-
-
-class SecretRedactingFilter(logging.Filter):
-    """Logging filter: :func:`redact_secrets` on a record's formatted message."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:
-            return True
-        clean = redact_secrets(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        return True
-
-
-#: Logger families that print requests, settings or credentials of S3 access at some level.
-STORAGE_LOGGERS: tuple[str, ...] = (
-    "botocore",
-    "aiobotocore",
-    "boto3",
-    "s3fs",
-    "fsspec",
-    "rasterio",
-    "odc",
-    "distributed.worker",
-    "eowatch",
-)
-_SECRET_FILTER = SecretRedactingFilter()
-_SCANNED: dict[tuple[str, ...], int] = {}  # logger families → logger count when last scanned
-
-
-def install_log_redaction(families: Iterable[str] = STORAGE_LOGGERS) -> None:
-    """Attach :class:`SecretRedactingFilter` to the loggers ``families`` and their existing children.
-
-    A logger's filters see only records logged through that very logger, so every child that exists now
-    (libraries create theirs on import) gets the filter too. Idempotent and cheap to call again.
-    """
-    prefixes = tuple(families)
-    known = len(logging.root.manager.loggerDict)
-    if _SCANNED.get(prefixes) == known:
-        return
-    _SCANNED[prefixes] = known
-    names = set(prefixes) | {
-        n for n in list(logging.root.manager.loggerDict) if n.startswith(tuple(p + "." for p in prefixes))
-    }
-    for name in names:
-        logger = logging.getLogger(name)
-        if _SECRET_FILTER not in logger.filters:
-            logger.addFilter(_SECRET_FILTER)
 
 
 def register_fsspec_defaults(config: StorageConfig | None = None) -> StorageConfig:
