@@ -25,8 +25,8 @@ from eowatch.errors import EowatchError, InputError
 from eowatch.infra.cluster import ClusterConfig, cluster_client, load_cluster_config
 from eowatch.infra.deployments import MAX_PARALLEL_WINDOWS
 from eowatch.pipelines import model_stages, stages
-from eowatch.pipelines.ledger import run_lock
 from eowatch.pipelines.params import MonitorParams
+from eowatch.pipelines.run_lock import run_lock
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment

@@ -52,6 +52,7 @@ from .vhr_change import (
 from .vhr_data import VhrArchive, pair_label, read_vhr_archive
 from .vhr_dataset import ChipSampling, RealChipDataset, VhrChipDataset, band_statistics
 from .vhr_real import REAL_DATASETS, RealPairs, cva_masks, predict_pairs, read_pairs, score, split_folds
+from .vhr_synth import Synthesis
 from .weights import LoadedModel, load_model, save_model
 
 __all__ = [
@@ -76,7 +77,7 @@ class VhrTrainConfig(ChipTrainSettings):
     """Hyper-parameters of ``train_vhr`` (defaults: 32 epochs take about 9 minutes on 2 idle CPU cores)."""
 
     name: str = "siamese-vhr-change"
-    version: str = "0.2.0"
+    version: str = "0.1.0"
     change_weight: float = 2.0
     """Cross-entropy weight of the change class (no change: 1)."""
     dice_weight: float = 0.0
@@ -345,13 +346,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chips-per-epoch", type=int, default=VhrTrainConfig.chips_per_epoch)
     parser.add_argument("--no-synthesis", action="store_true", help="train on archive imagery only")
     parser.add_argument(
+        "--site-p", type=float, default=0.0, help="share of new drawn houses that are construction sites"
+    )
+    parser.add_argument(
         "--skip-training", action="store_true", help="only re-score the model in --out (weights untouched)"
     )
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.train_seeds.split(",") if s]
     if 42 in seeds or args.val_seed == 42:
         parser.error("seed 42 is the demo's held-out test archive; train and validate on other seeds")
-    sampling = ChipSampling(synthesis=None) if args.no_synthesis else ChipSampling()
+    synthesis = None if args.no_synthesis else Synthesis(site_p=args.site_p)
+    sampling = ChipSampling(synthesis=synthesis)
     config = VhrTrainConfig(chips_per_epoch=args.chips_per_epoch, sampling=sampling)
     command = "python -m eowatch.models.train_vhr " + shlex.join(sys.argv[1:] if argv is None else argv)
     val = read_vhr_archive(ensure_vhr_archive(args.workdir, args.val_seed, args.vhr_dates))

@@ -44,7 +44,7 @@ class LandCoverSampling:
     zoom: tuple[float, float] = (0.7, 1.5)
     """Range of the read window side over the chip side (resampled to ``chip``): > 1 shrinks objects."""
     synthesis: Synthesis | None = field(
-        default_factory=lambda: Synthesis(houses_p=0.5, trees_p=0.5, site_p=0.0)  # sites: no land cover
+        default_factory=lambda: Synthesis(houses_p=0.5, trees_p=0.5, site_p=0.0)  # never construction sites
     )
     """Houses and trees with a sun and shadows drawn into chips (labelled); None: archive imagery only."""
     radiometry: Radiometry = field(default_factory=Radiometry)

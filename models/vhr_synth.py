@@ -79,8 +79,10 @@ class Synthesis:
     """Probability that a house is new (drawn in one date only, labelled change)."""
     lot_p: float = 0.5
     """Probability that a new house stands on a graded lot visible in the other date."""
-    site_p: float = 0.25
-    """Probability that a new house is still a construction site (lot and slab, no roof; lot labelled)."""
+    site_p: float = 0.0
+    """Probability that a new house is still a construction site (lot and slab, no roof; lot labelled).
+    0 (no draw at all) for the shipped models; 0.25 was tried for ``siamese-vhr-change`` and lost on the
+    validation archive (docs/models.md, run 6)."""
     large_p: float = 0.2
     """Probability that a house is a large flat-roofed building (sheds, warehouses, schools)."""
     trees_p: float = 0.5

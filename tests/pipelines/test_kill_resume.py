@@ -87,7 +87,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 def test_sigkill_mid_change_then_rerun_gives_identical_bytes(
     served_small_archive: Any, small_archive: Path, prefect_server: Any, tmp_path: Path
 ) -> None:
-    from eowatch.pipelines.ledger import run_lock
+    from eowatch.pipelines.run_lock import run_lock
     from flows import monitor
 
     out, ref_out = tmp_path / "killed" / "out", tmp_path / "reference" / "out"

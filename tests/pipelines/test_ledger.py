@@ -9,7 +9,8 @@ import pytest
 
 from eowatch.errors import StorageError
 from eowatch.pipelines.grid import ChunkKey
-from eowatch.pipelines.ledger import RunLayout, check_output_location, run_lock
+from eowatch.pipelines.ledger import RunLayout, check_output_location
+from eowatch.pipelines.run_lock import run_lock
 
 
 def test_ledger_records_chunks(tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ def test_a_store_of_another_run_is_never_written_into(s3_server: Any) -> None:
 
 
 def test_lease_excludes_a_second_run_and_is_released(s3_server: Any) -> None:
-    from eowatch.pipelines.ledger import ObjectLease, run_lock
+    from eowatch.pipelines.run_lock import ObjectLease, run_lock
 
     out = location(f"s3://{OUT_BUCKET}/unit/lease")
     held = pytest.raises(StorageError, match=r"another eowatch run .* is writing to")
@@ -132,7 +132,7 @@ def test_lease_excludes_a_second_run_and_is_released(s3_server: Any) -> None:
 
 
 def test_a_holder_that_lost_its_lease_says_so(s3_server: Any) -> None:
-    from eowatch.pipelines.ledger import ObjectLease
+    from eowatch.pipelines.run_lock import ObjectLease
 
     path = location(f"s3://{OUT_BUCKET}/unit/lost/.eowatch/lock")
     with pytest.raises(StorageError, match="lost its lease"), ObjectLease(path, ttl_s=3):
