@@ -39,11 +39,17 @@ def _quiet(_msg: str) -> None:
 
 
 def monitor_config(served: Any, out: Path, start: dt.date, end: dt.date) -> Any:
-    """An optical-only run over the served archive's whole AOI (SAR left out: the baselines are S2)."""
+    """An optical-only run over the served archive's whole AOI (SAR left out: the baselines are S2).
+
+    The parameters are checked with SAR (the default change model reads VV and VH); the cube stage then
+    runs without it: these benchmarks build cubes, no change model runs on them.
+    """
+    from dataclasses import replace
+
     from eowatch.demo import archive_run_params
 
-    overrides = {"start": start, "end": end, "s1_collection": None, "vhr_collection": None}
-    return archive_run_params(served, out, **overrides).to_config()
+    overrides = {"start": start, "end": end, "vhr_collection": None}
+    return replace(archive_run_params(served, out, **overrides).to_config(), s1_collection=None)
 
 
 def day_scaling(items: Sequence[dict[str, Any]], key: str) -> dict[np.datetime64, tuple[float, float]]:

@@ -333,7 +333,8 @@ def evaluate_and_record(
     weights_dir: Path, name: str, synthetic: tuple[Path, Path] | None, real_root: Path | None
 ) -> dict[str, float]:
     """Score a trained model on a held-out archive (``synthetic.*``) and on the real data under
-    ``real_root`` (``../shared/data``: ``slovenia.*``, ``worldcereal.*``); record them in its card."""
+    ``real_root`` (``../shared/data``: ``slovenia.*`` with the 2-fold fine-tuning check
+    ``slovenia.finetuned_2fold.*``, ``worldcereal.*``); record them in its card."""
     from .landcover_real import evaluate_real
 
     model = load_model(Path(weights_dir) / f"{name}.card.json")
@@ -345,7 +346,10 @@ def evaluate_and_record(
         )
         scores.update({f"synthetic.{k}": v for k, v in evaluate_labelled(model, cube, centroids).items()})
     if real_root is not None:
+        from .landcover_finetune import slovenia_crossfit
+
         scores.update(evaluate_real(model, real_root, centroids))
+        scores.update(slovenia_crossfit(model, Path(real_root) / "landcover" / "eolearn_slovenia"))
     record_scores(weights_dir, name, scores)
     return scores
 

@@ -171,3 +171,18 @@ def test_e2e_rows_give_throughput_and_the_slowest_stage():
     assert row["slowest_stage"] == "read" and row["other_s"] == 14.0
     # a summary from before phases were recorded still gives a row
     assert throughput_row(1, {"area_km2": 1.0}, wall_s=3.6, cpu_s=0)["km2_per_cpu_hour"] is None
+
+
+@pytest.mark.services
+def test_cube_benchmark_config_is_optical_only_and_valid(served_small_archive, tmp_path):
+    """The cube benchmark's run is checked with SAR (the default change model needs VV and VH) and then
+    built without it, like its S2-only baselines."""
+    import datetime as dt
+
+    from benchmarks.bench_cube import monitor_config
+
+    m = served_small_archive.manifest
+    start, end = dt.date.fromisoformat(m["start"]), dt.date.fromisoformat(m["end"])
+    config = monitor_config(served_small_archive, tmp_path / "out", start, end)
+    assert config.s1_collection is None and config.vhr_collection is None
+    assert config.start == start and config.end == end

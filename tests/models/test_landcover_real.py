@@ -105,3 +105,21 @@ def test_worldcereal_cropland_scores_match_the_card(
     observed = [m for m in range(1, 13) if worldcereal[f"worldcereal.month{m:02d}.observed"]]
     assert len(observed) == worldcereal["worldcereal.scored_months"] >= 10  # Dec and Jan have no clear data
     assert all(f"worldcereal.month{m:02d}.model.kappa" in worldcereal for m in observed)
+
+
+@pytest.mark.slow
+def test_two_fold_fine_tuning_on_slovenia_equals_the_card_and_beats_the_baseline(
+    shared_data: Path, model: LoadedModel
+) -> None:
+    """The 2-fold fine-tuning check recomputed (deterministic on CPU): each half is mapped by a copy
+    fine-tuned on the other half only; the pooled out-of-fold map beats the index baseline."""
+    from eowatch.models.landcover_finetune import slovenia_crossfit
+
+    scores = slovenia_crossfit(model, shared_data / "landcover" / "eolearn_slovenia")
+    card = model.card.metrics
+    for key in ("oa", "kappa", "miou"):
+        assert scores[f"slovenia.finetuned_2fold.{key}"] == pytest.approx(
+            card[f"slovenia.finetuned_2fold.{key}"], abs=1e-3
+        )
+    assert scores["slovenia.finetuned_2fold.kappa"] > card["slovenia.baseline.kappa"] + 0.3
+    assert scores["slovenia.finetuned_2fold.n"] == card["slovenia.model.n"]  # every scored pixel, once
