@@ -341,6 +341,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--vhr-dates", type=int, default=VHR_DATES, help="VHR dates per training/validation archive (2-6)"
     )
+    parser.add_argument(
+        "--fresh-seeds",
+        default="",
+        help="more archives (never trained on) to score at the card's threshold: fresh.seed<k>.* in the card",
+    )
     parser.add_argument("--epochs", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chips-per-epoch", type=int, default=VhrTrainConfig.chips_per_epoch)
@@ -355,6 +360,9 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [int(s) for s in args.train_seeds.split(",") if s]
     if 42 in seeds or args.val_seed == 42:
         parser.error("seed 42 is the demo's held-out test archive; train and validate on other seeds")
+    fresh = [int(s) for s in args.fresh_seeds.split(",") if s]
+    if set(fresh) & {*seeds, args.val_seed}:
+        parser.error("--fresh-seeds must not be training or validation seeds")
     synthesis = None if args.no_synthesis else Synthesis(site_p=args.site_p)
     sampling = ChipSampling(synthesis=synthesis)
     config = VhrTrainConfig(chips_per_epoch=args.chips_per_epoch, sampling=sampling)
@@ -369,6 +377,10 @@ def main(argv: list[str] | None = None) -> None:
         train = [read_vhr_archive(ensure_vhr_archive(args.workdir, s, args.vhr_dates)) for s in seeds]
         model, _ = train_vhr(train, val, args.out, args.epochs, args.seed, config, command)
     extra.update(_test_scores(model, args, config))
+    for seed in fresh:
+        archive = read_vhr_archive(ensure_vhr_archive(args.workdir, seed, args.vhr_dates))
+        threshold = model.card.decision_threshold
+        extra.update(evaluate_archive(model, archive, threshold, prefix=f"fresh.seed{seed}."))
     model = rescore(args.out, config.name, extra)
     for key in sorted(model.card.metrics):
         if not key.startswith("train.") and not key.endswith((".tp", ".fp", ".fn", ".tn")):
