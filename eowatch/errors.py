@@ -38,14 +38,19 @@ def redact(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """A logging filter that redacts secrets (see :func:`redact`) from a record's formatted message."""
+    """A logging filter that redacts secrets (see :func:`redact`) from a record's formatted message;
+    subclasses change what is removed by overriding :meth:`redact`."""
+
+    def redact(self, message: str) -> str:
+        """``message`` without its secrets."""
+        return redact(message)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # a broken format string: let logging report it as it would have
             return True
-        clean = redact(message)
+        clean = self.redact(message)
         if clean != message:
             record.msg, record.args = clean, None
         return True

@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 
-from eowatch.errors import REDACTED, redact
+from eowatch.errors import REDACTED, RedactingFilter, redact
 from eowatch.infra.s3_credentials import cached_secret_values
 
 __all__ = [
@@ -48,18 +48,11 @@ def redact_secrets(text: str, env: Mapping[str, str] | None = None) -> str:
     return redact(_SECRET_SETTING.sub(rf"\1{REDACTED}", text))
 
 
-class SecretRedactingFilter(logging.Filter):
+class SecretRedactingFilter(RedactingFilter):
     """Logging filter: :func:`redact_secrets` on a record's formatted message."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:
-            return True
-        clean = redact_secrets(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        return True
+    def redact(self, message: str) -> str:
+        return redact_secrets(message)
 
 
 #: Logger families that print requests, settings or credentials of S3 access at some level.

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .landcover import class_lut, predict_landcover
+from .landcover import predict_landcover
 from .landcover_data import ChipSampler, LabelledCube
-from .landcover_real import _indices, read_slovenia, score_classes
+from .landcover_real import _indices, read_slovenia, score_classes, slovenia_truth
 from .landcover_unet import LandCoverUNet
 from .metrics import flatten_scores
 from .train_landcover import LandCoverTrainConfig, _deterministic, _fit
@@ -36,8 +36,7 @@ def slovenia_crossfit(
     """Out-of-fold scores of the model fine-tuned on each half of the Slovenian patch (flat keys under
     ``slovenia.finetuned_2fold.``; shrubland and no data are not scored, as in ``evaluate_slovenia``)."""
     patch = read_slovenia(folder, model.card.bands)
-    lut = class_lut(model.card, "eolearn_lulc", np.unique(patch.reference).tolist())
-    truth = np.vectorize(lambda c: lut[c], otypes=[np.int64])(patch.reference)
+    truth = slovenia_truth(patch, model)
     cube = LabelledCube("slovenia", patch.composite[None], truth, np.zeros(1, np.int64))
     config = replace(config, bands=model.card.bands)
     half = int(0.5 * truth.shape[1])

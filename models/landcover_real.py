@@ -51,6 +51,7 @@ __all__ = [
     "evaluate_worldcereal_cropland",
     "read_slovenia",
     "score_classes",
+    "slovenia_truth",
 ]
 
 #: Band order of ``REFERENCE_SCENES.npy`` (Sentinel-2 L1C, 13 bands).
@@ -98,6 +99,13 @@ def read_slovenia(folder: Path, bands: Sequence[str]) -> SloveniaPatch:
     return SloveniaPatch(composite, clear.sum(axis=0).astype(np.int64), reference)
 
 
+def slovenia_truth(patch: SloveniaPatch, model: LoadedModel) -> np.ndarray:
+    """int64 ``(y, x)`` class index of the patch's reference through the card's ``eolearn_lulc`` table
+    (-1 = not scored: shrubland, no data)."""
+    lut = class_lut(model.card, "eolearn_lulc", np.unique(patch.reference).tolist())
+    return np.vectorize(lambda c: lut[c], otypes=[np.int64])(patch.reference)
+
+
 def score_classes(pred: np.ndarray, truth: np.ndarray, model: LoadedModel) -> dict[str, object]:
     """Scores (``landcover.confusion_summary``) of class indices ``pred`` against ``truth`` (-1 = not
     scored); predictions outside the classes (-1, nodata) count as errors in OA."""
@@ -121,8 +129,7 @@ def evaluate_slovenia(
     ``majority.*``, the scored and excluded pixel counts and ``shrubland_as.<class>`` (share of the
     reference shrubland pixels per predicted class)."""
     patch = read_slovenia(folder, model.card.bands)
-    lut = class_lut(model.card, "eolearn_lulc", np.unique(patch.reference).tolist())
-    truth = np.vectorize(lambda c: lut[c], otypes=[np.int64])(patch.reference)
+    truth = slovenia_truth(patch, model)
     pred = _indices(model, predict_landcover(model, patch.composite).codes)
     base = predict_centroids(index_features(patch.composite, model.card.bands), centroids)
     majority = np.full_like(truth, int(np.bincount(truth[truth >= 0]).argmax()))
