@@ -31,6 +31,15 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 CHILD = Path(__file__).with_name("monitor_child.py")
 CLUSTER = ClusterConfig(n_workers=1, threads_per_worker=1, memory_limit="3GiB")
 DELAY_S = 2.0
+# the change stage is what is killed and compared: no VHR cube, no other model stage after it
+CHANGE_ONLY: dict[str, Any] = {
+    "vhr_collection": None,
+    "crop_model": None,
+    "vhr_change_model": None,
+    "landcover_model": None,
+    "semantic_change_model": None,
+    "vhr_landcover_model": None,
+}
 
 
 def _change_markers(out: Path) -> list[Path]:
@@ -91,11 +100,11 @@ def test_sigkill_mid_change_then_rerun_gives_identical_bytes(
     from flows import monitor
 
     out, ref_out = tmp_path / "killed" / "out", tmp_path / "reference" / "out"
-    params = _params(served_small_archive, small_archive, out)
+    params = _params(served_small_archive, small_archive, out, **CHANGE_ONLY)
     api = prefect_server.api_url
     proc, log = _start_child(params, api, tmp_path / "killed", delay_s=DELAY_S)
     ref_proc, ref_log = _start_child(
-        _params(served_small_archive, small_archive, ref_out), api, tmp_path / "reference"
+        _params(served_small_archive, small_archive, ref_out, **CHANGE_ONLY), api, tmp_path / "reference"
     )
     try:
         try:
