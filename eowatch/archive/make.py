@@ -26,10 +26,11 @@ from eowatch.archive.vhr import render_vhr
 from eowatch.archive.world import World, build_world
 from eowatch.errors import InputError
 
-ARCHIVE_VERSION = 2
+ARCHIVE_VERSION = 3
 # Version 2 changed only the truth (a crop rotation is dated when the new crop shows, not at the
-# harvest); the imagery of every version-1 archive is bit-identical, so its truth is refreshed in place.
-TRUTH_ONLY_UPGRADES = {1}
+# harvest); version 3 only the VHR imagery (open water covers the field texture under a flood). What an
+# older archive lacks is rewritten in place; everything else of it is bit-identical to a fresh archive.
+UPGRADES: dict[int, tuple[str, ...]] = {1: ("truth", "vhr"), 2: ("vhr",)}
 Progress = Callable[[str, float], None]
 _WORLD: World | None = None
 
@@ -140,7 +141,7 @@ def make_archive(out_dir: Path, config: ArchiveConfig, progress: Progress | None
     out_dir = Path(out_dir)
     done = _check_target(out_dir, config)
     if done is not None:
-        _upgrade_truth(out_dir, config, progress or (lambda _msg, _frac: None))
+        _upgrade(out_dir, config, progress or (lambda _msg, _frac: None))
         return done
     report = progress or (lambda _msg, _frac: None)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -159,10 +160,11 @@ def make_archive(out_dir: Path, config: ArchiveConfig, progress: Progress | None
     return out_dir / "archive.json"
 
 
-def _upgrade_truth(out_dir: Path, config: ArchiveConfig, report: Progress) -> None:
-    """Rewrite the truth of a finished archive of an older version whose imagery is unchanged.
+def _upgrade(out_dir: Path, config: ArchiveConfig, report: Progress) -> None:
+    """Rewrite what changed since a finished archive's older version (``UPGRADES``: the truth, the VHR
+    images) and keep the rest.
 
-    The new truth is written beside the old one and swapped in before the manifest's version is
+    The new files are written beside the old ones and swapped in before the manifest's version is
     raised, so an interrupted upgrade is redone on the next call. Other old versions raise.
     """
     manifest_path = out_dir / "archive.json"
@@ -170,23 +172,32 @@ def _upgrade_truth(out_dir: Path, config: ArchiveConfig, report: Progress) -> No
     version = manifest.get("eowatch_archive_version", 1)
     if version == ARCHIVE_VERSION:
         return
-    if version not in TRUTH_ONLY_UPGRADES:
+    if version not in UPGRADES:
         raise InputError(
             f"{out_dir} holds an eowatch archive of version {version} (this eowatch writes "
             f"{ARCHIVE_VERSION}); remove it to regenerate"
         )
-    report("truth upgrade", 0.0)
+    parts = UPGRADES[version]
+    report(f"upgrade of the {' and '.join(parts)} (archive version {version})", 0.0)
     root = out_dir / f".partial-{_token(config)}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir()
     try:
-        write_truth(build_world(config), root)
-        old = out_dir / ".truth-old"
-        shutil.rmtree(old, ignore_errors=True)
-        if (out_dir / "truth").exists():  # absent only if an earlier upgrade stopped right here
-            os.replace(out_dir / "truth", old)
-        os.replace(root / "truth", out_dir / "truth")
-        shutil.rmtree(old, ignore_errors=True)
+        world = build_world(config)
+        if "truth" in parts:
+            write_truth(world, root)
+            old = out_dir / ".truth-old"
+            shutil.rmtree(old, ignore_errors=True)
+            if (out_dir / "truth").exists():  # absent only if an earlier upgrade stopped right here
+                os.replace(out_dir / "truth", old)
+            os.replace(root / "truth", out_dir / "truth")
+            shutil.rmtree(old, ignore_errors=True)
+        if "vhr" in parts and config.include_vhr:
+            for k in range(len(vhr_dates(config))):
+                item_id, _, image = render_vhr(world, k)
+                rel = Path("assets") / docs.VHR / item_id / "image.tif"
+                write_cog(root / rel, image, world.layout.vhr, None)
+                os.replace(root / rel, out_dir / rel)
         manifest["eowatch_archive_version"] = ARCHIVE_VERSION
         write_json(root / "archive.json", manifest)
         os.replace(root / "archive.json", manifest_path)

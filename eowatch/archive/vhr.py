@@ -3,7 +3,8 @@
 The 10 m surface reflectance is upsampled (nearest, so class boundaries stay on the 10 m truth grid) and
 sub-10 m detail is drawn on top: drill rows and tramlines in fields, tree crowns with shadows, house
 roofs with ridge shading in town, new buildings (flat or pitched roofs on a paved yard), construction
-sites with foundations, logging slash, and road markings.
+sites with foundations, logging slash, and road markings. Open water (lakes, floods) covers that
+texture: a flooded field shows turbid water, not its drill rows.
 """
 
 from __future__ import annotations
@@ -65,12 +66,15 @@ def render_vhr(world: World, k: int) -> tuple[str, dt.datetime, np.ndarray]:
     h, w = kind.shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
 
+    plain = base.copy()
     _fields(static, base, kind, unit, xx, yy, len(world.scene.units))
     _trees(static, base, kind, water10[win])
-    _town(static, base, kind, urban_u[unit], xx, yy)
-    _events(world, static, base, eday, win)
-    water = np.kron(water10[win], np.ones((10, 10), bool))
-    base[:, water] *= 1 + 0.03 * smooth_white(static, (h, w), 3.0)[water]
+    houses = _town(static, base, kind, urban_u[unit], xx, yy)
+    roofs = _events(world, static, base, eday, win)
+    # open water (lakes, rivers, floods) hides what lies under it: drill rows, tramlines and soil texture
+    # of a flooded field do not show through; only roofs stand above a flood
+    water = np.kron(water10[win], np.ones((10, 10), bool)) & ~houses & ~roofs
+    base[:, water] = plain[:, water] * (1 + 0.03 * smooth_white(static, (h, w), 3.0)[water])
 
     base = ndimage.gaussian_filter(base, (0, 0.5, 0.5))
     base *= rng.normal(1.0, 0.03)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ def test_valid(small_archive: Path) -> None:
 
 def test_manifest(small_archive: Path, small_config: ArchiveConfig) -> None:
     m = load_manifest(small_archive)
-    assert m["eowatch_archive_version"] == 2 and m["crs"] == "EPSG:32631"
+    assert m["eowatch_archive_version"] == 3 and m["crs"] == "EPSG:32631"
     assert m["config"] == small_config.identity()
     assert m["aoi_bbox"] == [600000.0, 5640000.0, 602560.0, 5642560.0]
     assert m["collections"] == ["sentinel-2-l2a", "sentinel-1-grd", "vhr-rgbn"]
@@ -67,26 +68,36 @@ def test_noop_and_refusals(small_archive: Path, small_config: ArchiveConfig, tmp
         load_manifest(tmp_path)
 
 
-def test_version_1_archive_gets_its_truth_rewritten(
-    small_archive: Path, small_config: ArchiveConfig, tmp_path: Path
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_archive_is_upgraded_in_place(
+    version: int, small_archive: Path, small_config: ArchiveConfig, tmp_path: Path
 ) -> None:
-    """A version-1 archive (same imagery, rotations dated at the harvest) is upgraded in place: truth only."""
+    """A version-1 archive (rotations dated at the harvest, flooded fields showing their drill rows at
+    1 m) gets its truth and VHR images rewritten, a version-2 archive its VHR images; both end equal to
+    a fresh archive, and the Sentinel assets are left as they are."""
     import shutil
 
     old = tmp_path / "old"
     shutil.copytree(small_archive, old)
     manifest = json.loads((old / "archive.json").read_text())
-    manifest["eowatch_archive_version"] = 1
+    manifest["eowatch_archive_version"] = version
     (old / "archive.json").write_text(json.dumps(manifest))
-    (old / "truth" / "change_start.tif").write_bytes(b"stale")
-    (old / "truth" / "events.geojson").unlink()
-    asset = next((old / "assets").rglob("*.tif"))
-    asset_bytes = asset.read_bytes()
+    if version == 1:
+        (old / "truth" / "change_start.tif").write_bytes(b"stale")
+        (old / "truth" / "events.geojson").unlink()
+    vhr = sorted((old / "assets" / "vhr-rgbn").rglob("image.tif"))
+    assert vhr
+    for path in vhr:
+        path.write_bytes(b"stale")
+    s2 = next((old / "assets" / "sentinel-2-l2a").rglob("*.tif"))
+    os.utime(s2, (1_000_000, 1_000_000))
     make_archive(old, small_config)
-    for f in sorted((small_archive / "truth").iterdir()):
-        assert (old / "truth" / f.name).read_bytes() == f.read_bytes(), f.name
-    assert asset.read_bytes() == asset_bytes
-    assert load_manifest(old)["eowatch_archive_version"] == 2
+    fresh = [*(small_archive / "truth").iterdir(), *(small_archive / "assets").rglob("*.tif")]
+    for f in sorted(fresh):
+        rel = f.relative_to(small_archive)
+        assert (old / rel).read_bytes() == f.read_bytes(), rel
+    assert s2.stat().st_mtime == 1_000_000  # not rewritten
+    assert load_manifest(old)["eowatch_archive_version"] == 3
     assert not [p.name for p in old.iterdir() if p.name.startswith(".")]
     manifest["eowatch_archive_version"] = 0
     (old / "archive.json").write_text(json.dumps(manifest))
