@@ -3,17 +3,18 @@
 Reproducible from the repository, deterministic on CPU for a fixed thread count::
 
     python -m eowatch.models.train_vhr --workdir eowatch-train --out eowatch-train/vhr-model \\
-        --eval-archive eowatch-demo/archive --real-data ../shared/data/change
+        --balance-types --fresh-seeds 16,17,18 --real-data ../shared/data/change
 
 (then copy ``<out>/siamese-vhr-change.*`` into ``models/weights``; ``--skip-training`` re-scores a model.)
 
-1. Archives of seeds 1-9 (``vhr_archive_config``: 4 km, no Sentinel-1, four 1 m VHR dates from March to
-   August 2026) are generated into ``--workdir`` (reused when present). Seeds 1-8 train; seed 9 is the
-   validation archive where the decision threshold is calibrated. Seed 42 (the demo's archive, default
-   config) is never used for training: it is the synthetic test set.
+1. Archives of seeds 1-11 (``vhr_archive_config``: 4 km, no Sentinel-1, four 1 m VHR dates from March to
+   August 2026) are generated into ``--workdir`` (reused when present). Seeds 1-8 train; seeds 9-11 are
+   the validation archives (pooled) where the decision threshold is calibrated. Seed 42 (the demo's
+   archive, default config) is never used for training: it is the synthetic test set, with the fresh
+   archives of ``--fresh-seeds``.
 2. Chips of every pair of dates are augmented (``vhr_dataset``, ``vhr_augment``, ``vhr_synth``) and the
    network trained with class-weighted cross-entropy (AdamW, one-cycle schedule).
-3. The model is scored on the validation archive, the test archive (``--eval-archive``) and, when
+3. The model is scored on the validation archives, the test archive (``--eval-archive``) and, when
    ``--real-data`` is given, the LEVIR-CD and DSIFN-CD samples (with the CVA baseline and a 2-fold
    fine-tuning check); every score goes into the card.
 """
@@ -58,6 +59,7 @@ from .weights import LoadedModel, load_model, save_model
 __all__ = [
     "TRAIN_SEEDS",
     "VAL_SEED",
+    "VAL_SEEDS",
     "VHR_DATES",
     "VhrTrainConfig",
     "crossfit_finetune",
@@ -69,6 +71,10 @@ __all__ = [
 
 TRAIN_SEEDS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
 VAL_SEED = 9
+"""Validation archive of ``siamese-vhr-land-cover`` and of ``siamese-vhr-change`` 0.1.0."""
+VAL_SEEDS: tuple[int, ...] = (9, 10, 11)
+"""Validation archives of ``siamese-vhr-change`` (pooled; 0.1.0 had seed 9 alone, which holds no flood
+seen by a VHR date: its threshold could not weigh floods)."""
 _CHANGE_NAMES = {1: "new_building", 2: "forest_clearing", 3: "flooding", 4: "crop_rotation"}
 
 
@@ -77,7 +83,7 @@ class VhrTrainConfig(ChipTrainSettings):
     """Hyper-parameters of ``train_vhr`` (defaults: 32 epochs take about 9 minutes on 2 idle CPU cores)."""
 
     name: str = "siamese-vhr-change"
-    version: str = "0.1.0"
+    version: str = "0.2.0"
     change_weight: float = 2.0
     """Cross-entropy weight of the change class (no change: 1)."""
     dice_weight: float = 0.0
@@ -170,22 +176,35 @@ def _archive_predictions(
 
 
 def evaluate_archive(
-    model: LoadedModel, archive: VhrArchive, threshold: float | None = None, prefix: str = "synthetic."
+    model: LoadedModel,
+    archive: VhrArchive | Sequence[VhrArchive],
+    threshold: float | None = None,
+    prefix: str = "synthetic.",
 ) -> dict[str, float]:
-    """Pooled binary scores over every pair of dates of ``archive`` at the card's (or a calibrated)
-    threshold, and the recall of each change type (share of its changed pixels called change).
+    """Pooled binary scores over every pair of dates of ``archive`` (or of several archives, pooled) at
+    the card's (or a calibrated) threshold; per change type, its recall (share of its changed pixels
+    called change) and false alarms (share of its pixels called change in pairs where their planted state
+    is the same: a flood's pixels before and after it, a rotation's in every pair).
 
-    ``threshold=None`` calibrates the threshold for the best F1 and reports it as ``<prefix>threshold``.
+    ``threshold=None`` calibrates the threshold for the best pooled F1 and reports it as
+    ``<prefix>threshold``.
     """
-    p, truth, types = _archive_predictions(model, archive)
+    archives = [archive] if isinstance(archive, VhrArchive) else list(archive)
+    predictions = [_archive_predictions(model, a) for a in archives]
+    p, truth, types = (np.concatenate([pred[k].reshape(-1) for pred in predictions]) for k in range(3))
     if threshold is None:
         threshold = best_threshold(p, truth, np.ones(truth.shape, bool))
     called = p >= threshold
     scores: dict[str, object] = {"binary": binary_scores(called, truth)}
     for code, name in _CHANGE_NAMES.items():
-        hit = truth & (types == code)
+        hit, quiet = truth & (types == code), ~truth & (types == code)
+        kind: dict[str, float] = {}
         if hit.any():
-            scores[name] = {"recall": float(called[hit].mean()), "n_truth": float(hit.sum())}
+            kind.update(recall=float(called[hit].mean()), n_truth=float(hit.sum()))
+        if quiet.any():  # its pixels in pairs where their state does not differ (rotations: always)
+            kind.update(false_alarm=float(called[quiet].mean()))
+        if kind:
+            scores[name] = kind
     return {**flatten_scores(scores, prefix=prefix), f"{prefix}threshold": float(threshold)}
 
 
@@ -283,14 +302,14 @@ def _card(
 
 def train_vhr(
     train: Sequence[VhrArchive],
-    val: VhrArchive,
+    val: Sequence[VhrArchive],
     out_dir: Path,
     epochs: int,
     seed: int,
     config: VhrTrainConfig = VhrTrainConfig(),
     command: str = "",
 ) -> tuple[LoadedModel, dict[str, float]]:
-    """Train on the pairs of ``train``, calibrate the threshold on ``val``, save weights and card.
+    """Train on the pairs of ``train``, calibrate the threshold on ``val`` (pooled), save weights and card.
 
     Returns the saved model, reloaded (checksum verified), and its scores (``val.*``, ``train.*``).
     """
@@ -299,13 +318,14 @@ def train_vhr(
         model = SiameseDiffUNet(len(VHR_BANDS), 2, config.width, config.levels)
         data = VhrChipDataset(train, config.sampling, norm, config.chips_per_epoch, seed)
         history = fit(model, data, epochs, config)
-    names = ", ".join(a.name for a in train)
+    names, val_names = ", ".join(a.name for a in train), ", ".join(a.name for a in val)
     description = (
-        f"VHR RGB pairs (1 m, every pair of dates) of synthetic archives {names} (validation: {val.name}); "
+        f"VHR RGB pairs (1 m, every pair of dates) of synthetic archives {names} (validation: {val_names}); "
         f"labels: planted state differs between the two dates (models.vhr_data); {epochs} epochs x "
         f"{config.chips_per_epoch} chips of {config.sampling.chip} px, seed {seed}; augmentation: zoom "
         f"{config.sampling.zoom}, drawn houses and trees with per-date sun and shadows "
         f"({'on' if config.sampling.synthesis else 'off'}), rotations/flips, per-date radiometric jitter"
+        + ("; changed chips balanced over the change types" if config.sampling.balance_types else "")
     )
     card = _card(model, norm, config, description, command)
     loaded = LoadedModel(model.requires_grad_(False), card)
@@ -333,7 +353,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("eowatch-train"))
     parser.add_argument("--out", type=Path, default=Path("eowatch-train/vhr-model"))
     parser.add_argument("--train-seeds", default=",".join(map(str, TRAIN_SEEDS)))
-    parser.add_argument("--val-seed", type=int, default=VAL_SEED)
+    parser.add_argument(
+        "--val-seeds", default=",".join(map(str, VAL_SEEDS)), help="validation archives (pooled)"
+    )
     parser.add_argument(
         "--eval-archive", type=Path, help="synthetic test archive (default: seed 42, generated)"
     )
@@ -354,20 +376,28 @@ def main(argv: list[str] | None = None) -> None:
         "--site-p", type=float, default=0.0, help="share of new drawn houses that are construction sites"
     )
     parser.add_argument(
+        "--balance-types",
+        action="store_true",
+        help="centre the changed chips on each planted change type equally often",
+    )
+    parser.add_argument(
         "--skip-training", action="store_true", help="only re-score the model in --out (weights untouched)"
     )
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.train_seeds.split(",") if s]
-    if 42 in seeds or args.val_seed == 42:
+    val_seeds = [int(s) for s in args.val_seeds.split(",") if s]
+    if not val_seeds or set(val_seeds) & set(seeds):
+        parser.error("--val-seeds must name at least one archive, none of them a training seed")
+    if 42 in {*seeds, *val_seeds}:
         parser.error("seed 42 is the demo's held-out test archive; train and validate on other seeds")
     fresh = [int(s) for s in args.fresh_seeds.split(",") if s]
-    if set(fresh) & {*seeds, args.val_seed}:
+    if set(fresh) & {*seeds, *val_seeds}:
         parser.error("--fresh-seeds must not be training or validation seeds")
     synthesis = None if args.no_synthesis else Synthesis(site_p=args.site_p)
-    sampling = ChipSampling(synthesis=synthesis)
+    sampling = ChipSampling(synthesis=synthesis, balance_types=args.balance_types)
     config = VhrTrainConfig(chips_per_epoch=args.chips_per_epoch, sampling=sampling)
     command = "python -m eowatch.models.train_vhr " + shlex.join(sys.argv[1:] if argv is None else argv)
-    val = read_vhr_archive(ensure_vhr_archive(args.workdir, args.val_seed, args.vhr_dates))
+    val = [read_vhr_archive(ensure_vhr_archive(args.workdir, s, args.vhr_dates)) for s in val_seeds]
     extra: dict[str, float] = {}
     if args.skip_training:
         model = load_model(args.out / f"{config.name}.card.json")

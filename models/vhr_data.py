@@ -7,9 +7,10 @@ pair of acquisition days ``(d_i, d_j)`` follows the planted **state** of each pi
 * ``new_building``: 0 before the construction starts, 1 while it is a construction site (foundation),
   2 once completed (``completed`` in ``events.geojson``);
 * ``forest_clearing``: 0 before the change starts, 1 from its first day;
-* ``crop_rotation``: 0 before the old crop's harvest, 1 from then on (1 m imagery shows the harvested
-  field at once; the 10 m truth dates a rotation when the new crop shows, and ``events.geojson`` gives
-  its ``harvested`` day: ``read_planted_change`` puts that day in ``change_start``);
+* ``crop_rotation``: always 0. A rotation keeps the land cover (cropland): at 1 m its harvest looks like
+  the harvest of any other field and its new crop like any crop, so a pair of dates cannot tell it from
+  the season's own change. It is not VHR change (the season-aware S2 models map rotations); its pixels
+  are negatives like every other field;
 * ``flooding``: 1 while the pixel is under water (``change_start <= d < change_end``), else 0.
 
 A pixel is **changed** between two days when its state differs (in either direction: the label does not
@@ -30,7 +31,7 @@ from eowatch.errors import InputError
 __all__ = ["PlantedChange", "VhrArchive", "pair_label", "read_planted_change", "read_vhr_archive"]
 
 _EPOCH = np.datetime64("1970-01-01", "D")
-_BUILD, _CLEAR, _FLOOD, _ROTATE = 1, 2, 3, 4
+_BUILD, _CLEAR, _FLOOD = 1, 2, 3
 _VHR_COLLECTION = "vhr-rgbn"
 
 
@@ -91,8 +92,7 @@ class PlantedChange:
         ct, start = self.change_type, self.change_start
         begun = (ct > 0) & (start > 0) & (start <= day)
         state = np.zeros(ct.shape, np.int8)
-        permanent = begun & np.isin(ct, (_CLEAR, _ROTATE))
-        state[permanent] = 1
+        state[begun & (ct == _CLEAR)] = 1
         build = begun & (ct == _BUILD)
         state[build] = np.where((self.completed[build] > 0) & (self.completed[build] <= day), 2, 1)
         flood = begun & (ct == _FLOOD) & (day < self.change_end)
@@ -170,7 +170,7 @@ def read_planted_change(archive_dir: Path, bounds: tuple[float, ...]) -> Planted
     completed = _completion_days(archive_dir, bounds, shape)
     return PlantedChange(
         change_type=truth["change_type"].astype(np.uint8),
-        change_start=_harvest_days(archive_dir, truth["change_type"], truth["change_start"]),
+        change_start=truth["change_start"].astype(np.int32),
         change_end=truth["change_end"].astype(np.int32),
         completed=np.where(truth["change_type"] == _BUILD, completed, 0).astype(np.int32),
     )
@@ -187,25 +187,6 @@ def _vhr_items(archive_dir: Path) -> list[tuple[Path, dict]]:
 
 def _day(iso: str) -> int:
     return int((np.datetime64(iso[:10], "D") - _EPOCH).astype(int))
-
-
-def _harvest_days(archive_dir: Path, change_type: np.ndarray, change_start: np.ndarray) -> np.ndarray:
-    """``change_start`` (int32) with each crop rotation's pixels dated at its harvest (``events.geojson``
-    ``harvested``; archives written before that field keep their dates, which were the harvest). A
-    rotation's pixels are found by its type and its start day (one day per whole-field event; of events
-    that share a start day, the latest harvest is taken)."""
-    start = change_start.astype(np.int32)
-    events = json.loads((archive_dir / "truth" / "events.geojson").read_text())["features"]
-    harvest: dict[int, int] = {}
-    for f in events:
-        p = f["properties"]
-        if p["type"] == "crop_rotation" and p.get("harvested"):
-            day = _day(p["start"])
-            harvest[day] = max(harvest.get(day, 0), _day(p["harvested"]))
-    rotated = change_type == _ROTATE
-    for day, harvested in harvest.items():
-        start[rotated & (change_start == day)] = harvested
-    return start
 
 
 def _completion_days(archive_dir: Path, bounds: tuple[float, ...], shape: tuple[int, int]) -> np.ndarray:

@@ -36,6 +36,9 @@ class ChipSampling:
     """Share of chips centred on a pixel that changes between the chip's two dates."""
     same_date_p: float = 0.1
     """Share of chips pairing a date with itself (only radiometry and shadows differ)."""
+    balance_types: bool = False
+    """Centre the changed chips on each planted change type equally often (False: on every changed pixel
+    equally often, so large clearings outnumber floods and buildings)."""
     zoom: tuple[float, float] = (0.7, 1.5)
     """Range of the read window side over the chip side (resampled to ``chip``): > 1 shrinks objects."""
     misregistration: int = 1
@@ -110,6 +113,7 @@ class VhrChipDataset(Dataset):
         ]
         self.labels = {(a, i, j): pair_label(self.archives[a], i, j) for a, i, j in self.pairs}
         self.changed = {key: np.flatnonzero(lab) for key, lab in self.labels.items()}
+        self.changed_by_type = _changed_by_type(self.archives, self.pairs, self.changed)
         self.set_epoch(0)
 
     def __len__(self) -> int:
@@ -126,8 +130,14 @@ class VhrChipDataset(Dataset):
             draw = rng.random()
             zoom = rng.uniform(*s.zoom) if self.augment else 1.0
             if draw < s.changed_fraction and with_change:
-                a, i, j = with_change[rng.integers(len(with_change))]
-                cell = int(rng.choice(self.changed[(a, i, j)]))
+                if s.balance_types:
+                    kinds = sorted(self.changed_by_type)
+                    found = self.changed_by_type[kinds[rng.integers(len(kinds))]]
+                    p, cell = (int(v) for v in found[rng.integers(len(found))])
+                    a, i, j = self.pairs[p]
+                else:
+                    a, i, j = with_change[rng.integers(len(with_change))]
+                    cell = int(rng.choice(self.changed[(a, i, j)]))
                 factor = self.archives[a].factor
                 width10 = self.labels[(a, i, j)].shape[1]
                 cy = (cell // width10) * factor + int(rng.integers(factor))
@@ -191,6 +201,21 @@ class VhrChipDataset(Dataset):
             "after": torch.from_numpy(np.ascontiguousarray(x[1], dtype=np.float32)),
             "label": torch.from_numpy(label.astype(np.int64)),
         }
+
+
+def _changed_by_type(
+    archives: Sequence[VhrArchive], pairs: Sequence[tuple[int, int, int]], changed: Mapping[tuple, np.ndarray]
+) -> dict[int, np.ndarray]:
+    """For each planted change type with changed pixels: ``(n, 2)`` int64 rows (index in ``pairs``, flat
+    10 m cell)."""
+    found: dict[int, list[np.ndarray]] = {}
+    for p, key in enumerate(pairs):
+        cells = changed[key]
+        kinds = archives[key[0]].change_type.reshape(-1)[cells]
+        for kind in np.unique(kinds):
+            picked = cells[kinds == kind]
+            found.setdefault(int(kind), []).append(np.stack([np.full(picked.size, p), picked], axis=1))
+    return {kind: np.concatenate(rows).astype(np.int64) for kind, rows in found.items()}
 
 
 class RealChipDataset(Dataset):

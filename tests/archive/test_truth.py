@@ -118,20 +118,3 @@ def test_rotation_dated_when_the_new_crop_shows() -> None:
         assert ev["harvested"] == harvest
         assert epoch_day(cfg.start) < ev["start"] < epoch_day(cfg.end)
         assert (plan.change_start[plan.event_id == ev["id"]] == ev["start"]).all()
-
-
-def test_vhr_labels_date_a_rotation_at_its_harvest(small_archive: Path) -> None:
-    """The VHR change labels (``models.vhr_data``) put each rotated field's state change at its harvest."""
-    from eowatch.models.vhr_data import _harvest_days
-
-    t = _truth(small_archive)
-    events = json.loads((small_archive / "truth" / "events.geojson").read_text())["features"]
-    dated = _harvest_days(small_archive, t["change_type"], t["change_start"])
-    rotated = t["change_type"] == 4
-    harvests = {
-        epoch_day(dt.date.fromisoformat(f["properties"]["harvested"]))
-        for f in events
-        if f["properties"]["harvested"]
-    }
-    assert rotated.any() and set(np.unique(dated[rotated]).tolist()) <= harvests
-    np.testing.assert_array_equal(dated[~rotated], t["change_start"][~rotated])

@@ -174,7 +174,8 @@ def test_s2_flow_refuses_the_vhr_model_and_deployments_do_not_offer_it() -> None
 
 def _archive(seed: int = 0, size10: int = 12) -> VhrArchive:
     """A tiny VHR archive: 3 dates, a building built between dates 0 and 1 (completed before date 2), a
-    clearing between dates 1 and 2 and a flood present on date 1 only."""
+    clearing between dates 1 and 2, a flood present on date 1 only and a crop rotation whose new crop shows
+    between dates 0 and 1 (never VHR change)."""
     rng = np.random.default_rng(seed)
     days = np.array([100, 160, 220])
     shape = (size10, size10)
@@ -182,6 +183,7 @@ def _archive(seed: int = 0, size10: int = 12) -> VhrArchive:
     ct[2:5, 2:5], start[2:5, 2:5], done[2:5, 2:5] = 1, 120, 200
     ct[7:10, 1:4], start[7:10, 1:4] = 2, 190
     ct[1:3, 8:11], start[1:3, 8:11], end[1:3, 8:11] = 3, 150, 170
+    ct[9:12, 8:12], start[9:12, 8:12] = 4, 130
     images = np.stack([_scene(rng, 10 * size10, 10 * size10) for _ in days])
     images[1:, :, 20:50, 20:50] = [[[60.0]], [[60.0]], [[65.0]]]  # construction site
     images[2, :, 25:45, 25:45] = 210.0  # roof
@@ -206,6 +208,7 @@ def test_pair_labels_follow_the_planted_state() -> None:
     assert not label01[clearing].any() and label12[clearing].all() and label02[clearing].all()
     assert label01[flood].all() and label12[flood].all() and not label02[flood].any()  # water came and went
     assert int(label02.sum()) == 9 + 9
+    assert not (label01 | label12 | label02)[9:12, 8:12].any()  # a rotation stays cropland
     np.testing.assert_array_equal(pair_label(archive, 2, 0), label02)
 
 
@@ -249,6 +252,26 @@ def test_chip_dataset_is_deterministic_and_samples_changes() -> None:
     assert set(np.unique(plain["label"].numpy())) <= {0, 1}
 
 
+def test_balanced_sampling_centres_changed_chips_on_each_change_type_alike() -> None:
+    """The tiny archive's changed 10 m pixels: 9 of the building in each of its three pairs, 9 of the
+    clearing in two, 6 of the flood in two. Drawn by pixel (a pair, then one of its changed pixels) the
+    flood gets about a fifth of the changed chips; balanced, a third."""
+    archive = _archive()
+    norm = band_statistics([archive])
+
+    def centre_types(balance: bool) -> np.ndarray:
+        sampling = ChipSampling(chip=32, changed_fraction=1.0, same_date_p=0.0, balance_types=balance)
+        data = VhrChipDataset([archive], sampling, norm, 3000, seed=1, augment=False)
+        f = archive.factor
+        return np.array([archive.change_type[cy // f, cx // f] for _, _, _, cy, cx, *_ in data.positions])
+
+    plain, balanced = centre_types(False), centre_types(True)
+    assert set(np.unique(balanced)) == {1, 2, 3}  # never a rotation: it is not VHR change
+    shares = [float((balanced == k).mean()) for k in (1, 2, 3)]
+    assert np.allclose(shares, 1 / 3, atol=0.04), shares
+    assert (plain == 3).mean() < 0.25 < (balanced == 3).mean()
+
+
 # --- training ---------------------------------------------------------------------------------------
 
 
@@ -257,8 +280,8 @@ def test_tiny_training_is_deterministic(tmp_path) -> None:
     config = VhrTrainConfig(
         name="tiny-vhr", width=4, levels=2, chips_per_epoch=16, sampling=ChipSampling(chip=32)
     )
-    first, scores = train_vhr([archive], archive, tmp_path / "a", 2, 0, config, "test")
-    second, _ = train_vhr([archive], archive, tmp_path / "b", 2, 0, config, "test")
+    first, scores = train_vhr([archive], [archive], tmp_path / "a", 2, 0, config, "test")
+    second, _ = train_vhr([archive], [archive], tmp_path / "b", 2, 0, config, "test")
     assert first.card.weights_sha256 == second.card.weights_sha256
     assert first.card.task == VHR_TASK and 0.0 < first.card.decision_threshold < 1.0
     assert scores["val.threshold"] == first.card.decision_threshold
@@ -276,7 +299,7 @@ def test_crossfit_finetune_predicts_each_pair_out_of_fold_at_a_fold_threshold(tm
     config = VhrTrainConfig(
         name="tiny-vhr", width=4, levels=2, chips_per_epoch=8, sampling=ChipSampling(chip=32)
     )
-    model, _ = train_vhr([archive], archive, tmp_path / "m", 1, 0, config, "test")
+    model, _ = train_vhr([archive], [archive], tmp_path / "m", 1, 0, config, "test")
     rng = np.random.default_rng(3)
     before = rng.integers(0, 255, (4, 3, 48, 48), dtype=np.uint8)
     after = before.copy()
