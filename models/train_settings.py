@@ -1,4 +1,4 @@
-"""Hyper-parameters shared by the chip-sampling training tasks of the VHR U-Nets."""
+"""Hyper-parameters and command-line helpers shared by the chip-sampling training tasks of the VHR U-Nets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from eowatch.errors import InputError
 
-__all__ = ["ChipTrainSettings"]
+__all__ = ["ChipTrainSettings", "seed_list"]
 
 
 @dataclass(frozen=True)
@@ -38,3 +38,8 @@ class ChipTrainSettings:
             raise InputError("chips_per_epoch, batch_size, threads and lr must be positive")
         if min(self.width, self.levels) < 1 or self.weight_decay < 0:
             raise InputError("width and levels must be >= 1 and weight_decay >= 0")
+
+
+def seed_list(text: str) -> list[int]:
+    """Archive seeds of a comma-separated command-line value (``"1,2,3"``; empty items skipped)."""
+    return [int(s) for s in text.split(",") if s]

@@ -41,7 +41,7 @@ from eowatch.errors import InputError
 from .card import ClassInfo, ModelCard
 from .metrics import binary_scores, flatten_scores
 from .train import _deterministic, best_threshold
-from .train_settings import ChipTrainSettings
+from .train_settings import ChipTrainSettings, seed_list
 from .vhr_change import (
     VHR_ARCHITECTURE,
     VHR_BANDS,
@@ -197,7 +197,8 @@ def evaluate_archive(
     called = p >= threshold
     scores: dict[str, object] = {"binary": binary_scores(called, truth)}
     for code, name in _CHANGE_NAMES.items():
-        hit, quiet = truth & (types == code), ~truth & (types == code)
+        of_type = types == code
+        hit, quiet = truth & of_type, ~truth & of_type
         kind: dict[str, float] = {}
         if hit.any():
             kind.update(recall=float(called[hit].mean()), n_truth=float(hit.sum()))
@@ -384,13 +385,13 @@ def main(argv: list[str] | None = None) -> None:
         "--skip-training", action="store_true", help="only re-score the model in --out (weights untouched)"
     )
     args = parser.parse_args(argv)
-    seeds = [int(s) for s in args.train_seeds.split(",") if s]
-    val_seeds = [int(s) for s in args.val_seeds.split(",") if s]
+    seeds = seed_list(args.train_seeds)
+    val_seeds = seed_list(args.val_seeds)
     if not val_seeds or set(val_seeds) & set(seeds):
         parser.error("--val-seeds must name at least one archive, none of them a training seed")
     if 42 in {*seeds, *val_seeds}:
         parser.error("seed 42 is the demo's held-out test archive; train and validate on other seeds")
-    fresh = [int(s) for s in args.fresh_seeds.split(",") if s]
+    fresh = seed_list(args.fresh_seeds)
     if set(fresh) & {*seeds, *val_seeds}:
         parser.error("--fresh-seeds must not be training or validation seeds")
     synthesis = None if args.no_synthesis else Synthesis(site_p=args.site_p)

@@ -39,7 +39,7 @@ from eowatch.archive.world import build_world
 
 from .card import ModelCard
 from .train import _deterministic
-from .train_settings import ChipTrainSettings
+from .train_settings import ChipTrainSettings, seed_list
 from .train_vhr import TRAIN_SEEDS, VAL_SEED, ensure_vhr_archive
 from .vhr_landcover import (
     VHR_LANDCOVER_ARCHITECTURE,
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-synthesis", action="store_true", help="train on archive imagery only")
     parser.add_argument("--skip-training", action="store_true", help="only re-score the model in --out")
     args = parser.parse_args(argv)
-    seeds = [int(s) for s in args.train_seeds.split(",") if s]
+    seeds = seed_list(args.train_seeds)
     if 42 in seeds or args.val_seed == 42:
         parser.error("seed 42 is the demo's held-out test archive; train and validate on other seeds")
     sampling = replace(LandCoverSampling(), synthesis=None) if args.no_synthesis else LandCoverSampling()

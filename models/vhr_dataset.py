@@ -113,7 +113,9 @@ class VhrChipDataset(Dataset):
         ]
         self.labels = {(a, i, j): pair_label(self.archives[a], i, j) for a, i, j in self.pairs}
         self.changed = {key: np.flatnonzero(lab) for key, lab in self.labels.items()}
-        self.changed_by_type = _changed_by_type(self.archives, self.pairs, self.changed)
+        self.changed_by_type = (
+            _changed_by_type(self.archives, self.pairs, self.changed) if sampling.balance_types else {}
+        )
         self.set_epoch(0)
 
     def __len__(self) -> int:
@@ -125,13 +127,13 @@ class VhrChipDataset(Dataset):
         rng = np.random.default_rng([self.seed, epoch, 0])
         s = self.sampling
         with_change = [key for key in self.pairs if self.changed[key].size]
+        kinds = sorted(self.changed_by_type)
         rows = []
         for _ in range(self.samples):
             draw = rng.random()
             zoom = rng.uniform(*s.zoom) if self.augment else 1.0
             if draw < s.changed_fraction and with_change:
                 if s.balance_types:
-                    kinds = sorted(self.changed_by_type)
                     found = self.changed_by_type[kinds[rng.integers(len(kinds))]]
                     p, cell = (int(v) for v in found[rng.integers(len(found))])
                     a, i, j = self.pairs[p]

@@ -192,12 +192,12 @@ def _upgrade(out_dir: Path, config: ArchiveConfig, report: Progress) -> None:
                 os.replace(out_dir / "truth", old)
             os.replace(root / "truth", out_dir / "truth")
             shutil.rmtree(old, ignore_errors=True)
-        if "vhr" in parts and config.include_vhr:
-            for k in range(len(vhr_dates(config))):
-                item_id, _, image = render_vhr(world, k)
-                rel = Path("assets") / docs.VHR / item_id / "image.tif"
-                write_cog(root / rel, image, world.layout.vhr, None)
-                os.replace(root / rel, out_dir / rel)
+        if "vhr" in parts:
+            vhr_tasks = [task for task in _tasks(config, root) if task[0] == docs.VHR]
+            for items in _run(config, vhr_tasks, world):  # rendered and written as by a fresh build
+                for item in items:
+                    rel = Path("assets") / docs.VHR / item["id"] / "image.tif"
+                    os.replace(root / rel, out_dir / rel)
         manifest["eowatch_archive_version"] = ARCHIVE_VERSION
         write_json(root / "archive.json", manifest)
         os.replace(root / "archive.json", manifest_path)
