@@ -135,9 +135,13 @@ def test_a_holder_that_lost_its_lease_says_so(s3_server: Any) -> None:
     from eowatch.pipelines.run_lock import ObjectLease
 
     path = location(f"s3://{OUT_BUCKET}/unit/lost/.eowatch/lock")
-    with pytest.raises(StorageError, match="lost its lease"), ObjectLease(path, ttl_s=3):
+    with pytest.raises(StorageError, match="lost its lease"), ObjectLease(path, ttl_s=3) as lease:
         path.write_text(json.dumps({"owner": "someone-else", "expires": time.time() + 60}))
-        time.sleep(1.5)  # the next renewal finds another ETag
+        # The next renewal (every 1 s) finds another ETag. Wait for it rather than for a fixed time:
+        # on a loaded machine the renewal thread can run late.
+        deadline = time.monotonic() + 30
+        while not lease._lost and time.monotonic() < deadline:
+            time.sleep(0.1)
     assert json.loads(path.read_text())["owner"] == "someone-else"  # not deleted: not ours
 
 
