@@ -52,7 +52,9 @@ def load_cube(cube: Path, names: tuple[str, ...]) -> np.ndarray:
     return np.stack([np.asarray(group[n][:], dtype=np.float32) for n in names], axis=1)
 
 
-def engine_probs(model: Any, x: np.ndarray, chunk: int, halo: int, precision: str = "auto") -> np.ndarray:
+def engine_probs(
+    model: Any, x: np.ndarray, chunk: int, halo: int, precision: str = "auto", days: np.ndarray | None = None
+) -> np.ndarray:
     """eowatch's path, exactly as ``infer_region`` runs it: per chunk the halo window of every period,
     ``pipelines.inference.change_probabilities`` over it (the tiled engine), the chunk's result.
 
@@ -68,30 +70,32 @@ def engine_probs(model: Any, x: np.ndarray, chunk: int, halo: int, precision: st
             ry0, rx0 = max(y0 - halo, 0), max(x0 - halo, 0)
             win = x[:, :, ry0 : min(y1 + halo, h), rx0 : min(x1 + halo, w)]
             crop = (slice(y0 - ry0, y1 - ry0), slice(x0 - rx0, x1 - rx0))
-            out[:, :, y0:y1, x0:x1] = change_probabilities(model, win, crop, precision)  # type: ignore[arg-type]
+            out[:, :, y0:y1, x0:x1] = change_probabilities(model, win, crop, precision, days)  # type: ignore[arg-type]
     return out
 
 
-def whole_image_probs(model: Any, x: np.ndarray) -> np.ndarray:
+def whole_image_probs(model: Any, x: np.ndarray, days: np.ndarray | None = None) -> np.ndarray:
     """Reference: the plain module's ``forward`` on each transition of the whole image in one piece."""
     import torch
 
-    from eowatch.models.predict import preprocess
+    from eowatch.models.predict import preprocess, with_season
 
-    z = torch.from_numpy(preprocess(model.card, x))
+    z = torch.from_numpy(with_season(model, preprocess(model.card, x), days))
     with torch.inference_mode():
         logits = [model.module(z[t - 1 : t], z[t : t + 1]) for t in range(1, len(z))]
     return torch.cat(logits).softmax(dim=1).numpy()
 
 
-def naive_probs(model: Any, x: np.ndarray, window: int = NAIVE_WINDOW) -> np.ndarray:
+def naive_probs(
+    model: Any, x: np.ndarray, window: int = NAIVE_WINDOW, days: np.ndarray | None = None
+) -> np.ndarray:
     """The loop people write first: one window, one transition, one forward pass at a time.
 
     Returns ``(transition, class, y, x)`` float32; pixels near window edges see zero padding.
     """
     import torch
 
-    from eowatch.models.predict import preprocess
+    from eowatch.models.predict import preprocess, with_season
 
     n_p, _, h, w = x.shape
     out = np.empty((n_p - 1, model.card.architecture_args["n_classes"], h, w), np.float32)
@@ -99,9 +103,9 @@ def naive_probs(model: Any, x: np.ndarray, window: int = NAIVE_WINDOW) -> np.nda
         for x0 in range(0, w, window):
             for t in range(n_p - 1):
                 ys, xs = slice(y0, y0 + window), slice(x0, x0 + window)
-                before = torch.from_numpy(preprocess(model.card, x[t, :, ys, xs]))[None].float()
-                after = torch.from_numpy(preprocess(model.card, x[t + 1, :, ys, xs]))[None].float()
-                logits = model.module(before, after)
+                pair = preprocess(model.card, x[t : t + 2, :, ys, xs])
+                pair = torch.from_numpy(with_season(model, pair, None if days is None else days[t : t + 2]))
+                logits = model.module(pair[0:1].float(), pair[1:2].float())
                 out[t, :, ys, xs] = logits.softmax(dim=1).detach().numpy()[0]
     return out
 
@@ -143,16 +147,19 @@ def mask_agreement(reference: np.ndarray, other: np.ndarray, threshold: float) -
     }
 
 
-def run_comparison(model: Any, x: np.ndarray, chunk: int, repeats: int) -> dict[str, Any]:
+def run_comparison(
+    model: Any, x: np.ndarray, chunk: int, repeats: int, days: np.ndarray | None = None
+) -> dict[str, Any]:
     """Time the engine (default and opt-in bf16) and the naive loop ``repeats`` times, interleaved, on
-    ``x``, and compare their outputs with each other and with whole-image inference (the testable core)."""
+    ``x``, and compare their outputs with each other and with whole-image inference (the testable core).
+    ``days``: the periods' middle days, for a model that reads the season."""
     halo = model.card.receptive_field_px // 2 + 1  # what the flow reads (stages.prepare_change)
     margin = model.card.receptive_field_px // 2
     warm = x[:, :, : 2 * NAIVE_WINDOW, : 2 * NAIVE_WINDOW]  # first calls pay for oneDNN kernel setup
     paths = {
-        "engine": lambda xx: engine_probs(model, xx, chunk, halo),
-        "engine bf16 (opt-in)": lambda xx: engine_probs(model, xx, chunk, halo, "bfloat16"),
-        "naive": lambda xx: naive_probs(model, xx),
+        "engine": lambda xx: engine_probs(model, xx, chunk, halo, days=days),
+        "engine bf16 (opt-in)": lambda xx: engine_probs(model, xx, chunk, halo, "bfloat16", days),
+        "naive": lambda xx: naive_probs(model, xx, days=days),
     }
     times: dict[str, list[float]] = {name: [] for name in paths}
     cpu: dict[str, list[float]] = {name: [] for name in paths}
@@ -177,7 +184,7 @@ def run_comparison(model: Any, x: np.ndarray, chunk: int, repeats: int) -> dict[
         for name, ts in times.items()
     ]
     naive, naive_cpu = best_of(times["naive"]), best_of(cpu["naive"])
-    whole = whole_image_probs(model, x)
+    whole = whole_image_probs(model, x, days)
     bf16 = mask_agreement(outputs["engine"], outputs["engine bf16 (opt-in)"], model.card.decision_threshold)
     return {
         "rows": rows,
@@ -231,7 +238,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         cube, spec = ensure_cube()
         model = get("siamese-s2s1-change")
         x = load_cube(cube, tuple(model.card.bands))
-        result = run_comparison(model, x, spec.grid.chunk, repeats)
+        days = np.array(spec.middle_days) if model.module.season_channels else None
+        result = run_comparison(model, x, spec.grid.chunk, repeats, days)
         full, full_cpu = _time_infer_region(cube, spec, repeats)
     finally:
         torch.set_num_threads(threads)

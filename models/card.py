@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_BANDS",
     "DERIVED_INPUTS",
     "FLAG_INPUTS",
+    "OPTIONAL_ARCHITECTURE_ARGS",
     "ClassInfo",
     "ModelCard",
     "change_classes",
@@ -38,6 +39,8 @@ ARCHITECTURE_ARGS: dict[str, frozenset[str]] = {
     "SiameseChangeNet": frozenset({"in_channels", "n_classes", "width", "depth"}),
     "LTAEClassifier": frozenset({"in_channels", "n_classes", "d_model", "n_head", "d_k", "hidden"}),
 }
+#: Constructor arguments a card may give besides the required ones.
+OPTIONAL_ARCHITECTURE_ARGS: dict[str, frozenset[str]] = {"SiameseChangeNet": frozenset({"season_channels"})}
 #: Per-step inputs a temporal card may list besides its bands: derived indices (normalised like bands,
 #: so they need ``normalization`` entries) and 0/1 observation flags (fed as they are).
 DERIVED_INPUTS: tuple[str, ...] = ("ndvi",)
@@ -275,8 +278,10 @@ def _temporal_problems(card: ModelCard) -> list[str]:
 def _architecture_problems(card: ModelCard) -> list[str]:
     args = card.architecture_args
     expected = ARCHITECTURE_ARGS[card.architecture]
-    if set(args) != expected:
-        return [f"architecture_args must have keys {sorted(expected)}, got {sorted(args)}"]
+    optional = OPTIONAL_ARCHITECTURE_ARGS.get(card.architecture, frozenset())
+    if not expected <= set(args) <= expected | optional:
+        extra = f" (optional: {sorted(optional)})" if optional else ""
+        return [f"architecture_args must have keys {sorted(expected)}{extra}, got {sorted(args)}"]
     problems = []
     if args["in_channels"] != card.in_channels:
         problems.append(

@@ -18,8 +18,9 @@ from torch.utils.data import Dataset
 from eowatch.errors import InputError
 
 from .card import DEFAULT_BANDS
-from .labels import transition_labels
+from .labels import period_middle_days, transition_labels
 from .predict import normalize_bands
+from .season import season_planes
 
 __all__ = ["IGNORE_INDEX", "TRUTH_KEYS", "ChangeChipDataset", "open_cube", "read_truth"]
 
@@ -56,10 +57,12 @@ class ChangeChipDataset(Dataset):
         columns: ``[start, stop)`` pixel columns to sample from (spatial train/validation split).
         validity_channel: append the per-date validity channel when normalising (as the card says).
         changed_fraction: share of chips centred on a changed pixel (the rest are drawn anywhere).
+        season: append each date's ``season.season_planes`` (2 channels, its period's middle day of
+            year) after its normalised bands, for models with ``season_channels=2``.
 
     Items are dicts: ``before``/``after`` float32 ``(C', chip, chip)`` tensors (``C' = C + 1`` with the
-    validity channel when normalised), ``label`` int64 ``(chip, chip)`` (``IGNORE_INDEX`` where a date has
-    no observation), ``t`` the transition index (1..T-1).
+    validity channel when normalised, + 2 with the season), ``label`` int64 ``(chip, chip)``
+    (``IGNORE_INDEX`` where a date has no observation), ``t`` the transition index (1..T-1).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class ChangeChipDataset(Dataset):
         columns: tuple[int, int] | None = None,
         validity_channel: bool = True,
         changed_fraction: float = 0.5,
+        season: bool = False,
     ) -> None:
         self.cube_path = str(cube_path)
         self.labels = transition_labels(
@@ -92,6 +96,7 @@ class ChangeChipDataset(Dataset):
         if not 0.0 <= changed_fraction <= 1.0:
             raise InputError(f"changed_fraction must be within 0..1, got {changed_fraction}")
         self.changed_fraction = changed_fraction
+        self.middle_days = period_middle_days(period_bounds) if season else None
         self._ds: xr.Dataset | None = None
         self._changed = self._changed_pixels()
         self.set_epoch(0)
@@ -159,6 +164,8 @@ class ChangeChipDataset(Dataset):
         x = raw if self.normalization is None else self._normalise(raw, rng if self.augment else None)
         if self.augment:
             x, label = _rotate_flip(x, label, rng)
+        if self.middle_days is not None and self.normalization is not None:
+            x = np.concatenate([x, season_planes(self.middle_days[t - 1 : t + 1], x.shape[2:])], axis=1)
         return {
             "before": torch.from_numpy(np.ascontiguousarray(x[0])),
             "after": torch.from_numpy(np.ascontiguousarray(x[1])),

@@ -8,6 +8,9 @@ Preprocessing (identical in training, see ``preprocess``): each band is normalis
 ``(x - mean) / std``, NaN (no clear observation) becomes 0 after normalisation, i.e. the band's mean, and,
 when ``card.validity_channel`` is set, one extra channel per date holds the fraction of finite bands of
 each pixel (1 = all bands observed, 0 = none), so the network can tell "no data" from "average data".
+A model with season channels (``module.season_channels == 2``) then reads its period's
+``season.season_planes`` after those channels, so every prediction of such a model needs the periods'
+middle days (``days``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from .engine import (
     module_device,
     run_tiled,
 )
+from .season import season_planes
 from .siamese import SiameseChangeNet
 from .weights import LoadedModel
 
@@ -42,6 +46,7 @@ __all__ = [
     "predict_change_batch",
     "predict_change_series",
     "preprocess",
+    "with_season",
 ]
 
 
@@ -101,6 +106,23 @@ def preprocess(card: ModelCard, x: np.ndarray) -> np.ndarray:
     return normalize_bands(x, np.array(mean), np.array(std), card.validity_channel)
 
 
+def with_season(model: LoadedModel, x: np.ndarray, days: Sequence[int] | np.ndarray | None) -> np.ndarray:
+    """Preprocessed ``(T, C', H, W)`` periods with each period's season planes appended when the model
+    reads the season; ``days`` (the ``T`` periods' middle days, days since 1970-01-01 or ``datetime64``)
+    is then required, and must be ``None`` for a model without season channels."""
+    if not getattr(model.module, "season_channels", 0):
+        if days is not None:
+            raise InputError(f"model {model.card.name!r} does not read the season: give no days")
+        return x
+    if days is None or len(days) != x.shape[0]:
+        got = None if days is None else len(days)
+        raise InputError(
+            f"model {model.card.name!r} reads the season: give the {x.shape[0]} periods' middle days, "
+            f"got {got}"
+        )
+    return np.concatenate([x, season_planes(days, x.shape[-2:])], axis=1)
+
+
 def _check_pair(model: LoadedModel, before: np.ndarray, after: np.ndarray, ndim: int) -> None:
     if before.shape != after.shape:
         raise InputError(f"before {before.shape} and after {after.shape} must have the same shape")
@@ -144,6 +166,7 @@ def predict_change_series(
     *,
     region: tuple[slice, slice] | None = None,
     config: EngineConfig | None = None,
+    days: Sequence[int] | np.ndarray | None = None,
 ) -> np.ndarray:
     """Softmax change probabilities of every transition of a time series, with the tiled engine.
 
@@ -159,6 +182,7 @@ def predict_change_series(
         region: ``(rows, cols)`` slices to predict; pixels of ``bands`` around it are context (a chunk
             read with a halo). Default: everything.
         config: engine windows, batching and precision.
+        days: models with season channels only: the ``T`` periods' middle days (``with_season``).
 
     Returns:
         ``(T - 1, n_classes, h, w)`` float32 over ``region``: transition ``t`` is period ``t`` -> ``t + 1``.
@@ -170,13 +194,18 @@ def predict_change_series(
         )
     device = module_device(model.module)
     module = fuse_conv_gelu(model.module) if device.type == "cpu" else model.module
-    x = torch.from_numpy(preprocess(model.card, bands))
+    x = torch.from_numpy(with_season(model, preprocess(model.card, bands), days))
     predictor = _series_predictor(module, bands.shape[0])
     return run_tiled(predictor, x, _config(model, device, config), region=region, device=device)
 
 
 def predict_change_batch(
-    model: LoadedModel, before: np.ndarray, after: np.ndarray, batch_tiles: int = 4
+    model: LoadedModel,
+    before: np.ndarray,
+    after: np.ndarray,
+    batch_tiles: int = 4,
+    *,
+    days: tuple[int, int] | np.ndarray | None = None,
 ) -> np.ndarray:
     """Softmax change probabilities for a batch of independent windows, ``batch_tiles`` per forward pass.
 
@@ -185,12 +214,14 @@ def predict_change_batch(
         before: ``(N, C, H, W)`` float32 raw band values in ``model.card.bands`` order, NaN = no data.
         after: same shape as ``before``.
         batch_tiles: windows per forward pass (bounds memory).
+        days: models with season channels only: the middle days of the two periods.
 
     Returns:
         ``(N, n_classes, H, W)`` float32 probabilities. Pixels within ``receptive_field // 2`` of a
         window edge see zero padding: give windows a halo and crop it (``predict_change_series`` does).
     """
     _check_pair(model, before, after, ndim=4)
+    with_season(model, np.zeros((2, 0, 1, 1), np.float32), days)  # days given iff the model reads them
     if batch_tiles < 1:
         raise InputError(f"batch_tiles must be >= 1, got {batch_tiles}")
     device = module_device(model.module)
@@ -201,16 +232,32 @@ def predict_change_batch(
     with inference_context(device, config):
         for i in range(0, before.shape[0], batch_tiles):
             b, a = (
-                torch.from_numpy(preprocess(model.card, x[i : i + batch_tiles])).to(device, memory_format=fmt)
-                for x in (before, after)
+                torch.from_numpy(_with_date_season(preprocess(model.card, x[i : i + batch_tiles]), day)).to(
+                    device, memory_format=fmt
+                )
+                for x, day in zip((before, after), (None, None) if days is None else days, strict=True)
             )
             out.append(module(b, a).float().softmax(dim=1).cpu().numpy())
     n_classes = model.card.architecture_args["n_classes"]
     return np.concatenate(out, axis=0) if out else np.zeros((0, n_classes, *before.shape[2:]), np.float32)
 
 
+def _with_date_season(x: np.ndarray, day: int | None) -> np.ndarray:
+    """``(N, C', H, W)`` windows of one date, with its season planes appended when ``day`` is given."""
+    if day is None:
+        return x
+    planes = season_planes([day], x.shape[-2:])
+    return np.concatenate([x, np.broadcast_to(planes, (x.shape[0], *planes.shape[1:]))], axis=1)
+
+
 def predict_change(
-    model: LoadedModel, before: np.ndarray, after: np.ndarray, batch_tiles: int = 4, *, tile: int = 256
+    model: LoadedModel,
+    before: np.ndarray,
+    after: np.ndarray,
+    batch_tiles: int = 4,
+    *,
+    tile: int = 256,
+    days: tuple[int, int] | np.ndarray | None = None,
 ) -> np.ndarray:
     """Softmax change probabilities of one scene pair, predicted tile by tile with an exact halo.
 
@@ -223,10 +270,11 @@ def predict_change(
         after: same for the later period.
         batch_tiles: tiles per forward pass.
         tile: largest core tile side (pixels); windows add a ``receptive_field // 2`` halo on every side.
+        days: models with season channels only: the middle days of the two periods.
 
     Returns:
         ``(n_classes, H, W)`` float32; equal (to float rounding) to predicting the scene in one piece.
     """
     _check_pair(model, before, after, ndim=3)
     config = replace(_config(model, module_device(model.module), None), tile=tile, batch_windows=batch_tiles)
-    return predict_change_series(model, np.stack([before, after]), config=config)[0]
+    return predict_change_series(model, np.stack([before, after]), config=config, days=days)[0]

@@ -29,36 +29,42 @@ class SiameseChangeNet(nn.Module):
         n_classes: number of output classes (change-type codes 0..n_classes-1).
         width: feature channels of the encoder and the head.
         depth: number of 3x3 convolutions in the encoder (>= 1).
+        season_channels: 2 to read each date's ``season.season_planes`` (sine and cosine of its period's
+            middle day of year) after its ``in_channels`` image channels, 0 for none.
 
-    Input: ``before`` and ``after`` as float32 ``(N, in_channels, H, W)``, normalised.
+    Input: ``before`` and ``after`` as float32 ``(N, in_channels + season_channels, H, W)``, normalised.
     Output: logits ``(N, n_classes, H, W)``.
     """
 
-    def __init__(self, in_channels: int, n_classes: int = 5, width: int = 32, depth: int = 4) -> None:
+    def __init__(
+        self, in_channels: int, n_classes: int = 5, width: int = 32, depth: int = 4, season_channels: int = 0
+    ) -> None:
         super().__init__()
-        if min(in_channels, width, depth) < 1 or n_classes < 2:
+        if min(in_channels, width, depth) < 1 or n_classes < 2 or season_channels not in (0, 2):
             raise ValueError(
-                f"SiameseChangeNet needs in_channels, width, depth >= 1 and n_classes >= 2, got "
-                f"in_channels={in_channels}, n_classes={n_classes}, width={width}, depth={depth}"
+                f"SiameseChangeNet needs in_channels, width, depth >= 1, n_classes >= 2 and season_channels "
+                f"0 or 2, got in_channels={in_channels}, n_classes={n_classes}, width={width}, "
+                f"depth={depth}, season_channels={season_channels}"
             )
         self.in_channels = in_channels
         self.n_classes = n_classes
         self.width = width
         self.depth = depth
-        layers = [_conv_block(in_channels, width)]
+        self.season_channels = season_channels
+        layers = [_conv_block(in_channels + season_channels, width)]
         layers += [_conv_block(width, width) for _ in range(depth - 1)]
         self.encoder = nn.Sequential(*layers)
         self.head = nn.Sequential(_conv_block(3 * width, width), nn.Conv2d(width, n_classes, kernel_size=1))
 
     @property
     def config(self) -> dict[str, int]:
-        """Constructor arguments, as stored in the model card."""
-        return {
-            "in_channels": self.in_channels,
-            "n_classes": self.n_classes,
-            "width": self.width,
-            "depth": self.depth,
-        }
+        """Constructor arguments, as stored in the model card (``season_channels`` only when set, so the
+        cards of models without a season input stay as they were)."""
+        config = {"in_channels": self.in_channels, "n_classes": self.n_classes, "width": self.width}
+        config["depth"] = self.depth
+        if self.season_channels:
+            config["season_channels"] = self.season_channels
+        return config
 
     @property
     def receptive_field(self) -> int:
@@ -76,7 +82,8 @@ class SiameseChangeNet(nn.Module):
         return field
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Features ``(N, width, H, W)`` of normalised images ``(N, in_channels, H, W)`` (one date each).
+        """Features ``(N, width, H, W)`` of normalised images ``(N, in_channels + season_channels, H, W)``
+        (one date each).
 
         The encoder is weight-tied across dates, so a period's features can be computed once and reused
         by both transitions that share it (``decode`` takes them in any pairing).

@@ -44,6 +44,7 @@ from eowatch.legend import LANDCOVER
 from .card import ModelCard
 from .engine import EngineConfig, WindowPredictor, default_config, fuse_conv_gelu, module_device, run_tiled
 from .predict import SEMANTIC_TASK, check_bands_and_resolution, preprocess
+from .season import season_planes
 from .siamese import _conv_block
 from .weights import LoadedModel
 
@@ -250,23 +251,6 @@ def check_semantic_inputs(card: ModelCard, available_bands: Sequence[str], resol
     if card.task != SEMANTIC_TASK:
         raise ModelError(f"model {card.name!r} is a {card.task} model, not a {SEMANTIC_TASK} model")
     check_bands_and_resolution(card, available_bands, resolution_m)
-
-
-def season_planes(days: Sequence[int] | np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """float32 ``(T, 2, H, W)``: sine and cosine of ``2 pi doy / 365.25`` per date, constant over space.
-
-    Args:
-        days: ``T`` dates as days since 1970-01-01 (a period's middle day), or ``datetime64`` values.
-        shape: ``(H, W)`` of the planes.
-    """
-    arr = np.asarray(days)
-    if np.issubdtype(arr.dtype, np.datetime64):
-        arr = (arr.astype("datetime64[D]") - np.datetime64("1970-01-01", "D")).astype(np.int64)
-    epoch = arr.astype("datetime64[D]")
-    doy = (epoch - epoch.astype("datetime64[Y]")).astype(np.int64).astype(np.float64)  # 0 = 1 January
-    angle = 2 * np.pi * doy / 365.25
-    planes = np.stack([np.sin(angle), np.cos(angle)], axis=1).astype(np.float32)
-    return np.broadcast_to(planes[:, :, None, None], (len(arr), 2, *shape)).copy()
 
 
 def one_hot_landcover(codes: np.ndarray, n_landcover: int) -> np.ndarray:

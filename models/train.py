@@ -25,9 +25,9 @@ from eowatch.errors import InputError
 
 from .card import DEFAULT_BANDS, ModelCard, change_classes
 from .dataset import IGNORE_INDEX, ChangeChipDataset, open_cube, read_truth
-from .labels import ever_changed, transition_labels
+from .labels import ever_changed, period_middle_days, transition_labels
 from .metrics import binary_scores, flatten_scores, per_type_scores
-from .predict import predict_change
+from .predict import predict_change_series
 from .siamese import SiameseChangeNet
 from .weights import LoadedModel, load_model, save_model
 
@@ -51,8 +51,11 @@ class TrainConfig:
 
     name: str = "siamese-s2s1-change"
     """Model name (file stem and registry key)."""
-    version: str = "0.2.0"
+    version: str = "0.3.0"
     """Version recorded in the card."""
+    season: bool = True
+    """Give each date its period's season (``season.season_planes``: sine and cosine of the middle day of
+    year), so a crop rotation's "bare -> green" in July -> August can differ from April -> May's growth."""
     bands: tuple[str, ...] = DEFAULT_BANDS
     """Cube variables fed per date, in order."""
     chip: int = 64
@@ -238,10 +241,17 @@ def train_change_sets(
                 normalization=norm,
                 columns=(0, split),
                 changed_fraction=config.changed_fraction,
+                season=config.season,
             )
             for i, (cube_path, truth) in enumerate(sets)
         ]
-        model = SiameseChangeNet(len(config.bands) + 1, len(change_classes()), config.width, config.depth)
+        model = SiameseChangeNet(
+            len(config.bands) + 1,
+            len(change_classes()),
+            config.width,
+            config.depth,
+            season_channels=2 if config.season else 0,
+        )
         history = _fit(model, datasets, epochs, config)
         names = ", ".join(f"{Path(c).parent.name}/{Path(c).name}" for c, _ in sets)
         card = _card(model, norm, config, names, bounds, split, command, epochs, seed)
@@ -289,9 +299,8 @@ def _val_block(
     with open_cube(cube_path) as cube:
         block = np.stack([cube[b].isel(x=slice(x0, c1)).values for b in model.card.bands], axis=1)
     observed = np.isfinite(block).any(axis=1)[:, :, c0 - x0 :]  # (T, y, x)
-    probs = np.stack(
-        [predict_change(model, block[t - 1], block[t])[:, :, c0 - x0 :] for t in range(1, len(bounds))]
-    )  # (T-1, K, y, x)
+    days = period_middle_days(bounds) if getattr(model.module, "season_channels", 0) else None
+    probs = predict_change_series(model, block, days=days)[..., c0 - x0 :]  # (T-1, K, y, x)
     return {
         "p_change": 1.0 - probs[:, 0],
         "type": (probs[:, 1:].argmax(axis=1) + 1).astype(np.uint8),
@@ -463,6 +472,15 @@ def train_change_model(
     return train_change_arrays(cube_path, truth, out_dir, epochs, seed, config, command)
 
 
+def _flag(text: str) -> bool:
+    """``true``/``false`` (any case, or 1/0) on the command line; ``bool("False")`` would be True."""
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (``python -m eowatch.models.train --help``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -472,7 +490,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     for f in fields(TrainConfig):
         if f.name != "bands":
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+            kind = _flag if isinstance(f.default, bool) else type(f.default)
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
     args = parser.parse_args(argv)
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "bands"})
     _, scores = train_change_model(args.cube, args.truth, args.out, args.epochs, args.seed, config)

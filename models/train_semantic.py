@@ -31,7 +31,7 @@ from eowatch.errors import InputError
 
 from .card import DEFAULT_BANDS, ClassInfo, ModelCard
 from .dataset import IGNORE_INDEX, ChangeChipDataset, _rotate_flip, open_cube, read_truth
-from .labels import _first_showing_period, period_days, period_middle_days
+from .labels import _first_showing_period, period_days
 from .siamese_semantic import (
     LANDCOVER_COLOURS,
     SEMANTIC_CLASSES,
@@ -200,10 +200,10 @@ class SemanticChipDataset(ChangeChipDataset):
             normalization=normalization,
             columns=columns,
             changed_fraction=changed_fraction,
+            season=season,
         )
         self.landcover = period_landcover(truth, period_bounds)
         self.conditional, self.condition_noise = conditional, condition_noise
-        self.middle_days = period_middle_days(period_bounds) if season else None
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self.normalization is None:

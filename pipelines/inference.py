@@ -90,7 +90,11 @@ def halo_window(grid: GridSpec, key: ChunkKey, halo: int) -> tuple[slice, slice,
 
 
 def change_probabilities(
-    model: LoadedModel, bands: np.ndarray, crop: tuple[slice, slice], precision: Precision = "auto"
+    model: LoadedModel,
+    bands: np.ndarray,
+    crop: tuple[slice, slice],
+    precision: Precision = "auto",
+    days: np.ndarray | None = None,
 ) -> np.ndarray:
     """The model's part of ``infer_region``: probabilities of every transition over the chunk.
 
@@ -99,6 +103,7 @@ def change_probabilities(
         bands: ``(period, C, Hh, Wh)`` float32 model bands over the chunk's halo window, NaN = no data.
         crop: slices of the chunk inside the halo window.
         precision: engine precision (see ``InferenceInputs.precision``).
+        days: the periods' middle days (days since 1970-01-01), for a model that reads the season.
 
     Returns:
         ``(period - 1, n_classes, h, w)`` float32 softmax probabilities over the chunk.
@@ -107,7 +112,7 @@ def change_probabilities(
     from eowatch.models.predict import predict_change_series
 
     config = default_config(module_device(model.module), model.module.receptive_field // 2, precision)
-    return predict_change_series(model, bands, region=crop, config=config)
+    return predict_change_series(model, bands, region=crop, config=config, days=days)
 
 
 def infer_region(
@@ -133,7 +138,8 @@ def infer_region(
     x = read_window(cube, names, ry, rx)  # (period, C, Hh, Wh)
     channel = {n: i for i, n in enumerate(names)}
     bands = x[:, [channel[b] for b in model.card.bands]]
-    probs = change_probabilities(model, bands, (cy, cx), precision)  # (T-1, K, h, w)
+    days = np.array(spec.middle_days) if model.module.season_channels else None
+    probs = change_probabilities(model, bands, (cy, cx), precision, days)  # (T-1, K, h, w)
     p_change = (1.0 - probs[:, 0]).astype(np.float32)
     threshold = change.threshold if change.threshold is not None else model.card.decision_threshold
     mask = (p_change >= threshold).astype(np.uint8)

@@ -189,7 +189,7 @@ def change_tally(run: Run, device: str = "cpu") -> Tally:
     channels = len(dict.fromkeys([*card.bands, *spec.s2_bands, *(["vv_db"] if spec.s1_collection else [])]))
     t, inputs_ch, width, classes = (
         len(spec.periods),
-        int(arch["in_channels"]),
+        int(arch["in_channels"]) + int(arch.get("season_channels", 0)),
         int(arch["width"]),
         int(arch["n_classes"]),
     )

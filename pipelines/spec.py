@@ -101,6 +101,16 @@ class CubeSpec:
         sar = tuple(f"{b}_db" for b in self.s1_bands) if self.s1_collection else ()
         return self.s2_bands + sar
 
+    @property
+    def middle_days(self) -> tuple[int, ...]:
+        """Each period's middle day (days since 1970-01-01, rounded down): the date a season-aware
+        model is given for the period (``models.season``)."""
+        epoch = dt.date(1970, 1, 1)
+        return tuple(
+            ((dt.date.fromisoformat(a) - epoch).days + (dt.date.fromisoformat(b) - epoch).days) // 2
+            for a, b in self.periods
+        )
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["grid"] = self.grid.to_dict()

@@ -39,8 +39,9 @@ def test_training_learns_and_saves_a_loadable_model(tmp_path: Path) -> None:
     assert "--epochs 3 --seed 0" in model.card.training_command
     again = load_model(tmp_path / "out" / "smoke.card.json")
     assert again.card.weights_sha256 == model.card.weights_sha256
+    assert again.module.season_channels == 2  # the default: each date knows its season
     x = np.zeros((8, 16, 16), np.float32)
-    assert predict_change(again, x, x).shape == (5, 16, 16)
+    assert predict_change(again, x, x, days=(20557, 20588)).shape == (5, 16, 16)
 
 
 def test_training_is_deterministic(tmp_path: Path) -> None:
