@@ -40,6 +40,7 @@ from .weights import LoadedModel
 __all__ = [
     "SEMANTIC_TASK",
     "check_bands_and_resolution",
+    "check_days",
     "check_inputs",
     "normalize_bands",
     "predict_change",
@@ -106,20 +107,27 @@ def preprocess(card: ModelCard, x: np.ndarray) -> np.ndarray:
     return normalize_bands(x, np.array(mean), np.array(std), card.validity_channel)
 
 
-def with_season(model: LoadedModel, x: np.ndarray, days: Sequence[int] | np.ndarray | None) -> np.ndarray:
-    """Preprocessed ``(T, C', H, W)`` periods with each period's season planes appended when the model
-    reads the season; ``days`` (the ``T`` periods' middle days, days since 1970-01-01 or ``datetime64``)
-    is then required, and must be ``None`` for a model without season channels."""
+def check_days(model: LoadedModel, days: Sequence[int] | np.ndarray | None, n_periods: int) -> None:
+    """Raise ``InputError`` unless ``days`` holds ``n_periods`` middle days for a model that reads the
+    season (``module.season_channels``), or is ``None`` for one that does not."""
     if not getattr(model.module, "season_channels", 0):
         if days is not None:
             raise InputError(f"model {model.card.name!r} does not read the season: give no days")
-        return x
-    if days is None or len(days) != x.shape[0]:
+    elif days is None or len(days) != n_periods:
         got = None if days is None else len(days)
         raise InputError(
-            f"model {model.card.name!r} reads the season: give the {x.shape[0]} periods' middle days, "
+            f"model {model.card.name!r} reads the season: give the {n_periods} periods' middle days, "
             f"got {got}"
         )
+
+
+def with_season(model: LoadedModel, x: np.ndarray, days: Sequence[int] | np.ndarray | None) -> np.ndarray:
+    """Preprocessed ``(T, C', H, W)`` periods with each period's season planes appended when the model
+    reads the season; ``days`` (the ``T`` periods' middle days, days since 1970-01-01 or ``datetime64``)
+    is then required, and must be ``None`` for a model without season channels (``check_days``)."""
+    check_days(model, days, x.shape[0])
+    if days is None:
+        return x
     return np.concatenate([x, season_planes(days, x.shape[-2:])], axis=1)
 
 
@@ -221,7 +229,7 @@ def predict_change_batch(
         window edge see zero padding: give windows a halo and crop it (``predict_change_series`` does).
     """
     _check_pair(model, before, after, ndim=4)
-    with_season(model, np.zeros((2, 0, 1, 1), np.float32), days)  # days given iff the model reads them
+    check_days(model, days, 2)
     if batch_tiles < 1:
         raise InputError(f"batch_tiles must be >= 1, got {batch_tiles}")
     device = module_device(model.module)

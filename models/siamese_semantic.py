@@ -43,7 +43,7 @@ from eowatch.legend import LANDCOVER
 
 from .card import ModelCard
 from .engine import EngineConfig, WindowPredictor, default_config, fuse_conv_gelu, module_device, run_tiled
-from .predict import SEMANTIC_TASK, check_bands_and_resolution, preprocess
+from .predict import SEMANTIC_TASK, check_bands_and_resolution, preprocess, with_season
 from .season import season_planes
 from .siamese import _conv_block
 from .weights import LoadedModel
@@ -325,15 +325,7 @@ def predict_semantic_series(
             f"expected (T >= 2, {len(card.bands)}, H, W) periods in band order {card.bands}, "
             f"got {bands.shape}"
         )
-    x = preprocess(card, bands)
-    if module.season_channels:
-        if days is None or len(days) != bands.shape[0]:
-            got = None if days is None else len(days)
-            raise InputError(
-                f"model {card.name!r} reads the season: give the {bands.shape[0]} periods' middle days, "
-                f"got {got}"
-            )
-        x = np.concatenate([x, season_planes(days, x.shape[2:])], axis=1)
+    x = with_season(model, preprocess(card, bands), days)
     n_bands = x.shape[1]
     if module.conditional:
         if condition is None or condition.shape != (bands.shape[0] - 1, *bands.shape[2:]):
