@@ -47,6 +47,7 @@ __all__ = [
     "predict_change_batch",
     "predict_change_series",
     "preprocess",
+    "season_days",
     "with_season",
 ]
 
@@ -119,6 +120,12 @@ def check_days(model: LoadedModel, days: Sequence[int] | np.ndarray | None, n_pe
             f"model {model.card.name!r} reads the season: give the {n_periods} periods' middle days, "
             f"got {got}"
         )
+
+
+def season_days(model: LoadedModel, middle_days: Sequence[int] | np.ndarray) -> np.ndarray | None:
+    """int64 ``(T,)`` periods' middle days for a model that reads the season, ``None`` for one that does
+    not: what ``with_season`` (and every predict function taking ``days``) expects from a run's periods."""
+    return np.asarray(middle_days, np.int64) if getattr(model.module, "season_channels", 0) else None
 
 
 def with_season(model: LoadedModel, x: np.ndarray, days: Sequence[int] | np.ndarray | None) -> np.ndarray:

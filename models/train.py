@@ -27,7 +27,7 @@ from .card import DEFAULT_BANDS, ModelCard, change_classes
 from .dataset import IGNORE_INDEX, ChangeChipDataset, open_cube, read_truth
 from .labels import ever_changed, period_middle_days, transition_labels
 from .metrics import binary_scores, flatten_scores, per_type_scores
-from .predict import predict_change_series
+from .predict import predict_change_series, season_days
 from .siamese import SiameseChangeNet
 from .weights import LoadedModel, load_model, save_model
 
@@ -299,7 +299,7 @@ def _val_block(
     with open_cube(cube_path) as cube:
         block = np.stack([cube[b].isel(x=slice(x0, c1)).values for b in model.card.bands], axis=1)
     observed = np.isfinite(block).any(axis=1)[:, :, c0 - x0 :]  # (T, y, x)
-    days = period_middle_days(bounds) if getattr(model.module, "season_channels", 0) else None
+    days = season_days(model, period_middle_days(bounds))
     probs = predict_change_series(model, block, days=days)[..., c0 - x0 :]  # (T-1, K, y, x)
     return {
         "p_change": 1.0 - probs[:, 0],

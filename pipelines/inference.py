@@ -128,6 +128,7 @@ def infer_region(
     Every variable is read once, with the halo; the baselines use the chunk's own window of it.
     """
     from eowatch.models.engine import pin_module, worker_device
+    from eowatch.models.predict import season_days
     from eowatch.models.registry import get
 
     model = get(change.model)
@@ -138,7 +139,7 @@ def infer_region(
     x = read_window(cube, names, ry, rx)  # (period, C, Hh, Wh)
     channel = {n: i for i, n in enumerate(names)}
     bands = x[:, [channel[b] for b in model.card.bands]]
-    days = np.array(spec.middle_days) if model.module.season_channels else None
+    days = season_days(model, spec.middle_days)
     probs = change_probabilities(model, bands, (cy, cx), precision, days)  # (T-1, K, h, w)
     p_change = (1.0 - probs[:, 0]).astype(np.float32)
     threshold = change.threshold if change.threshold is not None else model.card.decision_threshold

@@ -161,7 +161,7 @@ def semantic_change_region(
     """Every transition of one chunk: ``change_probability`` float32 and ``from_class``/``to_class``
     uint8, each ``(period - 1, y, x)``."""
     from eowatch.models.engine import pin_module, worker_device
-    from eowatch.models.labels import period_middle_days
+    from eowatch.models.predict import season_days
     from eowatch.models.registry import get
     from eowatch.models.siamese_semantic import decode_semantic, predict_semantic_series
     from eowatch.pipelines.phases import phase
@@ -171,16 +171,17 @@ def semantic_change_region(
     pin_module(model.module, device)
     ry, rx, cy, cx = halo_window(spec.grid, key, semantic_change_halo(model_name))
     bands = read_window(cube, model.card.bands, ry, rx)  # (period, band, y, x) with the halo
-    bounds = [(np.datetime64(a, "D"), np.datetime64(b, "D")) for a, b in spec.periods]
-    days = period_middle_days(bounds)
+    days = spec.middle_days
     with phase("infer"):
         condition = None
         if model.module.conditional:
             source = get(CONDITION_MODEL)
             pin_module(source.module, device)
-            found = predict_semantic_series(source, bands, days=_days_for(source, days))
+            found = predict_semantic_series(source, bands, days=season_days(source, days))
             condition = (found.from_class.argmax(axis=1) + 1).astype(np.uint8)
-        probs = predict_semantic_series(model, bands, condition, days=_days_for(model, days), region=(cy, cx))
+        probs = predict_semantic_series(
+            model, bands, condition, days=season_days(model, days), region=(cy, cx)
+        )
     _, from_map, to_map = decode_semantic(probs, threshold)
     finite = np.isfinite(bands[:, :, cy, cx]).any(axis=1)
     observed = finite[:-1] & finite[1:]
@@ -189,11 +190,6 @@ def semantic_change_region(
         "from_class": np.where(observed, from_map, _NODATA).astype(np.uint8),
         "to_class": np.where(observed, to_map, _NODATA).astype(np.uint8),
     }
-
-
-def _days_for(model: Any, days: np.ndarray) -> np.ndarray | None:
-    """The periods' middle days for a model that reads the season, None for one that does not."""
-    return days if model.module.season_channels else None
 
 
 def semantic_change_batch(
