@@ -26,11 +26,12 @@ from eowatch.archive.vhr import render_vhr
 from eowatch.archive.world import World, build_world
 from eowatch.errors import InputError
 
-ARCHIVE_VERSION = 3
+ARCHIVE_VERSION = 4
 # Version 2 changed only the truth (a crop rotation is dated when the new crop shows, not at the
-# harvest); version 3 only the VHR imagery (open water covers the field texture under a flood). What an
+# harvest); version 3 only the VHR imagery (open water covers the field texture under a flood), and so
+# did version 4 (a clear-cut shows slash, windrows and stumps, no longer its tree crowns). What an
 # older archive lacks is rewritten in place; everything else of it is bit-identical to a fresh archive.
-UPGRADES: dict[int, tuple[str, ...]] = {1: ("truth", "vhr"), 2: ("vhr",)}
+UPGRADES: dict[int, tuple[str, ...]] = {1: ("truth", "vhr"), 2: ("vhr",), 3: ("vhr",)}
 Progress = Callable[[str, float], None]
 _WORLD: World | None = None
 

@@ -68,9 +68,9 @@ def render_vhr(world: World, k: int) -> tuple[str, dt.datetime, np.ndarray]:
 
     plain = base.copy()
     _fields(static, base, kind, unit, xx, yy, len(world.scene.units))
-    _trees(static, base, kind, water10[win])
+    _trees(static, base, kind, _cleared(world, unit10, eday))
     houses = _town(static, base, kind, urban_u[unit], xx, yy)
-    roofs = _events(world, static, base, eday, win)
+    roofs = _events(world, base, eday, win)
     # open water (lakes, rivers, floods) hides what lies under it: drill rows, tramlines and soil texture
     # of a flooded field do not show through; only roofs stand above a flood
     water = np.kron(water10[win], np.ones((10, 10), bool)) & ~houses & ~roofs
@@ -115,9 +115,9 @@ def render_vhr_labels(world: World, k: int) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     scratch = np.ones((4, h, w), np.float32)
     _fields(static, scratch, kind, unit, xx, yy, len(units))
-    _trees(static, scratch, kind, water10[win])
+    _trees(static, scratch, kind, _cleared(world, unit10, eday))
     houses = _town(static, scratch, kind, urban_u[unit], xx, yy)
-    new_roofs = _events(world, static, scratch, eday, win)
+    new_roofs = _events(world, scratch, eday, win)
 
     cleared10 = (units.event == EV_CLEAR) & (units.t0 <= eday)
     forest10 = np.isin(units.kind, (KIND_DECID, KIND_CONIF)) & ~cleared10
@@ -152,12 +152,24 @@ def _fields(
     base[:, grass] *= (1.0 + 0.06 * smooth_white(rng, kind.shape, 1.5))[grass]
 
 
-def _trees(rng: np.random.Generator, base: np.ndarray, kind: np.ndarray, water10: np.ndarray) -> None:
-    """Tree crowns (3-8 m) with dark gaps in forests."""
-    forest = np.isin(kind, (KIND_DECID, KIND_CONIF))
-    crowns = smooth_white(rng, kind.shape, 2.0)
-    light = 0.55 + 0.9 / (1.0 + np.exp(-1.8 * crowns))
+def _cleared(world: World, unit10: np.ndarray, eday: int) -> np.ndarray:
+    """bool ``(H, W)`` at 1 m: the pixels of forest units clear-cut on or before epoch day ``eday``."""
+    units = world.scene.units
+    cleared10 = (units.event == EV_CLEAR) & (units.t0 <= eday)
+    return np.kron(cleared10[unit10], np.ones((10, 10), bool))
+
+
+def _trees(rng: np.random.Generator, base: np.ndarray, kind: np.ndarray, cleared: np.ndarray) -> None:
+    """Tree crowns (3-8 m) with dark gaps in forests; a clear-cut (``cleared``) has no crowns left."""
+    forest = np.isin(kind, (KIND_DECID, KIND_CONIF)) & ~cleared
+    light = _crowns(rng, kind.shape)
     base[:, forest] *= light[forest]
+
+
+def _crowns(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """float ``shape`` brightness factor of a closed canopy at 1 m: lit crowns (0.55-1.45) and dark gaps."""
+    crowns = smooth_white(rng, shape, 2.0)
+    return 0.55 + 0.9 / (1.0 + np.exp(-1.8 * crowns))
 
 
 def _roof_cells(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, cw: float, ch: float):
@@ -194,9 +206,41 @@ def _town(
     return house
 
 
-def _events(
-    world: World, rng: np.random.Generator, base: np.ndarray, eday: int, win: tuple[slice, slice]
-) -> np.ndarray:
+def _clearcut(rng: np.random.Generator, hh: int, ww: int) -> np.ndarray:
+    """float32 ``(H, W)`` brightness factor of a clear-cut at 1 m over its soil: fine logging slash,
+    windrows of piled branches (2-4 m wide, 12-20 m apart, one direction per cut, darker and coarser)
+    and bright fresh stumps (about one per 60 m²)."""
+    slash = 1.0 + 0.25 * smooth_white(rng, (hh, ww), 0.8)
+    theta, spacing, width = rng.uniform(0.0, np.pi), rng.uniform(12.0, 20.0), rng.uniform(2.0, 4.0)
+    yy, xx = np.mgrid[0:hh, 0:ww].astype(np.float32)
+    along = np.mod(xx * np.cos(theta) + yy * np.sin(theta), spacing)
+    wobble = 1.5 * smooth_white(rng, (hh, ww), 4.0)
+    rows = np.abs(along + wobble - spacing / 2) < width / 2
+    slash[rows] *= 0.62 + 0.2 * smooth_white(rng, (hh, ww), 0.7)[rows]
+    stumps = rng.random((hh, ww)) < 1.0 / 60.0
+    slash[stumps & ~rows] *= 1.45
+    return slash.astype(np.float32)
+
+
+def _draw_clearcut(rng: np.random.Generator, base: np.ndarray, mask: np.ndarray, a0: int, b0: int) -> None:
+    """Texture a clear-cut in place: ``mask`` (bool, 1 m) placed with its top-left corner at row ``a0``,
+    column ``b0`` of ``base`` (possibly outside it: only the overlap is drawn). The soil is smoothed over
+    a few metres inside the cut (the 10 m reflectance would show as blocks), then ``_clearcut`` applied.
+    The texture is drawn at the whole cut's size from ``rng`` (the cut's own generator)."""
+    hh, ww = mask.shape
+    texture = _clearcut(rng, hh, ww)
+    _, h, w = base.shape
+    ya, yb, xa, xb = max(a0, 0), min(a0 + hh, h), max(b0, 0), min(b0 + ww, w)
+    if ya >= yb or xa >= xb:
+        return
+    inside = mask[ya - a0 : yb - a0, xa - b0 : xb - b0]
+    patch = base[:, ya:yb, xa:xb]
+    weight = ndimage.gaussian_filter(inside.astype(np.float32), 3.0)
+    soil = ndimage.gaussian_filter(patch * inside, (0, 3.0, 3.0)) / np.maximum(weight, 1e-6)
+    patch[:, inside] = soil[:, inside] * texture[ya - a0 : yb - a0, xa - b0 : xb - b0][inside]
+
+
+def _events(world: World, base: np.ndarray, eday: int, win: tuple[slice, slice]) -> np.ndarray:
     """New buildings (roof, paved yard) or construction sites; logging slash in clearings. Returns the
     mask of the completed buildings' roofs (bool, (H, W))."""
     plan = world.plan
@@ -208,17 +252,17 @@ def _events(
             continue
         a0, a1 = (rs.start - r0) * 10, (rs.stop - r0) * 10
         b0, b1 = (cs.start - c0) * 10, (cs.stop - c0) * 10
-        if a0 < 0 or b0 < 0 or a1 > base.shape[1] or b1 > base.shape[2]:
-            continue  # only events wholly inside the sub-area get sub-10 m detail
         mask10 = plan.event_id[rs, cs] == ev["id"]
         mask = np.kron(mask10, np.ones((10, 10), bool))
+        if ev["type"] == CLEAR:  # a clear-cut is textured where it lies in the sub-area, edges included;
+            # its own stream: the same slash on every date, whatever other events began before it
+            _draw_clearcut(rng_for(world.config.seed, f"vhr-clearcut-{ev['id']}"), base, mask, a0, b0)
+            continue
+        if a0 < 0 or b0 < 0 or a1 > base.shape[1] or b1 > base.shape[2]:
+            continue  # only buildings wholly inside the sub-area are drawn
         sub = (slice(None), slice(a0, a1), slice(b0, b1))
         patch = base[sub]
         hh, ww = mask.shape
-        if ev["type"] == CLEAR:
-            slash = 1.0 + 0.25 * smooth_white(rng, (hh, ww), 0.8)
-            patch[:, mask] *= slash[mask]
-            continue
         yy, xx = np.mgrid[0:hh, 0:ww]
         inner = mask & (yy >= 4) & (yy < hh - 4) & (xx >= 4) & (xx < ww - 4)
         if ev["completed"] > eday:

@@ -36,3 +36,67 @@ def test_open_water_hides_field_texture(monkeypatch: pytest.MonkeyPatch) -> None
     assert inner.sum() > 500
     np.testing.assert_array_equal(plain[:, inner], striped[:, inner])
     assert (plain[:, ~water] != striped[:, ~water]).mean() > 0.5  # the stripes did land on the land
+
+
+def _clearing_world():
+    from eowatch.archive import ArchiveConfig
+    from eowatch.archive.world import build_world
+
+    # three clear-cuts in the VHR area: two between the first and the last VHR date (4 April, 27 June),
+    # one of them (id 2) reaching beyond the VHR area's top-left corner
+    config = ArchiveConfig(seed=7, size_km=2.56, start=dt.date(2026, 4, 1), end=dt.date(2026, 6, 30))
+    return build_world(config)
+
+
+def _event_mask(world, event_id: int) -> np.ndarray:
+    """bool (H, W) at 1 m: the event's pixels inside the VHR area."""
+    from eowatch.archive.config import Grid
+
+    win = Grid.from_bbox(world.layout.vhr.bbox, 10.0).window_in(world.layout.world)
+    return np.kron(world.plan.event_id[win] == event_id, np.ones((10, 10), bool))
+
+
+def test_a_clear_cut_shows_no_tree_crowns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once cut, a forest's pixels do not depend on the canopy texture any more (slash, windrows and
+    stumps instead); before the cut they do. The cut reaching beyond the VHR area is textured too."""
+    from eowatch.archive import vhr as vhr_render
+    from eowatch.archive.changes import CLEAR
+    from eowatch.archive.config import epoch_day, vhr_dates
+
+    world = _clearing_world()
+    last = epoch_day(vhr_dates(world.config)[2])
+    first = epoch_day(vhr_dates(world.config)[0])
+    cuts = [ev for ev in world.plan.events if ev["type"] == CLEAR and first < ev["start"] <= last]
+    masks = [ndimage.binary_erosion(_event_mask(world, ev["id"]), iterations=3) for ev in cuts]
+    assert len(cuts) >= 2 and all(m.sum() > 1000 for m in masks)
+    before, after = vhr_render.render_vhr(world, 0)[2], vhr_render.render_vhr(world, 2)[2]
+    crowns = vhr_render._crowns
+    monkeypatch.setattr(vhr_render, "_crowns", lambda rng, shape: 2.0 - crowns(rng, shape))  # same draws
+    loud_before, loud_after = vhr_render.render_vhr(world, 0)[2], vhr_render.render_vhr(world, 2)[2]
+    for m in masks:
+        np.testing.assert_array_equal(after[:, m], loud_after[:, m])
+        assert (before[:, m] != loud_before[:, m]).mean() > 0.5  # still forest on 4 April
+
+    partial = next(ev for ev in cuts if ev["window"][0].start < 196)  # starts above the VHR area
+    inside = _event_mask(world, partial["id"])
+    monkeypatch.setattr(vhr_render, "_clearcut", lambda rng, hh, ww: np.full((hh, ww), 1.5, np.float32))
+    bright = vhr_render.render_vhr(world, 2)[2]
+    core = ndimage.binary_erosion(inside, iterations=3)
+    assert (bright[:3, core].astype(int) > after[:3, core]).mean() > 0.9
+
+
+def test_a_clear_cut_keeps_its_slash_pattern() -> None:
+    """The slash, windrows and stumps of a cut are the same on every date after it (their own random
+    stream): two post-cut dates differ in brightness and colour, not in pattern."""
+    from eowatch.archive import vhr as vhr_render
+    from eowatch.archive.changes import CLEAR
+    from eowatch.archive.config import epoch_day, vhr_dates
+
+    world = _clearing_world()
+    mid = epoch_day(vhr_dates(world.config)[1])
+    cut = next(ev for ev in world.plan.events if ev["type"] == CLEAR and ev["start"] <= mid)
+    m = ndimage.binary_erosion(_event_mask(world, cut["id"]), iterations=3)
+    a = vhr_render.render_vhr(world, 1)[2][0].astype(float)
+    b = vhr_render.render_vhr(world, 2)[2][0].astype(float)
+    detail_a, detail_b = (x - ndimage.gaussian_filter(x, 6.0) for x in (a, b))
+    assert np.corrcoef(detail_a[m], detail_b[m])[0, 1] > 0.8
