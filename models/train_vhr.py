@@ -36,6 +36,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from eowatch.archive import ArchiveConfig
+from eowatch.archive.make import ARCHIVE_VERSION
 from eowatch.errors import InputError
 
 from .card import ClassInfo, ModelCard
@@ -83,7 +84,7 @@ class VhrTrainConfig(ChipTrainSettings):
     """Hyper-parameters of ``train_vhr`` (defaults: 32 epochs take about 9 minutes on 2 idle CPU cores)."""
 
     name: str = "siamese-vhr-change"
-    version: str = "0.2.0"
+    version: str = "0.3.0"
     change_weight: float = 2.0
     """Cross-entropy weight of the change class (no change: 1)."""
     dice_weight: float = 0.0
@@ -320,12 +321,17 @@ def train_vhr(
         data = VhrChipDataset(train, config.sampling, norm, config.chips_per_epoch, seed)
         history = fit(model, data, epochs, config)
     names, val_names = ", ".join(a.name for a in train), ", ".join(a.name for a in val)
+    synthesis = config.sampling.synthesis
+    drawn = "off" if synthesis is None else "on"
+    if synthesis is not None and synthesis.site_p:
+        drawn += f"; a share {synthesis.site_p} of the new houses drawn as construction sites"
     description = (
-        f"VHR RGB pairs (1 m, every pair of dates) of synthetic archives {names} (validation: {val_names}); "
+        f"VHR RGB pairs (1 m, every pair of dates) of synthetic archives "
+        f"(manifest version {ARCHIVE_VERSION}) {names} (validation: {val_names}); "
         f"labels: planted state differs between the two dates (models.vhr_data); {epochs} epochs x "
         f"{config.chips_per_epoch} chips of {config.sampling.chip} px, seed {seed}; augmentation: zoom "
         f"{config.sampling.zoom}, drawn houses and trees with per-date sun and shadows "
-        f"({'on' if config.sampling.synthesis else 'off'}), rotations/flips, per-date radiometric jitter"
+        f"({drawn}), rotations/flips, per-date radiometric jitter"
         + ("; changed chips balanced over the change types" if config.sampling.balance_types else "")
     )
     card = _card(model, norm, config, description, command)
@@ -369,6 +375,12 @@ def main(argv: list[str] | None = None) -> None:
         default="",
         help="more archives (never trained on) to score at the card's threshold: fresh.seed<k>.* in the card",
     )
+    parser.add_argument(
+        "--default-seeds",
+        default="",
+        help="archives of the default configuration (the demo's: 3 VHR dates) to score at the card's "
+        "threshold: default.seed<k>.* in the card",
+    )
     parser.add_argument("--epochs", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chips-per-epoch", type=int, default=VhrTrainConfig.chips_per_epoch)
@@ -391,9 +403,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--val-seeds must name at least one archive, none of them a training seed")
     if 42 in {*seeds, *val_seeds}:
         parser.error("seed 42 is the demo's held-out test archive; train and validate on other seeds")
-    fresh = seed_list(args.fresh_seeds)
-    if set(fresh) & {*seeds, *val_seeds}:
-        parser.error("--fresh-seeds must not be training or validation seeds")
+    fresh, default = seed_list(args.fresh_seeds), seed_list(args.default_seeds)
+    if set(fresh + default) & {*seeds, *val_seeds}:
+        parser.error("--fresh-seeds and --default-seeds must not be training or validation seeds")
     synthesis = None if args.no_synthesis else Synthesis(site_p=args.site_p)
     sampling = ChipSampling(synthesis=synthesis, balance_types=args.balance_types)
     config = VhrTrainConfig(chips_per_epoch=args.chips_per_epoch, sampling=sampling)
@@ -412,20 +424,30 @@ def main(argv: list[str] | None = None) -> None:
         archive = read_vhr_archive(ensure_vhr_archive(args.workdir, seed, args.vhr_dates))
         threshold = model.card.decision_threshold
         extra.update(evaluate_archive(model, archive, threshold, prefix=f"fresh.seed{seed}."))
+    for seed in default:
+        archive = read_vhr_archive(_default_archive(args.workdir, seed))
+        threshold = model.card.decision_threshold
+        extra.update(evaluate_archive(model, archive, threshold, prefix=f"default.seed{seed}."))
     model = rescore(args.out, config.name, extra)
     for key in sorted(model.card.metrics):
         if not key.startswith("train.") and not key.endswith((".tp", ".fp", ".fn", ".tn")):
             print(f"{key}: {model.card.metrics[key]:.4f}")
 
 
+def _default_archive(workdir: Path, seed: int) -> Path:
+    """The archive of ``seed`` in the default configuration (the demo's), generated into ``workdir``."""
+    from eowatch.archive import make_archive
+
+    out = Path(workdir) / f"archive-seed{seed}"
+    make_archive(out, ArchiveConfig(seed=seed))
+    return out
+
+
 def _test_scores(model: LoadedModel, args: argparse.Namespace, config: VhrTrainConfig) -> dict[str, float]:
     """Scores on the synthetic test archive and, when given, the real data."""
     test_dir = args.eval_archive
     if test_dir is None:
-        from eowatch.archive import make_archive
-
-        test_dir = args.workdir / "archive-seed42"
-        make_archive(test_dir, ArchiveConfig(seed=42))
+        test_dir = _default_archive(args.workdir, 42)
     out = evaluate_archive(model, read_vhr_archive(test_dir), model.card.decision_threshold)
     if args.real_data is not None:
         out.update(real_scores(model, args.real_data))

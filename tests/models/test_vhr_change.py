@@ -126,7 +126,8 @@ def test_tiled_inference_equals_whole_image(model: registry.LoadedModel) -> None
         plain = model.module(*x).softmax(dim=1)[0, 1].numpy()
     assert np.abs(tiled - plain)[:-128, :-128].max() < 1e-4
     thr = model.card.decision_threshold
-    assert np.mean((tiled >= thr) != (plain >= thr)) < 5e-3  # all within the edge band
+    differ = (tiled >= thr) != (plain >= thr)
+    assert not differ[:-128, :-128].any()  # calls differ only within the edge band the padding reaches
 
 
 def test_pairs_encode_each_date_once_and_match_single_pairs(model: registry.LoadedModel) -> None:
