@@ -420,13 +420,12 @@ def main(argv: list[str] | None = None) -> None:
         train = [read_vhr_archive(ensure_vhr_archive(args.workdir, s, args.vhr_dates)) for s in seeds]
         model, _ = train_vhr(train, val, args.out, args.epochs, args.seed, config, command)
     extra.update(_test_scores(model, args, config))
+    threshold = model.card.decision_threshold
     for seed in fresh:
         archive = read_vhr_archive(ensure_vhr_archive(args.workdir, seed, args.vhr_dates))
-        threshold = model.card.decision_threshold
         extra.update(evaluate_archive(model, archive, threshold, prefix=f"fresh.seed{seed}."))
     for seed in default:
         archive = read_vhr_archive(_default_archive(args.workdir, seed))
-        threshold = model.card.decision_threshold
         extra.update(evaluate_archive(model, archive, threshold, prefix=f"default.seed{seed}."))
     model = rescore(args.out, config.name, extra)
     for key in sorted(model.card.metrics):

@@ -114,15 +114,14 @@ def render_vhr_labels(world: World, k: int) -> np.ndarray:
     h, w = kind.shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     scratch = np.ones((4, h, w), np.float32)
+    cleared = _cleared(world, unit10, eday)
     _fields(static, scratch, kind, unit, xx, yy, len(units))
-    _trees(static, scratch, kind, _cleared(world, unit10, eday))
+    _trees(static, scratch, kind, cleared)
     houses = _town(static, scratch, kind, urban_u[unit], xx, yy)
     new_roofs = _events(world, scratch, eday, win)
 
-    cleared10 = (units.event == EV_CLEAR) & (units.t0 <= eday)
-    forest10 = np.isin(units.kind, (KIND_DECID, KIND_CONIF)) & ~cleared10
     labels = np.zeros((h, w), np.uint8)
-    labels[np.kron(forest10[unit10], ones).astype(bool)] = _VHR_CODE["woodland"]
+    labels[np.isin(kind, (KIND_DECID, KIND_CONIF)) & ~cleared] = _VHR_CODE["woodland"]
     labels[np.kron(water10[win], ones).astype(bool)] = _VHR_CODE["water"]
     labels[kind == KIND_ROAD] = _VHR_CODE["road"]
     labels[houses | new_roofs] = _VHR_CODE["building"]
