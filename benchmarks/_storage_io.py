@@ -317,6 +317,12 @@ def read_pixels(
                 packings[name].unpack(series)
 
 
+def pixel_positions(shape: tuple[int, ...], n: int, seed: int = 0) -> list[tuple[int, int]]:
+    """``n`` fixed random (y, x) pixels of a (time, y, x) shape."""
+    rng = np.random.default_rng(seed)
+    return [(int(y), int(x)) for y, x in rng.integers(0, shape[1:], size=(n, 2))]
+
+
 def tree_size(path: Path) -> tuple[int, int]:
     """(objects, bytes) of the chunk (or shard) files under a local store; ``zarr.json`` left out."""
     files = [p for p in path.rglob("*") if p.is_file() and p.name != "zarr.json"]

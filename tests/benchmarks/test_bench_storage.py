@@ -11,14 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks import _storage_io as sio
+from benchmarks import _storage_media as media
 from benchmarks import bench_storage as bs
 from eowatch.pipelines.zarr_store import DEFAULT_ENCODING, ZarrEncoding
 
-CHUNKS = bs.Layout("(T,16,16) chunks", None, 16)
-SHARDS = bs.Layout("32 px shards of (T,16,16)", None, 16, 32)
+CHUNKS = sio.Layout("(T,16,16) chunks", None, 16)
+SHARDS = sio.Layout("32 px shards of (T,16,16)", None, 16, 32)
 
 
-def _stores() -> list[bs.StoreData]:
+def _stores() -> list[sio.StoreData]:
     """A tiny cube and change cube (2 periods, 32 x 32 px, 16 px chunks) with NaNs and an empty chunk."""
     rng = np.random.default_rng(3)
     refl = (rng.integers(0, 4000, (2, 32, 32)) / 10000).astype(np.float32)
@@ -27,8 +29,8 @@ def _stores() -> list[bs.StoreData]:
     prob = rng.random((2, 32, 32), dtype=np.float32)
     prob[:, 16:, 16:] = np.nan  # one chunk all fill value: never stored
     mask = (prob >= 0.5).astype(np.uint8)
-    cube = bs.StoreData("cube", {"red": refl, "clear_count": count}, {"red": np.nan, "clear_count": 0}, 16)
-    change = bs.StoreData(
+    cube = sio.StoreData("cube", {"red": refl, "clear_count": count}, {"red": np.nan, "clear_count": 0}, 16)
+    change = sio.StoreData(
         "change",
         {"change_probability": prob, "change_mask": mask},
         {"change_probability": np.nan, "change_mask": 0},
@@ -41,7 +43,7 @@ def _stores() -> list[bs.StoreData]:
 def test_packing_round_trips_within_its_stated_error_and_keeps_nans(dtype: str) -> None:
     values = np.linspace(-0.1, 1.4, 1001, dtype=np.float32)
     values[1::97] = np.nan
-    packing = bs.Packing.fit(values, dtype)  # type: ignore[arg-type]
+    packing = sio.Packing.fit(values, dtype)  # type: ignore[arg-type]
     codes = packing.pack(values)
     assert codes.dtype == np.dtype(dtype)
     assert (codes == packing.fill).sum() == np.isnan(values).sum()
@@ -56,43 +58,45 @@ def test_packing_round_trips_within_its_stated_error_and_keeps_nans(dtype: str) 
 
 
 def test_packing_clips_out_of_range_values_and_handles_a_constant_array() -> None:
-    packing = bs.Packing(0.0, 0.01, "uint8")
+    packing = sio.Packing(0.0, 0.01, "uint8")
     assert packing.pack(np.array([-5.0, 0.5, 99.0, np.inf], np.float32)).tolist() == [0, 50, 254, 255]
-    flat = bs.Packing.fit(np.full(4, 0.25, np.float32), "uint8")
+    flat = sio.Packing.fit(np.full(4, 0.25, np.float32), "uint8")
     assert np.array_equal(flat.unpack(flat.pack(np.full(4, 0.25, np.float32))), np.full(4, 0.25, np.float32))
 
 
 @pytest.mark.parametrize("layout", [CHUNKS, SHARDS], ids=["chunks", "shards"])
 @pytest.mark.parametrize("region_px", [None, 16])
 def test_lossless_variants_write_and_read_back_bit_identical(
-    tmp_path: Path, layout: bs.Layout, region_px
+    tmp_path: Path, layout: sio.Layout, region_px
 ) -> None:
-    for variant in [v for v in bs.codec_variants() if not v.lossy]:
+    for variant in [v for v in sio.codec_variants() if not v.lossy]:
         for data in _stores():
             store = str(tmp_path / f"{variant.label}-{data.name}.zarr")
-            packings = bs.create_store(store, data, variant, layout)
-            bs.write_data(store, data, packings, region_px=region_px)
+            packings = sio.create_store(store, data, variant, layout)
+            sio.write_data(store, data, packings, region_px=region_px)
             assert packings == {}
-            assert bs.identical(bs.read_store(store, list(data.arrays), packings), data.arrays), variant.label
+            assert sio.identical(sio.read_store(store, list(data.arrays), packings), data.arrays), (
+                variant.label
+            )
 
 
 def test_store_size_counts_chunk_objects_and_skips_all_fill_chunks(tmp_path: Path) -> None:
     change = _stores()[1]
     chunks, shards = tmp_path / "chunks.zarr", tmp_path / "shards.zarr"
     for path, layout in ((chunks, CHUNKS), (shards, SHARDS)):
-        bs.write_data(str(path), change, bs.create_store(str(path), change, bs.NONE, layout))
-    objects, stored = bs.tree_size(chunks)
+        sio.write_data(str(path), change, sio.create_store(str(path), change, sio.NONE, layout))
+    objects, stored = sio.tree_size(chunks)
     assert objects == 3 + 3  # the last chunk is all fill value in both (NaN, 0): zarr does not store it
     assert stored == 3 * 2 * 16 * 16 * 4 + 3 * 2 * 16 * 16  # uncompressed chunk bytes
-    assert bs.tree_size(shards)[0] == 2  # one shard per variable
-    payloads = bs.chunk_payloads(change)
+    assert sio.tree_size(shards)[0] == 2  # one shard per variable
+    payloads = media.chunk_payloads(change)
     assert [len(p) for p in payloads] == [3, 3] and sum(len(b) for batch in payloads for b in batch) == stored
 
 
 def test_lossy_variants_report_errors_and_mask_flips(tmp_path: Path) -> None:
     rows = bs.codec_part(tmp_path, _stores(), reps=1, threshold=0.95)
     assert [(r["variant"], r["store"]) for r in rows] == [
-        (v.label, s) for v in bs.codec_variants() for s in ("cube", "change")
+        (v.label, s) for v in sio.codec_variants() for s in ("cube", "change")
     ]
     for row in rows:
         assert row["objects"] > 0 and row["x_smaller"] > 0 and row["write_MBps"] >= 0
@@ -121,12 +125,12 @@ def test_lossy_variants_report_errors_and_mask_flips(tmp_path: Path) -> None:
 def test_error_and_flip_accounting() -> None:
     cube = _stores()[0]
     decoded = {"red": cube.arrays["red"] + np.float32(0.001), "clear_count": cube.arrays["clear_count"]}
-    assert bs.max_abs_errors(cube, decoded) == {"reflectance": pytest.approx(0.001, rel=1e-2)}
+    assert sio.max_abs_errors(cube, decoded) == {"reflectance": pytest.approx(0.001, rel=1e-2)}
     decoded["red"] = np.nan_to_num(cube.arrays["red"])  # NaNs became zeros
-    assert bs.max_abs_errors(cube, decoded) == {"reflectance": np.inf}
+    assert sio.max_abs_errors(cube, decoded) == {"reflectance": np.inf}
     ref = np.array([0.1, 0.5, 0.94, 0.96, np.nan], np.float32)
     got = np.array([0.1, 0.49, 0.95, 0.96, np.nan], np.float32)
-    assert bs.mask_flips(ref, got, [0.5, 0.95]) == {"0.5": 1, "0.95": 1}
+    assert sio.mask_flips(ref, got, [0.5, 0.95]) == {"0.5": 1, "0.95": 1}
 
 
 def test_rows_take_the_best_time_and_report_decoded_throughput() -> None:
@@ -150,15 +154,15 @@ def test_rows_take_the_best_time_and_report_decoded_throughput() -> None:
 
 def test_checksummed_default_turns_every_bit_flip_into_an_error(tmp_path: Path) -> None:
     block = _stores()[1].arrays["change_probability"][:, :16, :16]
-    counts = bs.corruption_check(tmp_path, block, np.nan, bs.DEFAULT, trials=20)
+    counts = media.corruption_check(tmp_path, block, np.nan, sio.DEFAULT, trials=20)
     assert counts["silent"] == 0 and counts["error"] + counts["harmless"] == 20 and counts["error"] > 0
-    plain = bs.corruption_check(tmp_path, block, np.nan, bs.ZARR_DEFAULT, trials=20)
+    plain = media.corruption_check(tmp_path, block, np.nan, sio.ZARR_DEFAULT, trials=20)
     assert sum(plain.values()) == 20
 
 
 def test_concurrent_region_writes_into_separate_chunks_all_land(tmp_path: Path) -> None:
-    assert bs.concurrent_regions(tmp_path, CHUNKS, t=2, px=16, trials=2) == [4, 4]
-    assert all(1 <= k <= 4 for k in bs.concurrent_regions(tmp_path, SHARDS, t=2, px=16, trials=2))
+    assert media.concurrent_regions(tmp_path, CHUNKS, t=2, px=16, trials=2) == [4, 4]
+    assert all(1 <= k <= 4 for k in media.concurrent_regions(tmp_path, SHARDS, t=2, px=16, trials=2))
 
 
 # ------------------------------------------------------------------------- eowatch's explicit encoding
