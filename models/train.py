@@ -7,10 +7,8 @@ Reproducible: ``python -m eowatch.models.train --cube CUBE.zarr --truth TRUTH_DI
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -19,12 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import ConcatDataset, DataLoader
 
 from eowatch.errors import InputError
 
 from .card import DEFAULT_BANDS, ModelCard, change_classes
 from .dataset import IGNORE_INDEX, ChangeChipDataset, open_cube, read_truth
+from .fit import BatchLoss, deterministic, fit_chips
 from .labels import ever_changed, period_middle_days, transition_labels
 from .metrics import binary_scores, flatten_scores, per_type_scores
 from .predict import predict_change_series, season_days
@@ -32,11 +30,9 @@ from .siamese import SiameseChangeNet
 from .weights import LoadedModel, load_model, save_model
 
 __all__ = [
-    "BatchLoss",
     "TrainConfig",
     "best_threshold",
     "evaluate_block",
-    "fit_chips",
     "normalization_stats",
     "period_bounds",
     "train_change_arrays",
@@ -96,20 +92,6 @@ def period_bounds(times: np.ndarray) -> list[tuple[np.datetime64, np.datetime64]
     return [(m.astype("datetime64[D]"), (m + 1).astype("datetime64[D]")) for m in months]
 
 
-@contextlib.contextmanager
-def _deterministic(seed: int, threads: int) -> Iterator[None]:
-    """Seeded, deterministic torch with a fixed thread count; the previous settings come back after."""
-    previous = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous[0])
-        torch.use_deterministic_algorithms(previous[1])
-
-
 def normalization_stats(
     dataset: ChangeChipDataset, n_chips: int, seed: int
 ) -> dict[str, tuple[float, float]]:
@@ -147,29 +129,6 @@ def _class_weights(datasets: Sequence[ChangeChipDataset], n_classes: int) -> tor
     weights = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(freq, 1e-12)), 1.0)
     weights /= (weights * freq).sum()
     return torch.tensor(np.minimum(weights, 50.0), dtype=torch.float32)
-
-
-BatchLoss = Callable[[nn.Module, dict[str, Any]], torch.Tensor]
-"""Loss of one batch of chips (a dataset item dict, collated) under a model in training mode."""
-
-
-def _train_epoch(
-    model: nn.Module,
-    loader: DataLoader,
-    optimiser: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    batch_loss: BatchLoss,
-) -> float:
-    model.train()
-    losses = []
-    for batch in loader:
-        loss = batch_loss(model, batch)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-        losses.append(loss.detach().item())
-    return float(np.mean(losses))
 
 
 def _change_loss(weights: torch.Tensor) -> BatchLoss:
@@ -215,7 +174,7 @@ def train_change_sets(
         width_px = cube.sizes["x"]
     split = round(width_px * (1.0 - config.val_fraction))
     per_set = max(config.chips_per_epoch // len(sets), 1)
-    with _deterministic(seed, config.threads):
+    with deterministic(seed, config.threads):
         raw = ChangeChipDataset(
             sets[0][0],
             sets[0][1],
@@ -351,44 +310,6 @@ def _fit(
         return _change_loss(weights)
 
     return fit_chips(model, datasets, epochs, config.batch_size, config.lr, config.weight_decay, epoch_loss)
-
-
-def fit_chips(
-    model: nn.Module,
-    datasets: Sequence[ChangeChipDataset],
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    epoch_loss: Callable[[Sequence[ChangeChipDataset]], BatchLoss],
-) -> list[float]:
-    """The chip training loop shared by the change models: AdamW with a one-cycle schedule (10 % warm-up,
-    peak ``lr``), chips in dataset order (positions are drawn per epoch by ``set_epoch``).
-
-    Each epoch: every dataset draws its chips (``set_epoch``), ``epoch_loss(datasets)`` builds that
-    epoch's batch loss (e.g. class weights from the drawn chips), then one pass of ``batch_size``
-    batches. Deterministic under ``_deterministic`` (no shuffling, no worker processes).
-
-    Returns:
-        Mean loss per epoch.
-    """
-    data = ConcatDataset(datasets)
-    steps = max(epochs * math.ceil(len(data) / batch_size), 1)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.1)
-    history = []
-    for epoch in range(epochs):
-        for part in datasets:
-            part.set_epoch(epoch)
-        batch_loss = epoch_loss(datasets)
-        loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0)
-        started = time.perf_counter()
-        history.append(_train_epoch(model, loader, optimiser, scheduler, batch_loss))
-        print(
-            f"epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f} ({time.perf_counter() - started:.1f} s)",
-            flush=True,
-        )
-    return history
 
 
 def _card(

@@ -14,10 +14,9 @@ cloudy month), S1 dropout, per-sample optical gain, per-sample S1 level offset a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from .croptype import (
     step_features,
 )
 from .dataset import open_cube
+from .fit import deterministic
 from .metrics import flatten_scores
 from .temporal import LTAEClassifier
 from .weights import LoadedModel, load_model, save_model
@@ -114,19 +114,6 @@ class CropTrainConfig:
     def inputs_per_step(self) -> tuple[str, ...]:
         """Channels per step: the bands, NDVI and the two observation flags."""
         return (*self.bands, "ndvi", "s2_valid", "s1_valid")
-
-
-@contextlib.contextmanager
-def _deterministic(seed: int, threads: int) -> Iterator[None]:
-    previous = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous[0])
-        torch.use_deterministic_algorithms(previous[1])
 
 
 def read_landcover(truth_dir: Path, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -372,7 +359,7 @@ def train_croptype_sets(
         raise InputError("training cubes must cover the same months")
     raw, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     norm = _normalization(raw, config.bands)
-    with _deterministic(seed, config.threads):
+    with deterministic(seed, config.threads):
         model = LTAEClassifier(
             len(config.inputs_per_step),
             len(CROP_CLASSES),
@@ -419,7 +406,7 @@ def finetune(
 
     keep = labels >= 0
     raw, labels = raw[keep], labels[keep]
-    with _deterministic(seed, config.threads):
+    with deterministic(seed, config.threads):
         module = build_module(model.card)
         module.load_state_dict(model.module.state_dict())
         module.requires_grad_(True).train()

@@ -7,7 +7,8 @@ per transition, all from the planted truth: **change** (a change shows at this t
 segmentation; SECOND's labels exist only on changed pixels, the archive's everywhere), which also makes
 the from-head a usable pre-change map for the conditional model. Loss: class-weighted cross-entropy of
 the change head plus ``semantic_weight`` x (from + to cross-entropy), weights inverse square-root
-frequency of the epoch's chips. The loop is ``train.fit_chips`` (the change model's), deterministic on CPU.
+frequency of the epoch's chips. The loop is ``fit.fit_chips`` (shared with the change model),
+deterministic on CPU.
 
 ``python -m eowatch.models.train_semantic [--conditional]`` reproduces the shipped weights from the
 archives of seeds 1-4 (``eowatch train``'s workdir) and scores them (``models.semantic_eval``) on the
@@ -31,6 +32,7 @@ from eowatch.errors import InputError
 
 from .card import DEFAULT_BANDS, ClassInfo, ModelCard
 from .dataset import IGNORE_INDEX, ChangeChipDataset, _rotate_flip, open_cube, read_truth
+from .fit import BatchLoss, deterministic, fit_chips
 from .labels import _first_showing_period, period_days
 from .siamese_semantic import (
     LANDCOVER_COLOURS,
@@ -39,7 +41,7 @@ from .siamese_semantic import (
     one_hot_landcover,
     season_planes,
 )
-from .train import BatchLoss, _deterministic, fit_chips, normalization_stats, period_bounds
+from .train import normalization_stats, period_bounds
 from .weights import LoadedModel, load_model, save_model
 
 __all__ = [
@@ -328,7 +330,7 @@ def train_semantic_sets(
         width_px = cube.sizes["x"]
     split = round(width_px * (1.0 - config.val_fraction))
     per_set = max(config.chips_per_epoch // len(sets), 1)
-    with _deterministic(seed, config.threads):
+    with deterministic(seed, config.threads):
         raw = ChangeChipDataset(
             sets[0][0], sets[0][1], bounds, config.chip, config.chips_per_epoch, seed, columns=(0, split)
         )

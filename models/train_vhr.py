@@ -40,8 +40,9 @@ from eowatch.archive.make import ARCHIVE_VERSION
 from eowatch.errors import InputError
 
 from .card import ClassInfo, ModelCard
+from .fit import deterministic
 from .metrics import binary_scores, flatten_scores
-from .train import _deterministic, best_threshold
+from .train import best_threshold
 from .train_settings import ChipTrainSettings, seed_list
 from .vhr_change import (
     VHR_ARCHITECTURE,
@@ -257,7 +258,7 @@ def crossfit_finetune(
         tuned.load_state_dict(model.module.state_dict())
         train = [real[key].subset(folds[key][k]) for key in real]
         data = RealChipDataset(train, model.card, config.sampling, samples, seed + k)
-        with _deterministic(seed + k, config.threads):
+        with deterministic(seed + k, config.threads):
             fit(tuned, data, epochs, config, lr=config.lr / 4)
         loaded = LoadedModel(tuned.eval().requires_grad_(False), model.card)
         for key, pairs in real.items():
@@ -316,7 +317,7 @@ def train_vhr(
     Returns the saved model, reloaded (checksum verified), and its scores (``val.*``, ``train.*``).
     """
     norm = band_statistics(train)
-    with _deterministic(seed, config.threads):
+    with deterministic(seed, config.threads):
         model = SiameseDiffUNet(len(VHR_BANDS), 2, config.width, config.levels)
         data = VhrChipDataset(train, config.sampling, norm, config.chips_per_epoch, seed)
         history = fit(model, data, epochs, config)

@@ -38,7 +38,7 @@ from eowatch.archive import ArchiveConfig
 from eowatch.archive.world import build_world
 
 from .card import ModelCard
-from .train import _deterministic
+from .fit import deterministic
 from .train_settings import ChipTrainSettings, seed_list
 from .train_vhr import TRAIN_SEEDS, VAL_SEED, ensure_vhr_archive
 from .vhr_landcover import (
@@ -160,7 +160,7 @@ def train_vhr_landcover(
     """
     norm = rgb_statistics(train)
     n_classes = len(VHR_LANDCOVER_CLASSES)
-    with _deterministic(seed, config.threads):
+    with deterministic(seed, config.threads):
         model = VhrLandCoverUNet(len(VHR_LANDCOVER_BANDS), n_classes, config.width, config.levels)
         data = VhrLandCoverChips(train, config.sampling, norm, config.chips_per_epoch, seed)
         history = fit(model, data, epochs, config, _class_weights(train, n_classes))

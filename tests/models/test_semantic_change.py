@@ -275,7 +275,7 @@ def test_change_stage_refuses_semantic_models_and_the_semantic_stage_takes_them(
 # --- training ---------------------------------------------------------------------------------------
 
 
-def test_chips_and_tiny_training_are_deterministic(tmp_path: Path) -> None:
+def test_chips_and_tiny_training_aredeterministic(tmp_path: Path) -> None:
     truth = synthetic.semantic_scene(tmp_path / "cube.zarr", 48, 3, seed=3)
     bounds = period_bounds(synthetic.month_starts(3))
     norm = {b: (0.0, 1.0) for b in DEFAULT_BANDS}
@@ -362,7 +362,8 @@ def _old_change_loop(model, datasets, epochs: int, config) -> list[float]:
 
 def test_shared_loop_keeps_the_change_model_training_bit_identical(tmp_path: Path) -> None:
     from eowatch.models import ChangeChipDataset, SiameseChangeNet
-    from eowatch.models.train import TrainConfig, _deterministic, _fit
+    from eowatch.models.fit import deterministic
+    from eowatch.models.train import TrainConfig, _fit
 
     truth = synthetic.write_scene(tmp_path / "cube.zarr", size=48, periods=3, seed=5, n_changes=6)
     bounds = period_bounds(synthetic.month_starts(3))
@@ -370,7 +371,7 @@ def test_shared_loop_keeps_the_change_model_training_bit_identical(tmp_path: Pat
     norm = {b: (0.1, 1.0) for b in DEFAULT_BANDS}
     results = []
     for loop in (_fit, _old_change_loop):
-        with _deterministic(1, config.threads):
+        with deterministic(1, config.threads):
             chips = ChangeChipDataset(
                 tmp_path / "cube.zarr", truth, bounds, 16, 16, 1, True, normalization=norm
             )
