@@ -26,12 +26,13 @@ from eowatch.archive.vhr import render_vhr
 from eowatch.archive.world import World, build_world
 from eowatch.errors import InputError
 
-ARCHIVE_VERSION = 4
+ARCHIVE_VERSION = 5
 # Version 2 changed only the truth (a crop rotation is dated when the new crop shows, not at the
 # harvest); version 3 only the VHR imagery (open water covers the field texture under a flood), and so
-# did version 4 (a clear-cut shows slash, windrows and stumps, no longer its tree crowns). What an
+# did version 4 (a clear-cut shows slash, windrows and stumps, no longer its tree crowns) and version 5
+# (a construction lot shows no drill rows or tramlines of the field it was). What an
 # older archive lacks is rewritten in place; everything else of it is bit-identical to a fresh archive.
-UPGRADES: dict[int, tuple[str, ...]] = {1: ("truth", "vhr"), 2: ("vhr",), 3: ("vhr",)}
+UPGRADES: dict[int, tuple[str, ...]] = {1: ("truth", "vhr"), 2: ("vhr",), 3: ("vhr",), 4: ("vhr",)}
 Progress = Callable[[str, float], None]
 _WORLD: World | None = None
 

@@ -19,6 +19,7 @@ from eowatch.archive.config import Grid, epoch_day, rng_for, vhr_dates
 from eowatch.archive.noise import smooth_white
 from eowatch.archive.phenology import surface_reflectance, unit_fractions
 from eowatch.archive.scene import (
+    EV_BUILD,
     EV_CLEAR,
     KIND_CONIF,
     KIND_DECID,
@@ -67,8 +68,8 @@ def render_vhr(world: World, k: int) -> tuple[str, dt.datetime, np.ndarray]:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
 
     plain = base.copy()
-    _fields(static, base, kind, unit, xx, yy, len(world.scene.units))
-    _trees(static, base, kind, _cleared(world, unit10, eday))
+    _fields(static, base, kind, unit, xx, yy, len(world.scene.units), _started(world, unit10, eday, EV_BUILD))
+    _trees(static, base, kind, _started(world, unit10, eday, EV_CLEAR))
     houses = _town(static, base, kind, urban_u[unit], xx, yy)
     roofs = _events(world, base, eday, win)
     # open water (lakes, rivers, floods) hides what lies under it: drill rows, tramlines and soil texture
@@ -114,8 +115,8 @@ def render_vhr_labels(world: World, k: int) -> np.ndarray:
     h, w = kind.shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     scratch = np.ones((4, h, w), np.float32)
-    cleared = _cleared(world, unit10, eday)
-    _fields(static, scratch, kind, unit, xx, yy, len(units))
+    cleared = _started(world, unit10, eday, EV_CLEAR)
+    _fields(static, scratch, kind, unit, xx, yy, len(units), _started(world, unit10, eday, EV_BUILD))
     _trees(static, scratch, kind, cleared)
     houses = _town(static, scratch, kind, urban_u[unit], xx, yy)
     new_roofs = _events(world, scratch, eday, win)
@@ -136,9 +137,11 @@ def _fields(
     xx: np.ndarray,
     yy: np.ndarray,
     n_units: int,
+    built: np.ndarray,
 ) -> None:
-    """Drill rows and tramlines oriented per field; soil texture."""
-    crop = np.isin(kind, (KIND_WCEREAL, KIND_MAIZE, KIND_RAPE))
+    """Drill rows and tramlines oriented per field; soil texture. Not on ``built`` (bool, 1 m): a
+    building's lot, graded once its construction has started, keeps no field or meadow texture."""
+    crop = np.isin(kind, (KIND_WCEREAL, KIND_MAIZE, KIND_RAPE)) & ~built
     table = _hash_table(rng, n_units, 2)
     theta = table[unit, 0] * np.pi
     proj = xx * np.cos(theta) + yy * np.sin(theta)
@@ -147,15 +150,16 @@ def _fields(
     rows = np.sin(2 * np.pi * proj / 3.0)
     mod = 1.0 + 0.04 * rows - 0.18 * tram + 0.04 * smooth_white(rng, kind.shape, 1.0)
     base[:, crop] *= mod[crop]
-    grass = kind == 3
+    grass = (kind == 3) & ~built
     base[:, grass] *= (1.0 + 0.06 * smooth_white(rng, kind.shape, 1.5))[grass]
 
 
-def _cleared(world: World, unit10: np.ndarray, eday: int) -> np.ndarray:
-    """bool ``(H, W)`` at 1 m: the pixels of forest units clear-cut on or before epoch day ``eday``."""
+def _started(world: World, unit10: np.ndarray, eday: int, event: int) -> np.ndarray:
+    """bool ``(H, W)`` at 1 m: the pixels of the units whose ``event`` (``EV_CLEAR``: a clear-cut,
+    ``EV_BUILD``: a construction) started on or before epoch day ``eday``."""
     units = world.scene.units
-    cleared10 = (units.event == EV_CLEAR) & (units.t0 <= eday)
-    return np.kron(cleared10[unit10], np.ones((10, 10), bool))
+    started10 = (units.event == event) & (units.t0 <= eday)
+    return np.kron(started10[unit10], np.ones((10, 10), bool))
 
 
 def _trees(rng: np.random.Generator, base: np.ndarray, kind: np.ndarray, cleared: np.ndarray) -> None:

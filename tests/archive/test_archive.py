@@ -27,7 +27,7 @@ def test_valid(small_archive: Path) -> None:
 
 def test_manifest(small_archive: Path, small_config: ArchiveConfig) -> None:
     m = load_manifest(small_archive)
-    assert m["eowatch_archive_version"] == 4 and m["crs"] == "EPSG:32631"
+    assert m["eowatch_archive_version"] == 5 and m["crs"] == "EPSG:32631"
     assert m["config"] == small_config.identity()
     assert m["aoi_bbox"] == [600000.0, 5640000.0, 602560.0, 5642560.0]
     assert m["collections"] == ["sentinel-2-l2a", "sentinel-1-grd", "vhr-rgbn"]
@@ -68,7 +68,7 @@ def test_noop_and_refusals(small_archive: Path, small_config: ArchiveConfig, tmp
         load_manifest(tmp_path)
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_older_archive_is_upgraded_in_place(
     version: int, small_archive: Path, small_config: ArchiveConfig, tmp_path: Path
 ) -> None:
@@ -98,7 +98,7 @@ def test_older_archive_is_upgraded_in_place(
         rel = f.relative_to(small_archive)
         assert (old / rel).read_bytes() == f.read_bytes(), rel
     assert s2.stat().st_mtime == 1_000_000  # not rewritten
-    assert load_manifest(old)["eowatch_archive_version"] == 4
+    assert load_manifest(old)["eowatch_archive_version"] == 5
     assert not [p.name for p in old.iterdir() if p.name.startswith(".")]
     manifest["eowatch_archive_version"] = 0
     (old / "archive.json").write_text(json.dumps(manifest))

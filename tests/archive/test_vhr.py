@@ -26,8 +26,8 @@ def test_open_water_hides_field_texture(monkeypatch: pytest.MonkeyPatch) -> None
     plain = vhr_render.render_vhr(world, 2)[2]
     fields = vhr_render._fields
 
-    def stripes(rng, base, kind, unit, xx, yy, n_units):  # the same draws, then loud stripes everywhere
-        fields(rng, base, kind, unit, xx, yy, n_units)
+    def stripes(rng, base, kind, unit, xx, yy, n_units, built):  # the same draws, then loud stripes
+        fields(rng, base, kind, unit, xx, yy, n_units, built)
         base *= np.where(np.mod(xx, 4) < 2, 1.6, 0.5)
 
     monkeypatch.setattr(vhr_render, "_fields", stripes)
@@ -100,3 +100,35 @@ def test_a_clear_cut_keeps_its_slash_pattern() -> None:
     b = vhr_render.render_vhr(world, 2)[2][0].astype(float)
     detail_a, detail_b = (x - ndimage.gaussian_filter(x, 6.0) for x in (a, b))
     assert np.corrcoef(detail_a[m], detail_b[m])[0, 1] > 0.8
+
+
+def test_a_construction_lot_keeps_no_field_texture() -> None:
+    """Drill rows, tramlines and meadow texture are drawn by land-cover kind, and a building's unit
+    keeps its field's kind: once construction starts its graded lot must not show them (a site on a
+    field would look like a ploughed field with a slab on it)."""
+    from eowatch.archive import vhr as vhr_render
+    from eowatch.archive.config import Grid, epoch_day, vhr_dates
+    from eowatch.archive.scene import EV_BUILD, KIND_WCEREAL
+
+    shape = (60, 80)
+    kind = np.full(shape, KIND_WCEREAL, np.int8)
+    kind[:, 60:] = 3  # a meadow
+    unit = np.zeros(shape, np.int32)
+    unit[:, 60:] = 1
+    built = np.zeros(shape, bool)
+    built[10:30, 10:30] = built[10:30, 65:75] = True
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    base = np.ones((4, *shape), np.float32)
+    vhr_render._fields(np.random.default_rng(0), base, kind, unit, xx, yy, 2, built)
+    assert (base[:, built] == 1.0).all()
+    assert (base[:, ~built] != 1.0).mean() > 0.9
+
+    world = _clearing_world()  # its new building 3 starts between the first two VHR dates
+    site = next(ev for ev in world.plan.events if ev["id"] == 3)
+    days = [epoch_day(d) for d in vhr_dates(world.config)]
+    assert days[0] < site["start"] <= days[1] < site["completed"]
+    win = Grid.from_bbox(world.layout.vhr.bbox, 10.0).window_in(world.layout.world)
+    unit10 = world.scene.unit[win]
+    lot = _event_mask(world, site["id"])
+    assert not vhr_render._started(world, unit10, days[0], EV_BUILD)[lot].any()
+    assert vhr_render._started(world, unit10, days[1], EV_BUILD)[lot].all()
