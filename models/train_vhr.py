@@ -85,7 +85,7 @@ class VhrTrainConfig(ChipTrainSettings):
     """Hyper-parameters of ``train_vhr`` (defaults: 32 epochs take about 9 minutes on 2 idle CPU cores)."""
 
     name: str = "siamese-vhr-change"
-    version: str = "0.3.0"
+    version: str = "0.4.0"
     change_weight: float = 2.0
     """Cross-entropy weight of the change class (no change: 1)."""
     dice_weight: float = 0.0
