@@ -70,9 +70,12 @@ class Run:
 def prepare_run(config: MonitorConfig, with_model: bool = True) -> Run:
     """Validate everything that can be checked before any I/O-heavy work; resolve grid and token.
 
-    The run token identifies what a run computes (AOI, dates, grid, collections, model weights, software
-    version), not where the catalog is served from: the STAC URL and the output folder are left out, so
-    the same run against a restarted local server resumes or is recognised as done.
+    The run token identifies what a run computes (AOI, dates, grid, collections, the weights of every
+    model it runs, software version), not where the catalog is served from: the STAC URL and the output
+    folder are left out, so the same run against a restarted local server resumes or is recognised as
+    done. A stage model's weights (name, version, sha256) join the token only when the run has that
+    stage, so runs without the optional stages keep their tokens; new weights for a stage model make
+    another run, whose outputs are never mistaken for the old ones'.
 
     Args:
         config: the run.
@@ -90,6 +93,7 @@ def prepare_run(config: MonitorConfig, with_model: bool = True) -> Run:
         card = get(config.change.model).card
         check_inputs(card, spec.variables, spec.grid.resolution)
         model_info = {"name": card.name, "version": card.version, "sha256": card.weights_sha256}
+    stage_models = _stage_model_info(config) if with_model else {}
     out = check_output_location(config.out)
     # Where the catalog and the assets are served from is not what the run computes: not in the token.
     served_from = ("out", "truth_dir", "stac_url", "asset_stores")
@@ -97,9 +101,10 @@ def prepare_run(config: MonitorConfig, with_model: bool = True) -> Run:
     for optional in OPTIONAL_STAGE_MODELS:  # runs without these stages keep their tokens
         if params.get(optional) is None:
             params.pop(optional, None)
-    token = stable_token(
-        {"params": params, "spec": spec.to_dict(), "model": model_info, "eowatch": __version__}
-    )
+    identity: dict[str, Any] = {"params": params, "spec": spec.to_dict(), "model": model_info}
+    if stage_models:
+        identity["stage_models"] = stage_models
+    token = stable_token({**identity, "eowatch": __version__})
     layout = RunLayout(out, token)
     existing = read_attrs(layout.change).get("eowatch_run_token")
     if existing and existing != token:
@@ -115,9 +120,25 @@ def prepare_run(config: MonitorConfig, with_model: bool = True) -> Run:
             "asset_stores": [redact(s) for s in config.asset_stores],
         },
         "model": model_info,
+        **({"stage_models": stage_models} if stage_models else {}),
         "cube_spec": spec.to_dict(),
     }
     return Run(config, spec, layout, provenance)
+
+
+def _stage_model_info(config: MonitorConfig) -> dict[str, dict[str, str]]:
+    """Name, version and weights sha256 of each optional stage model the run has (crop type, land cover,
+    semantic change, VHR change, VHR land cover), by config field; ``ModelError`` for an unknown or
+    unshipped model."""
+    from eowatch.models.registry import get
+
+    info = {}
+    for name in ("crop_model", *OPTIONAL_STAGE_MODELS):
+        model = getattr(config, name)
+        if model is not None:
+            card = get(model).card
+            info[name] = {"name": card.name, "version": card.version, "sha256": card.weights_sha256}
+    return info
 
 
 def search_items(run: Run, info: Logger = log.info) -> list[dict[str, Any]]:

@@ -212,6 +212,36 @@ def test_runs_without_the_landcover_models_keep_their_tokens(planned: dict[str, 
     assert other.token != run.token and other.provenance["parameters"]["landcover_model"] == LANDCOVER_MODEL
 
 
+def test_new_weights_for_a_stage_model_make_another_run(
+    planned: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every stage model's weights are in the run's token and provenance: a retrained VHR change model
+    makes another run, so its outputs are never taken for the finished outputs of the old weights."""
+    from dataclasses import replace
+
+    from eowatch.models import registry
+
+    config = replace(planned["run"].config, vhr_change_model=VHR_MODEL)
+    first = stages.prepare_run(config)
+    shipped = registry.get(VHR_MODEL).card
+    assert first.provenance["stage_models"]["vhr_change_model"] == {
+        "name": VHR_MODEL,
+        "version": shipped.version,
+        "sha256": shipped.weights_sha256,
+    }
+    assert stages.prepare_run(config).token == first.token
+    real_get = registry.get
+
+    def retrained(name: str) -> Any:
+        loaded = real_get(name)
+        if name != VHR_MODEL:
+            return loaded
+        return replace(loaded, card=replace(loaded.card, version="9.9.9", weights_sha256="0" * 64))
+
+    monkeypatch.setattr(registry, "get", retrained)
+    assert stages.prepare_run(config).token != first.token
+
+
 def test_a_tiny_worker_is_refused_with_what_to_change(planned: dict[str, Any]) -> None:
     message = _refusal(planned["plan"], usable=200 * MIB)
     assert message.startswith(f"run {planned['run'].token} does not fit the cluster")
