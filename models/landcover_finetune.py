@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .fit import deterministic
 from .landcover import predict_landcover
 from .landcover_data import ChipSampler, LabelledCube
 from .landcover_real import _indices, read_slovenia, score_classes, slovenia_truth
 from .landcover_unet import LandCoverUNet
 from .metrics import flatten_scores
-from .train_landcover import LandCoverTrainConfig, _deterministic, _fit
+from .train_landcover import LandCoverTrainConfig, _fit
 from .weights import LoadedModel
 
 __all__ = ["FINETUNE_CONFIG", "slovenia_crossfit"]
@@ -46,7 +47,7 @@ def slovenia_crossfit(
         tuned = LandCoverUNet(**model.card.architecture_args)
         tuned.load_state_dict(model.module.state_dict())
         sampler = ChipSampler([cube], config.chip, len(model.card.classes), columns=columns)
-        with _deterministic(seed + k, config.threads):
+        with deterministic(seed + k, config.threads):
             _fit(tuned, model.card, sampler, seed + k, config)
         loaded = LoadedModel(tuned.eval().requires_grad_(False), model.card)
         pred[:, held] = _indices(loaded, predict_landcover(loaded, patch.composite).codes)[:, held]

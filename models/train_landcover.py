@@ -16,10 +16,9 @@ pixels ignored; AdamW with a one-cycle schedule.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from eowatch.errors import InputError
 
 from .card import ModelCard
 from .confusion import confusion_matrix
+from .fit import deterministic
 from .landcover import (
     LABEL_MAPPING,
     LANDCOVER_ARCHITECTURE,
@@ -97,19 +97,6 @@ class LandCoverTrainConfig:
             raise InputError("width, levels, chip, batch_size, steps and threads must be >= 1")
         if self.chip % 2**self.levels or not self.lr > 0:
             raise InputError(f"chip must be a multiple of {2**self.levels} px and lr > 0")
-
-
-@contextlib.contextmanager
-def _deterministic(seed: int, threads: int) -> Iterator[None]:
-    previous = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous[0])
-        torch.use_deterministic_algorithms(previous[1])
 
 
 def _normalization(cubes: Sequence[LabelledCube], bands: Sequence[str]) -> dict[str, tuple[float, float]]:
@@ -283,7 +270,7 @@ def train_landcover_sets(
     columns = (0.0, 1.0) if val_sets else (0.0, 0.8)
     sampler = ChipSampler(cubes, config.chip, len(LANDCOVER_CLASSES), columns)
     norm = _normalization(cubes, config.bands)
-    with _deterministic(seed, config.threads):
+    with deterministic(seed, config.threads):
         model = LandCoverUNet(len(config.bands) + 1, len(LANDCOVER_CLASSES), config.width, config.levels)
         names = ", ".join(c.name for c in cubes)
         held_out = (
