@@ -21,7 +21,16 @@ from .vhr_landcover import (
 )
 from .weights import ARCHITECTURES, LoadedModel, card_path, load_model
 
-__all__ = ["MODELS", "TRAINING_COMMANDS", "WEIGHTS_DIR", "card_file_of", "get", "list_models"]
+__all__ = [
+    "MODELS",
+    "TRAINING_COMMANDS",
+    "WEIGHTS_DIR",
+    "card_file_of",
+    "card_of",
+    "get",
+    "list_models",
+    "shipped_card_file",
+]
 
 #: Folder of the shipped weights, found relative to this module so it works from an installed package.
 WEIGHTS_DIR: Path = Path(__file__).parent / "weights"
@@ -81,16 +90,27 @@ def card_file_of(name: str) -> Path:
         raise ModelError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}") from None
 
 
-@functools.lru_cache(maxsize=8)
-def get(name: str) -> LoadedModel:
-    """Load a registered model once per process (cached; the module is shared, eval mode, read only)."""
+def shipped_card_file(name: str) -> Path:
+    """Card path of a registered model whose card is shipped; ``ModelError`` saying how to train it
+    otherwise (or listing the known names for an unknown one)."""
     card = card_file_of(name)
     if not card.is_file():
         raise ModelError(
             f"model {name!r} is registered but its card {card} is not shipped; train it with "
             f"`{TRAINING_COMMANDS.get(name, 'eowatch train')}` and copy the output into models/weights"
         )
-    return load_model(card)
+    return card
+
+
+def card_of(name: str) -> ModelCard:
+    """The card of a shipped model, read without loading its weights (``ModelError`` as ``get``)."""
+    return ModelCard.read(shipped_card_file(name))
+
+
+@functools.lru_cache(maxsize=8)
+def get(name: str) -> LoadedModel:
+    """Load a registered model once per process (cached; the module is shared, eval mode, read only)."""
+    return load_model(shipped_card_file(name))
 
 
 def list_models() -> list[ModelCard]:

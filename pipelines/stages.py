@@ -130,13 +130,13 @@ def _stage_model_info(config: MonitorConfig) -> dict[str, dict[str, str]]:
     """Name, version and weights sha256 of each optional stage model the run has (crop type, land cover,
     semantic change, VHR change, VHR land cover), by config field; ``ModelError`` for an unknown or
     unshipped model."""
-    from eowatch.models.registry import get
+    from eowatch.models.registry import card_of
 
     info = {}
     for name in ("crop_model", *OPTIONAL_STAGE_MODELS):
         model = getattr(config, name)
         if model is not None:
-            card = get(model).card
+            card = card_of(model)  # the stages load the weights on the workers, not here
             info[name] = {"name": card.name, "version": card.version, "sha256": card.weights_sha256}
     return info
 

@@ -230,15 +230,13 @@ def test_new_weights_for_a_stage_model_make_another_run(
         "sha256": shipped.weights_sha256,
     }
     assert stages.prepare_run(config).token == first.token
-    real_get = registry.get
+    real_card_of = registry.card_of
 
     def retrained(name: str) -> Any:
-        loaded = real_get(name)
-        if name != VHR_MODEL:
-            return loaded
-        return replace(loaded, card=replace(loaded.card, version="9.9.9", weights_sha256="0" * 64))
+        card = real_card_of(name)
+        return replace(card, version="9.9.9", weights_sha256="0" * 64) if name == VHR_MODEL else card
 
-    monkeypatch.setattr(registry, "get", retrained)
+    monkeypatch.setattr(registry, "card_of", retrained)
     assert stages.prepare_run(config).token != first.token
 
 
