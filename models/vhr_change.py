@@ -19,7 +19,7 @@ no data and becomes the band mean.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -29,7 +29,7 @@ from eowatch.errors import InputError, ModelError
 
 from .card import ModelCard
 from .engine import EngineConfig, Precision, WindowPredictor, module_device, run_tiled
-from .predict import check_inputs, preprocess
+from .predict import check_inputs, preprocess, window_normalizer
 from .siamese_diff import POOL, SiameseDiffUNet
 from .weights import LoadedModel
 
@@ -121,15 +121,21 @@ def dn_to_float(dn: np.ndarray, nodata: int | None = 0) -> np.ndarray:
 
 
 def _pair_predictor(
-    module: SiameseDiffUNet, n_dates: int, pairs: Sequence[tuple[int, int]]
+    module: SiameseDiffUNet,
+    n_dates: int,
+    pairs: Sequence[tuple[int, int]],
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> WindowPredictor:
     """Window predictor of date pairs: each date of a window encoded once, every pair decoded.
 
     Takes ``(B * T, C, h, w)`` (the T dates of each window, consecutive) and returns softmax
     probabilities ``(B * len(pairs), n_classes, h, w)``, pairs in the given order per window.
+    ``normalize``: applied to the windows first when they are raw DNs (``predict.window_normalizer``).
     """
 
     def predict(windows: torch.Tensor) -> torch.Tensor:
+        if normalize is not None:
+            windows = normalize(windows)
         features = [module.encode(windows[i : i + 1]) for i in range(windows.shape[0])]
         probs = [
             module.decode(features[start + i], features[start + j]).float().softmax(dim=1)
@@ -176,15 +182,23 @@ def predict_vhr_pairs(
         raise InputError(f"pairs must index the {n_dates} dates, got {pairs}")
     device = module_device(model.module)
     config = config or vhr_engine_config(device)
-    predictor = _pair_predictor(model.module, n_dates, pairs)  # type: ignore[arg-type]
+    # On CUDA raw windows go to the GPU and are normalised there (see models.predict).
+    on_gpu = device.type == "cuda"
+    normalize = window_normalizer(model.card) if on_gpu else None
+    predictor = _pair_predictor(model.module, n_dates, pairs, normalize)  # type: ignore[arg-type]
+
+    def network_input(raw: np.ndarray) -> torch.Tensor:
+        if on_gpu:
+            return torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
+        return torch.from_numpy(preprocess(model.card, raw))
+
     if region is not None:  # a chunk read with its halo: the caller keeps it on the pooling grid
-        x = torch.from_numpy(preprocess(model.card, images))
-        return run_tiled(predictor, x, config, region=region, device=device)
+        return run_tiled(predictor, network_input(images), config, region=region, device=device)
     # A whole image is padded with no data to a multiple of 8 pooling cells (e.g. 2000 -> 2048 px), the
     # same for any tile, so that windows see the pooling cells of a whole-image pass.
     height, width = images.shape[-2:]
     cell = POOL ** int(model.card.architecture_args["levels"])
-    x = torch.from_numpy(preprocess(model.card, _pad_to_grid(images, _ALIGN_CELLS * cell)))
+    x = network_input(_pad_to_grid(images, _ALIGN_CELLS * cell))
     return run_tiled(predictor, x, config, device=device)[..., :height, :width]
 
 

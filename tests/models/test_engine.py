@@ -289,3 +289,36 @@ def test_cuda_runs_the_same_engine_in_bf16(tiny_model: LoadedModel) -> None:
     assert gpu.dtype == np.float32 and gpu.shape == cpu.shape
     np.testing.assert_allclose(gpu, cpu, atol=5e-2)
     assert (gpu.argmax(axis=1) == cpu.argmax(axis=1)).mean() > 0.98
+
+
+def test_window_normalizer_equals_preprocess_with_season(tiny_model: LoadedModel) -> None:
+    """The GPU path's per-window normalisation (run here on the CPU) gives ``with_season(preprocess)``'s
+    values, validity and season channels included, for a batch of windows of three periods."""
+    from eowatch.models.predict import window_normalizer, with_season
+    from eowatch.models.season import season_planes
+    from eowatch.models.siamese import SiameseChangeNet
+
+    module = SiameseChangeNet(len(tiny_model.card.bands) + 1, width=8, depth=3, season_channels=2)
+    seasonal = LoadedModel(module=module.eval(), card=tiny_model.card)
+    days = np.array([20560, 20650, 20740])
+    bands = _series(np.random.default_rng(5), 3, 30, 40)
+    bands[1, 2:5, 3:9, 4:7] = np.nan
+    expected = with_season(seasonal, preprocess(seasonal.card, bands), days)
+    normalize = window_normalizer(seasonal.card, season_planes(days, (1, 1))[:, :, 0, 0])
+    batch = torch.from_numpy(np.concatenate([bands, bands[:, :, ::-1].copy()]))  # two windows
+    got = normalize(batch).numpy()
+    np.testing.assert_array_equal(got[:3], expected)
+    np.testing.assert_array_equal(got[3:], expected[:, :, ::-1])
+
+
+def test_raw_windows_normalised_per_window_equal_the_cpu_path(tiny_model: LoadedModel) -> None:
+    """The CUDA path (raw windows in, ``window_normalizer`` inside the predictor), run on the CPU, gives
+    what the CPU path (the whole input normalised before tiling) gives."""
+    from eowatch.models.engine import run_tiled
+    from eowatch.models.predict import _series_predictor, window_normalizer
+
+    bands = _series(np.random.default_rng(6), 3, 70, 90)
+    config = _config(tiny_model, tile=32, batch_windows=3)
+    predictor = _series_predictor(tiny_model.module, 3, window_normalizer(tiny_model.card))
+    raw_path = run_tiled(predictor, torch.from_numpy(bands), config)
+    np.testing.assert_allclose(raw_path, predict_change_series(tiny_model, bands, config=config), atol=EXACT)
