@@ -187,3 +187,18 @@ def test_cube_benchmark_config_is_optical_only_and_valid(served_small_archive, t
     config = monitor_config(served_small_archive, tmp_path / "out", start, end)
     assert config.s1_collection is None and config.vhr_collection is None
     assert config.start == start and config.end == end
+
+
+def test_gpu_bench_dry_run_on_the_cpu(tmp_path):
+    """``bench_gpu`` (run for real on a lent GPU) works end to end on tiny CPU inputs: both shipped change
+    models, every variant agreeing with float32, the report files written."""
+    from benchmarks import bench_gpu
+
+    assert bench_gpu.main(["--out", str(tmp_path), "--dry-run"]) == 0
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    assert [m["model"].split()[0] for m in report["models"]] == ["siamese-s2s1-change", "siamese-vhr-change"]
+    for result in report["models"]:
+        assert len(result["rows"]) == 7 and result["flops_per_output_px"] > 0
+        assert all(c["max_abs_diff"] == 0.0 for k, c in result["checks"].items() if k != "default_is")
+    with pytest.raises(SystemExit):  # no GPU here: a real run is refused, not faked on the CPU
+        bench_gpu.main(["--out", str(tmp_path)])
