@@ -85,7 +85,7 @@ class VhrTrainConfig(ChipTrainSettings):
     """Hyper-parameters of ``train_vhr`` (defaults: 32 epochs take about 9 minutes on 2 idle CPU cores)."""
 
     name: str = "siamese-vhr-change"
-    version: str = "0.4.0"
+    version: str = "0.5.0"
     change_weight: float = 2.0
     """Cross-entropy weight of the change class (no change: 1)."""
     dice_weight: float = 0.0
@@ -344,6 +344,22 @@ def train_vhr(
     return load_model(Path(out_dir) / f"{final.name}.card.json"), scores
 
 
+def recalibrate(model_dir: Path, val: Sequence[VhrArchive], config: VhrTrainConfig) -> LoadedModel:
+    """Recalibrate the threshold of the model in ``model_dir`` on ``val`` as ``train_vhr`` does, with
+    the inference code as it is now (weights untouched), and give its card ``config.version``: the card
+    that the card's training command now writes."""
+    from .weights import card_path
+
+    path = card_path(model_dir, config.name)
+    model = load_model(path)
+    card = replace(model.card, version=config.version)
+    scores = evaluate_archive(LoadedModel(model.module, card), val, None, prefix="val.")
+    losses = {k: v for k, v in card.metrics.items() if k.startswith("train.")}
+    card = replace(card, decision_threshold=scores["val.threshold"], metrics={**scores, **losses})
+    path.write_text(card.to_json(), encoding="utf-8")
+    return load_model(path)
+
+
 def rescore(model_dir: Path, name: str, extra: dict[str, float]) -> LoadedModel:
     """Add ``extra`` scores to the card in ``model_dir`` (weights untouched) and reload the model."""
     from .weights import card_path
@@ -397,6 +413,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--skip-training", action="store_true", help="only re-score the model in --out (weights untouched)"
     )
+    parser.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="with --skip-training: recalibrate the threshold on the validation archives and give the "
+        "card this code's version (after a change of the inference code)",
+    )
     args = parser.parse_args(argv)
     seeds = seed_list(args.train_seeds)
     val_seeds = seed_list(args.val_seeds)
@@ -415,8 +437,11 @@ def main(argv: list[str] | None = None) -> None:
     extra: dict[str, float] = {}
     if args.skip_training:
         model = load_model(args.out / f"{config.name}.card.json")
-        threshold = model.card.decision_threshold
-        extra.update(evaluate_archive(model, val, threshold, prefix="val."))
+        if args.recalibrate:  # val.* scored while recalibrating
+            model = recalibrate(args.out, val, config)
+            extra.update({k: v for k, v in model.card.metrics.items() if k.startswith("val.")})
+        else:
+            extra.update(evaluate_archive(model, val, model.card.decision_threshold, prefix="val."))
     else:
         train = [read_vhr_archive(ensure_vhr_archive(args.workdir, s, args.vhr_dates)) for s in seeds]
         model, _ = train_vhr(train, val, args.out, args.epochs, args.seed, config, command)

@@ -140,6 +140,29 @@ def test_pairs_encode_each_date_once_and_match_single_pairs(model: registry.Load
         predict_vhr_pairs(model, images, [(0, 3)])
 
 
+def test_no_data_is_filled_from_the_nearest_pixel_with_data() -> None:
+    """Padding and margins without data reach the network as the image continued, not as a flat band
+    (which it called change along); a date without any data stays NaN."""
+    from eowatch.models.vhr_change import fill_nodata
+
+    images = np.arange(3 * 3 * 6 * 7, dtype=np.float32).reshape(3, 3, 6, 7)
+    images[0, :, :, 4:] = np.nan  # date 0: the last three columns missing (a margin)
+    images[1, 2, 3, 1] = np.nan  # date 1: one band missing makes the pixel no data
+    images[2] = np.nan  # date 2: nothing
+    filled = fill_nodata(images)
+    for col in (4, 5, 6):
+        np.testing.assert_array_equal(filled[0, :, :, col], images[0, :, :, 3])
+    assert np.isfinite(filled[:2]).all() and np.isnan(filled[2]).all()
+    assert tuple(filled[1, :, 3, 1]) in {
+        tuple(images[1, :, y, x]) for y, x in ((2, 1), (4, 1), (3, 0), (3, 2))
+    }
+    has_data = np.broadcast_to(np.isfinite(images[1]).all(axis=0), images[1].shape)
+    np.testing.assert_array_equal(filled[1][has_data], images[1][has_data])  # pixels with data kept
+    assert np.isnan(images[0, :, :, 4:]).all()  # the input is not modified
+    finite = np.ones((2, 3, 4, 4), np.float32)
+    assert fill_nodata(finite) is finite
+
+
 def test_vhr_cube_nodata_becomes_nan() -> None:
     dn = np.full((2, 3, 4, 5), 80, np.uint8)
     dn[1, :, 0, 0] = 0  # not acquired: 0 in every band
