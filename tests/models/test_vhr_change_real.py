@@ -20,11 +20,15 @@ from eowatch.models.weights import LoadedModel
 
 pytestmark = pytest.mark.realdata
 
-#: Floors of the pooled F1 of the shipped model (0.4.0), a little under the measured LEVIR-CD 0.371 and
-#: DSIFN-CD 0.441 (in the card and docs/models.md; 0.3.0: 0.389 and 0.428). 0.2.0 measured 0.063 and
-#: 0.122, under the CVA baseline (LEVIR-CD 0.241, DSIFN-CD 0.378); since 0.3.0, trained with drawn
-#: construction sites, the model beats it on both: ``test_cva_baseline_scores`` pins that down too.
-F1_FLOORS = {"levir": 0.35, "dsifn": 0.40}
+#: Floors of the pooled F1 of the shipped model (0.5.0), a little under the measured LEVIR-CD 0.331 and
+#: DSIFN-CD 0.453 (in the card and docs/models.md). 0.4.0 measured 0.371 and 0.441 with the same weights
+#: at the threshold 0.70; 0.5.0 fills no data before inference, which removed the false alarms along
+#: padded image edges on the synthetic validation archives, and the threshold recalibrated there fell to
+#: 0.55 (the real pairs have no no-data; on LEVIR-CD the lower threshold trades precision for recall).
+#: 0.2.0 measured 0.063 and 0.122, under the CVA baseline (LEVIR-CD 0.241, DSIFN-CD 0.378); since 0.3.0,
+#: trained with drawn construction sites, the model beats it on both: ``test_cva_baseline_scores`` pins
+#: that down too.
+F1_FLOORS = {"levir": 0.31, "dsifn": 0.42}
 CVA_F1 = {"levir": 0.241, "dsifn": 0.378}
 
 
