@@ -336,12 +336,17 @@ def train_vhr(
         + ("; changed chips balanced over the change types" if config.sampling.balance_types else "")
     )
     card = _card(model, norm, config, description, command)
-    loaded = LoadedModel(model.requires_grad_(False), card)
-    scores = evaluate_archive(loaded, val, None, prefix="val.")
-    scores.update({f"train.loss_epoch{i + 1}": v for i, v in enumerate(history)})
-    card = replace(card, decision_threshold=scores["val.threshold"], metrics=scores)
+    losses = {f"train.loss_epoch{i + 1}": v for i, v in enumerate(history)}
+    card = _calibrated(LoadedModel(model.requires_grad_(False), card), val, losses)
     final = save_model(model, card, Path(out_dir))
-    return load_model(Path(out_dir) / f"{final.name}.card.json"), scores
+    return load_model(Path(out_dir) / f"{final.name}.card.json"), dict(card.metrics)
+
+
+def _calibrated(model: LoadedModel, val: Sequence[VhrArchive], metrics: dict[str, float]) -> ModelCard:
+    """``model.card`` with the threshold of the best pooled F1 on ``val`` and metrics ``val.*`` (at that
+    threshold) plus ``metrics``."""
+    scores = evaluate_archive(model, val, None, prefix="val.")
+    return replace(model.card, decision_threshold=scores["val.threshold"], metrics={**scores, **metrics})
 
 
 def recalibrate(model_dir: Path, val: Sequence[VhrArchive], config: VhrTrainConfig) -> LoadedModel:
@@ -352,10 +357,8 @@ def recalibrate(model_dir: Path, val: Sequence[VhrArchive], config: VhrTrainConf
 
     path = card_path(model_dir, config.name)
     model = load_model(path)
-    card = replace(model.card, version=config.version)
-    scores = evaluate_archive(LoadedModel(model.module, card), val, None, prefix="val.")
-    losses = {k: v for k, v in card.metrics.items() if k.startswith("train.")}
-    card = replace(card, decision_threshold=scores["val.threshold"], metrics={**scores, **losses})
+    losses = {k: v for k, v in model.card.metrics.items() if k.startswith("train.")}
+    card = _calibrated(LoadedModel(model.module, replace(model.card, version=config.version)), val, losses)
     path.write_text(card.to_json(), encoding="utf-8")
     return load_model(path)
 
