@@ -3,8 +3,9 @@
 Everything here is pure (arrays in, arrays out). The model segments **one VHR date** at a time: raw 8-bit
 digital numbers of the bands ``red green blue`` (the VHR cube's variables, uint8 0-255 or float with NaN
 for no data) at 1 m, normalised with the card's ``(mean, std)`` per band by ``models.predict.preprocess``
-exactly as in training (NaN becomes the band mean); a pixel where every band is no data is ``NODATA`` in
-class maps.
+exactly as in training. No data (NaN, and the padding below) first takes the values of the date's nearest
+pixel with data (``vhr_change.fill_nodata``, as the change model does); a pixel where every band is no
+data is ``NODATA`` in class maps.
 
 Classes are LandCover.ai's (``eowatch.legend.VHR_LANDCOVER``): 0 background, 1 building, 2 woodland,
 3 water, 4 road.
@@ -31,7 +32,7 @@ from eowatch.legend import VHR_LANDCOVER, VHR_LANDCOVER_COLOURS
 from .card import ClassInfo, ModelCard
 from .engine import EngineConfig, WindowPredictor, fuse_conv_gelu, module_device, run_tiled
 from .predict import check_bands_and_resolution, preprocess
-from .vhr_change import VHR_BANDS, VHR_SENSOR, chunk_tiling, vhr_engine_config
+from .vhr_change import VHR_BANDS, VHR_SENSOR, chunk_tiling, fill_nodata, vhr_engine_config
 from .vhr_landcover_unet import VhrLandCoverUNet
 from .weights import LoadedModel
 
@@ -125,19 +126,20 @@ def predict_vhr_landcover(
     module = fuse_conv_gelu(model.module) if device.type == "cpu" else model.module
     config = config or vhr_engine_config(device)
     if region is not None:
-        x = torch.from_numpy(preprocess(card, stack.astype(np.float32, copy=False)))
+        x = torch.from_numpy(preprocess(card, fill_nodata(stack.astype(np.float32, copy=False))))
         out = run_tiled(_predictor(module), x, config, region=region, device=device)
     else:
         height, width = stack.shape[-2:]
-        padded = pad_to_grid(stack, chunk_tiling(card).align)
+        padded = fill_nodata(pad_to_grid(stack, chunk_tiling(card).align))
         x = torch.from_numpy(preprocess(card, padded))
         out = run_tiled(_predictor(module), x, config, device=device)[..., :height, :width]
     return out[0] if single else out
 
 
 def pad_to_grid(images: np.ndarray, multiple: int) -> np.ndarray:
-    """``images`` ``(..., H, W)`` as float32, padded at the bottom and right with NaN (no data: the band
-    mean after normalisation) to a multiple of ``multiple`` px along each axis."""
+    """``images`` ``(..., H, W)`` as float32, padded at the bottom and right with NaN (no data, filled by
+    ``predict_vhr_landcover`` from the nearest pixel with data) to a multiple of ``multiple`` px along
+    each axis."""
     x = images.astype(np.float32, copy=False)
     pads = [-size % multiple for size in x.shape[-2:]]
     if not any(pads):

@@ -156,6 +156,15 @@ def test_nodata_is_nodata_and_inputs_are_checked(model: registry.LoadedModel) ->
         check_vhr_landcover_inputs(registry.get("siamese-vhr-change").card, ("red", "green", "blue"), 1.0)
 
 
+def test_padding_continues_the_image_instead_of_a_flat_band(model: registry.LoadedModel) -> None:
+    """A 200 px image is padded to 256 px with no data, filled from the nearest pixel with data: the same
+    probabilities as the image edge-extended by hand (the network never sees the band means)."""
+    image = _scene(np.random.default_rng(3), 200, 200)
+    by_hand = np.pad(image, ((0, 0), (0, 56), (0, 56)), mode="edge")
+    probs = predict_vhr_landcover(model, image)
+    np.testing.assert_array_equal(probs, predict_vhr_landcover(model, by_hand)[:, :200, :200])
+
+
 def test_change_flows_refuse_it_and_deployments_do_not_offer_it() -> None:
     from eowatch.infra.deployments import model_names
     from eowatch.pipelines.params import check_model
