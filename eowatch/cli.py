@@ -68,6 +68,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-cloud-cover", type=float, default=90.0)
     parser.add_argument("--model", default="siamese-s2s1-change", help="change model (see `eowatch models`)")
     parser.add_argument(
+        "--precision",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="change-model inference precision (default auto: float32 on CPU, bf16 autocast on CUDA; "
+        "bfloat16 is ~2x faster on CPUs with bf16 instructions, a few pixels flip)",
+    )
+    parser.add_argument(
         "--crop-model", help="also map crop types over the season with this model, e.g. crop-type-ltae"
     )
     parser.add_argument(
@@ -123,6 +130,7 @@ def run_params(args: argparse.Namespace, **extra: Any) -> Any:
         "bounds": args.bounds,
         "resolution": args.resolution,
         "model": args.model,
+        "precision": args.precision,
         "crop_model": args.crop_model or None,
         "vhr_collection": getattr(args, "vhr_collection", None) or None,
         "vhr_change_model": args.vhr_change_model or None,

@@ -27,7 +27,7 @@ import datetime as dt
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -72,6 +72,9 @@ class Region(BaseModel):
     resolution: float | None = Field(None, gt=0, description="Target pixel size in metres (default 10)")
     collections: Collections = Field(default_factory=Collections)
     model: str = Field("siamese-s2s1-change", description="Change model name (see `eowatch models`)")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Change-model inference precision (auto: float32 on CPU, bf16 on CUDA)"
+    )
     crop_model: str | None = Field(
         None, description="Optional crop-type model mapped over each window's season, e.g. crop-type-ltae"
     )
@@ -198,6 +201,7 @@ class Region(BaseModel):
             s1_collection=self.collections.s1,
             vhr_collection=self.collections.vhr,
             model=self.model,
+            precision=self.precision,
             crop_model=self.crop_model,
             vhr_change_model=self.vhr_change_model,
             landcover_model=self.landcover_model,

@@ -181,3 +181,21 @@ def test_backfill_windows_reject_bad_ranges() -> None:
         backfill_windows(D(2026, 1, 1), D(2026, 1, 30))
     with pytest.raises(InputError, match="before start"):
         backfill_windows(D(2026, 3, 1), D(2026, 1, 30))
+
+
+def test_precision_goes_from_the_region_to_the_change_stage(tmp_path: Path) -> None:
+    """A region (or ``eowatch run --precision``) can opt in to bf16 change inference on CPU; it reaches
+    the change stage's spec, so it is part of the run token, and a wrong value is a one-line error."""
+    from eowatch.cli import build_parser, run_params
+
+    text = GOOD.format(name="a", stac_url="https://x", bbox="[3.7, 51.0, 3.8, 51.1]", schedule="0 6 1 * *")
+    region = load_regions(_write(tmp_path, text + "    precision: bfloat16\n"))["a"]
+    params = region.monitor_params(D(2026, 3, 1), D(2026, 8, 31), tmp_path / "out")
+    assert params.precision == "bfloat16" and params.to_config().change.precision == "bfloat16"
+    with pytest.raises(InputError, match=r"region b: precision: .*'auto', 'float32' or 'bfloat16'"):
+        load_regions(_write(tmp_path, text.replace("name: a", "name: b") + "    precision: fp8\n"))
+    argv = ["run", "--stac-url", "https://x", "--bbox", "3.7,51.0,3.8,51.1", "--start", "2026-03-01"]
+    argv += ["--end", "2026-08-31", "--out", str(tmp_path / "o")]
+    args = build_parser().parse_args([*argv, "--precision", "bfloat16"])
+    assert run_params(args).to_config().change.precision == "bfloat16"
+    assert run_params(build_parser().parse_args(argv)).precision == "auto"
