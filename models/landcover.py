@@ -4,7 +4,12 @@ Everything here is pure (arrays in, arrays out). The model maps **one composite 
 analysis cube's clear-sky median composite of the S2 L2A bands ``blue green red nir swir16 swir22``
 (surface reflectance 0-1, 10 m, NaN = no clear observation), normalised with the card's
 ``(x - mean) / std`` plus one validity channel (fraction of finite bands) by ``models.predict.preprocess``,
-exactly as in training. A pixel without any finite band is nodata (``NODATA``).
+exactly as in training. A pixel without any finite band in the mapped period is nodata (``NODATA``).
+
+A model whose card has ``architecture_args["periods"] = P > 1`` also sees the ``P - 1`` periods before
+the mapped one (``period_history``: oldest first, all NaN where the series starts later, as it was
+trained), so phenology can tell a meadow from a green cereal field; one-period models see the mapped
+period only.
 
 Inference runs on the shared engine (``models.engine``) in **blend** mode: 256 px cores, 56 px of halo
 (half the 110 px receptive field) dropped at inner window edges and a 16 px cosine blending band. Max
@@ -54,6 +59,9 @@ __all__ = [
     "index_features",
     "landcover_codes_lut",
     "landcover_engine_config",
+    "model_periods",
+    "network_input",
+    "period_history",
     "predict_centroids",
     "predict_landcover",
     "worldcover_codes",
@@ -150,6 +158,32 @@ def check_landcover_inputs(card: ModelCard, available_bands: Sequence[str], reso
     check_inputs(card, available_bands, resolution_m)
 
 
+def model_periods(card: ModelCard) -> int:
+    """Periods a land-cover model reads per map: the mapped one and those before it (1 unless the card's
+    ``architecture_args`` give ``periods``)."""
+    return int(card.architecture_args.get("periods", 1))
+
+
+def period_history(series: np.ndarray, t: int, periods: int) -> np.ndarray:
+    """float32 ``(periods, C, H, W)``: periods ``t - periods + 1 .. t`` of a ``(T, C, H, W)`` series,
+    oldest first, all NaN (no observation) for those before the series starts."""
+    if not 0 <= t < series.shape[0]:
+        raise InputError(f"period {t} is outside a series of {series.shape[0]} periods")
+    first = t - periods + 1
+    window = series[max(first, 0) : t + 1].astype(np.float32, copy=False)
+    if first >= 0:
+        return window
+    missing = np.full((-first, *series.shape[1:]), np.nan, dtype=np.float32)
+    return np.concatenate([missing, window])
+
+
+def network_input(card: ModelCard, bands: np.ndarray) -> np.ndarray:
+    """float32 ``(N, periods * (C + 1), H, W)`` network input of ``(N, periods, C, H, W)`` raw
+    reflectances (each period normalised with the card's statistics, plus its validity channel)."""
+    n, p, c, h, w = bands.shape
+    return preprocess(card, bands.reshape(n * p, c, h, w)).reshape(n, -1, h, w)
+
+
 def _predictor(module: LandCoverUNet) -> WindowPredictor:
     def predict(windows: torch.Tensor) -> torch.Tensor:
         return module(windows).float().softmax(dim=1)
@@ -181,7 +215,8 @@ def predict_landcover(
     region: tuple[slice, slice] | None = None,
     config: EngineConfig | None = None,
 ) -> LandCoverMap:
-    """Land-cover map of one composite period, with the tiled engine.
+    """Land-cover map of one composite period (and its history, for a multi-period model), with the
+    tiled engine.
 
     Every window starts on the 8 px pooling grid of ``bands``' first pixel and every kept pixel sees
     ``config.halo`` px of context (the image, or no data beyond its edges), so the map does not depend on
@@ -191,7 +226,10 @@ def predict_landcover(
     Args:
         model: a loaded land-cover model (``models.get("landcover-s2-unet")``).
         bands: float32 ``(C, H, W)`` S2 L2A surface reflectance (0-1) in ``model.card.bands`` order, one
-            period at the card's resolution (10 m), NaN = no clear observation.
+            period at the card's resolution (10 m), NaN = no clear observation; or ``(P, C, H, W)``: the
+            mapped period last and up to ``model_periods(card) - 1`` periods before it, oldest first
+            (``period_history``). Missing history is no observation (NaN), as for the first period of a
+            series; a one-period model takes only the last.
         region: ``(rows, cols)`` slices to predict; the pixels around them are context (a chunk read with
             its halo). Default: the whole image.
         config: engine windows (default ``landcover_engine_config`` for the module's device); tile, halo
@@ -203,23 +241,28 @@ def predict_landcover(
     card = model.card
     if card.task != LANDCOVER_TASK:
         raise ModelError(f"model {card.name!r} is a {card.task} model, not a land-cover model")
-    if bands.ndim != 3 or bands.shape[0] != len(card.bands):
-        raise InputError(f"expected ({len(card.bands)}, H, W) bands in order {card.bands}, got {bands.shape}")
+    periods = model_periods(card)
+    if bands.ndim not in (3, 4) or bands.shape[-3] != len(card.bands):
+        raise InputError(
+            f"expected ({len(card.bands)}, H, W) or (periods, {len(card.bands)}, H, W) bands in order "
+            f"{card.bands}, got {bands.shape}"
+        )
+    series = bands[None] if bands.ndim == 3 else bands
+    current = series[-1]  # the mapped period
+    history = period_history(series, len(series) - 1, periods)  # (periods, C, H, W), oldest first
     device = module_device(model.module)
     config = config or landcover_engine_config(device)
     cell = POOL ** int(card.architecture_args["levels"])
     if config.tile % cell or config.halo % cell or (config.overlap // 2) % cell:
         raise InputError(f"tile, halo and overlap / 2 must be multiples of the {cell} px pooling cell")
-    rows, cols = region if region is not None else (slice(0, bands.shape[1]), slice(0, bands.shape[2]))
-    (top, bottom), run_rows = _padded_axis(bands.shape[1], rows, config, cell)
-    (left, right), run_cols = _padded_axis(bands.shape[2], cols, config, cell)
-    padded = np.pad(
-        bands.astype(np.float32, copy=False), [(0, 0), (top, bottom), (left, right)], constant_values=np.nan
-    )
+    rows, cols = region if region is not None else (slice(0, current.shape[1]), slice(0, current.shape[2]))
+    (top, bottom), run_rows = _padded_axis(current.shape[1], rows, config, cell)
+    (left, right), run_cols = _padded_axis(current.shape[2], cols, config, cell)
+    padded = np.pad(history, [(0, 0), (0, 0), (top, bottom), (left, right)], constant_values=np.nan)
     module = fuse_conv_gelu(model.module) if device.type == "cpu" else model.module
-    x = torch.from_numpy(preprocess(card, padded[None]))
+    x = torch.from_numpy(network_input(card, padded[None]))
     probs = run_tiled(_predictor(module), x, config, region=(run_rows, run_cols), device=device)[0]  # type: ignore[arg-type]
-    inside = bands[:, rows, cols]
+    inside = current[:, rows, cols]
     probs = probs[:, : inside.shape[1], : inside.shape[2]]
     return _as_map(card, probs, np.isfinite(inside).any(axis=0))
 

@@ -3,7 +3,9 @@
 A labelled cube is an analysis cube's per-period S2 composites with the archive's planted land cover
 (``models.train_croptype.read_landcover``: pixels whose land cover is stable over the season and carry
 no planted change) mapped onto the model's classes by the card's ``eowatch_landcover`` table. A chip is
-one period of one cube: ``(C, size, size)`` bands and ``(size, size)`` labels (-1 = not scored).
+one period of one cube with the ``periods - 1`` periods before it (``landcover.period_history``: NaN
+before the cube's first period): ``(periods, C, size, size)`` bands and ``(size, size)`` labels (-1 = not
+scored).
 
 Augmentations, honest for geometry: rot90 and flips applied identically to bands and labels (nothing
 that moves pixels relative to each other). Radiometric jitter so that imagery processed differently
@@ -79,10 +81,14 @@ class AugmentConfig:
     shade: float = 0.3
     """Largest log-gain of the illumination field: a bilinear surface through a 3 x 3 grid of log-gains
     drawn from ``± shade`` over the chip (all bands alike, as slopes facing or away from the sun)."""
+    history_drop: float = 0.0
+    """Multi-period chips: probability that each period before the mapped one is replaced by no data
+    (a cloudy month, a series that starts later), so the model does not lean on one phenology calendar
+    and keeps mapping well from the mapped period alone. One-period chips draw nothing for it."""
 
     def __post_init__(self) -> None:
         values = (self.gain, self.band_gain, self.haze_max, self.noise, self.noise_abs, self.shade)
-        probabilities = (self.haze_p, self.hole_p, self.shade_p)
+        probabilities = (self.haze_p, self.hole_p, self.shade_p, self.history_drop)
         if min(values) < 0 or not all(0 <= p <= 1 for p in probabilities):
             raise InputError("augmentation amplitudes must be >= 0 and probabilities in [0, 1]")
 
@@ -122,8 +128,11 @@ class ChipSampler:
         size: int,
         n_classes: int,
         columns: tuple[float, float] = (0.0, 1.0),
+        periods: int = 1,
     ) -> None:
-        self.cubes, self.size = list(cubes), size
+        if periods < 1:
+            raise InputError(f"periods must be >= 1, got {periods}")
+        self.cubes, self.size, self.periods = list(cubes), size, periods
         self._pools: list[tuple[int, int, int, list[tuple[np.ndarray, np.ndarray]]]] = []
         for i, cube in enumerate(self.cubes):
             _, _, h, w = cube.bands.shape
@@ -139,7 +148,10 @@ class ChipSampler:
             raise InputError("no labelled pixels to sample chips from")
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` chips float32 ``(n, C, size, size)`` and labels int64 ``(n, size, size)``."""
+        """``n`` chips float32 ``(n, periods, C, size, size)`` (the drawn period last) and labels int64
+        ``(n, size, size)``."""
+        from .landcover import period_history
+
         chips, labels = [], []
         size = self.size
         for _ in range(n):
@@ -150,7 +162,8 @@ class ChipSampler:
             pick = int(rng.integers(len(rows)))
             y = int(np.clip(rows[pick] - size // 2, 0, h - size))
             x = int(np.clip(cols[pick] - size // 2, c0, c1 - size))
-            chips.append(cube.bands[int(rng.integers(t)), :, y : y + size, x : x + size])
+            area = cube.bands[..., y : y + size, x : x + size]
+            chips.append(period_history(area, int(rng.integers(t)), self.periods))
             label = cube.labels[y : y + size, x : x + size]
             labels.append(label)
         return np.stack(chips), np.stack(labels)
@@ -172,7 +185,9 @@ def augment_chip(
     """A randomly rotated, flipped and radiometrically jittered copy of one chip (see module docstring).
 
     Args:
-        chip: float32 ``(C, s, s)`` reflectances in ``bands`` order, NaN = no data.
+        chip: float32 ``(C, s, s)`` reflectances in ``bands`` order, NaN = no data, or ``(P, C, s, s)``:
+            periods of one place (geometry, gains, shading and haze alike; noise and the no-data
+            rectangle drawn per period, as clouds differ month to month).
         label: int64 ``(s, s)``.
     """
     k, flip = int(rng.integers(4)), bool(rng.integers(2))
@@ -189,9 +204,14 @@ def augment_chip(
         x += np.array([haze * HAZE_PROFILE.get(b, 0.0) for b in bands], np.float32)[:, None, None]
     x *= 1 + rng.normal(0.0, config.noise, x.shape).astype(np.float32)
     x += rng.normal(0.0, config.noise_abs, x.shape).astype(np.float32)
-    if rng.random() < config.hole_p:
-        s = x.shape[-1]
-        hh, ww = (int(v) for v in rng.integers(max(s // 8, 1), max(s // 2, 2), 2))
-        y0, x0 = int(rng.integers(0, s - hh + 1)), int(rng.integers(0, s - ww + 1))
-        x[:, y0 : y0 + hh, x0 : x0 + ww] = np.nan
+    periods = x.reshape(-1, *x.shape[-3:])  # one (C, s, s) view per period, the mapped one last
+    for period in periods[:-1]:
+        if config.history_drop and rng.random() < config.history_drop:  # no draw when off
+            period[...] = np.nan
+    for period in periods:
+        if rng.random() < config.hole_p:
+            s = period.shape[-1]
+            hh, ww = (int(v) for v in rng.integers(max(s // 8, 1), max(s // 2, 2), 2))
+            y0, x0 = int(rng.integers(0, s - hh + 1)), int(rng.integers(0, s - ww + 1))
+            period[:, y0 : y0 + hh, x0 : x0 + ww] = np.nan
     return x.astype(np.float32), np.ascontiguousarray(y)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .fit import deterministic
-from .landcover import predict_landcover
+from .landcover import model_periods, predict_landcover
 from .landcover_data import ChipSampler, LabelledCube
 from .landcover_real import _indices, read_slovenia, score_classes, slovenia_truth
 from .landcover_unet import LandCoverUNet
@@ -46,7 +46,9 @@ def slovenia_crossfit(
     for k, (columns, held) in enumerate(folds):
         tuned = LandCoverUNet(**model.card.architecture_args)
         tuned.load_state_dict(model.module.state_dict())
-        sampler = ChipSampler([cube], config.chip, len(model.card.classes), columns=columns)
+        sampler = ChipSampler(
+            [cube], config.chip, len(model.card.classes), columns=columns, periods=model_periods(model.card)
+        )
         with deterministic(seed + k, config.threads):
             _fit(tuned, model.card, sampler, seed + k, config)
         loaded = LoadedModel(tuned.eval().requires_grad_(False), model.card)

@@ -12,7 +12,9 @@
 * **WorldCereal** (``crops/worldcereal``, Belgium, 100 x 100 px, 2020-11..2021-10): the model's
   cropland (class ``cropland``) on each real monthly S2 L2A composite and on a summer composite (median
   of June-August) against WorldCereal's own cropland map (``models.worldcereal.read_croptype_map``):
-  agreement (OA), kappa, precision and recall.
+  agreement (OA), kappa, precision and recall. A multi-period model maps each month with the months
+  before it (``landcover.period_history``; none before November) and "summer" as August with June and
+  July before it.
 
 Both are also scored with the index nearest-centroid baseline fitted on the synthetic training pixels,
 and Slovenia with the majority class of its scored reference.
@@ -34,6 +36,8 @@ from .landcover import (
     class_lut,
     confusion_summary,
     index_features,
+    model_periods,
+    period_history,
     predict_centroids,
     predict_landcover,
     worldcover_codes,
@@ -161,17 +165,22 @@ def evaluate_worldcereal_cropland(
     series, months = read_cube(folder / CUBE_FILE, model.card.bands)
     _, reference = read_croptype_map(folder / CROPTYPE_FILE, folder / CROPLAND_FILE)
     cropland = model.card.class_code("cropland")
+    periods = model_periods(model.card)
     summer = np.isin(months, (6, 7, 8))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        composite = np.nanmedian(series[summer], axis=0).astype(np.float32)
+    if periods > 1:  # August, with June and July before it
+        composite = series[summer][-periods:]
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            composite = np.nanmedian(series[summer], axis=0).astype(np.float32)
     scores: dict[str, object] = {"summer": _cropland_scores(model, composite, reference, cropland, centroids)}
     per_month = []
     for t, month in enumerate(months):
         if not np.isfinite(series[t]).any(axis=0).any():  # no clear observation that month: not scored
             scores[f"month{int(month):02d}"] = {"observed": 0.0}
             continue
-        result = _cropland_scores(model, series[t], reference, cropland, centroids)
+        history = period_history(series, t, periods)
+        result = _cropland_scores(model, history, reference, cropland, centroids)
         scores[f"month{int(month):02d}"] = {**result, "observed": 1.0}
         per_month.append(result)
     scores["mean_month"] = {
@@ -190,8 +199,11 @@ def _cropland_scores(
     cropland: int,
     centroids: Mapping[int, Sequence[float]],
 ) -> dict[str, dict[str, float]]:
+    """Scores of the model's map of ``bands`` (``(C, H, W)`` or a ``(P, C, H, W)`` history, mapped period
+    last) and of the baseline on the mapped period."""
     pred = _indices(model, predict_landcover(model, bands).codes)
-    base = predict_centroids(index_features(bands, model.card.bands), centroids)
+    current = bands if bands.ndim == 3 else bands[-1]
+    base = predict_centroids(index_features(current, model.card.bands), centroids)
     out = {}
     for who, p in (("model", pred), ("baseline", base)):
         s = binary_scores(p == cropland, reference, valid=p >= 0)

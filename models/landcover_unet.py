@@ -23,31 +23,37 @@ def _double(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class LandCoverUNet(nn.Module):
-    """U-Net segmentation of one composite period into land-cover classes.
+    """U-Net segmentation of one composite period (with its preceding periods) into land-cover classes.
 
     Channels: ``width`` at full resolution, ``width * 2**l`` at 1/2**l for stage ``l = 1..levels``
     (2x2 max pool in ceil mode, so any image size works).
 
     Args:
-        in_channels: input channels (6 S2 bands + 1 validity channel for the shipped model).
+        in_channels: input channels of one period (6 S2 bands + 1 validity channel for the shipped models).
         n_classes: output classes.
         width: channels at full resolution (>= 1).
         levels: pooled stages (>= 1); the coarsest cell is ``2**levels`` px.
+        periods: consecutive periods stacked as channels (>= 1): the mapped period and the ``periods - 1``
+            periods before it, oldest first (``models.landcover.period_history``).
 
-    Input: float32 ``(N, in_channels, H, W)``, normalised (``models.predict.preprocess``); any H, W >= 1.
-    Output: logits float32 ``(N, n_classes, H, W)``.
+    Input: float32 ``(N, periods * in_channels, H, W)``, normalised (``models.predict.preprocess``); any
+    H, W >= 1. Output: logits float32 ``(N, n_classes, H, W)``.
     """
 
-    def __init__(self, in_channels: int = 7, n_classes: int = 6, width: int = 12, levels: int = 3) -> None:
+    def __init__(
+        self, in_channels: int = 7, n_classes: int = 6, width: int = 12, levels: int = 3, periods: int = 1
+    ) -> None:
         super().__init__()
-        if in_channels < 1 or n_classes < 2 or width < 1 or levels < 1:
+        if in_channels < 1 or n_classes < 2 or width < 1 or levels < 1 or periods < 1:
             raise ValueError(
-                f"LandCoverUNet needs in_channels >= 1, n_classes >= 2, width >= 1 and levels >= 1, got "
-                f"in_channels={in_channels}, n_classes={n_classes}, width={width}, levels={levels}"
+                f"LandCoverUNet needs in_channels >= 1, n_classes >= 2, width >= 1, levels >= 1 and "
+                f"periods >= 1, got in_channels={in_channels}, n_classes={n_classes}, width={width}, "
+                f"levels={levels}, periods={periods}"
             )
         self.in_channels, self.n_classes, self.width, self.levels = in_channels, n_classes, width, levels
+        self.periods = periods
         ch = self.channels
-        self.stem = _double(in_channels, ch[0])
+        self.stem = _double(in_channels * periods, ch[0])
         self.down = nn.ModuleList(_double(ch[level - 1], ch[level]) for level in range(1, levels + 1))
         self.up = nn.ModuleList(_double(ch[level + 1] + ch[level], ch[level]) for level in range(levels))
         self.head = nn.Conv2d(ch[0], n_classes, kernel_size=1)
@@ -65,13 +71,15 @@ class LandCoverUNet(nn.Module):
 
     @property
     def config(self) -> dict[str, int]:
-        """Constructor arguments, as stored in the model card."""
-        return {
+        """Constructor arguments, as stored in the model card (``periods`` only when above 1, so the
+        cards of one-period models keep their keys)."""
+        config = {
             "in_channels": self.in_channels,
             "n_classes": self.n_classes,
             "width": self.width,
             "levels": self.levels,
         }
+        return config if self.periods == 1 else {**config, "periods": self.periods}
 
     @property
     def receptive_field(self) -> int:
@@ -93,7 +101,7 @@ class LandCoverUNet(nn.Module):
         return field  # the 1x1 head adds nothing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits ``(N, n_classes, H, W)`` of normalised images ``(N, in_channels, H, W)``."""
+        """Class logits ``(N, n_classes, H, W)`` of normalised images ``(N, periods * in_channels, H, W)``."""
         features = [self.stem(x)]
         for stage in self.down:
             features.append(stage(F.max_pool2d(features[-1], POOL, ceil_mode=True)))

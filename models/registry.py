@@ -7,7 +7,7 @@ from pathlib import Path
 
 from eowatch.errors import ModelError
 
-from .card import ARCHITECTURE_ARGS, ARCHITECTURE_TASKS, ModelCard
+from .card import ARCHITECTURE_ARGS, ARCHITECTURE_TASKS, OPTIONAL_ARCHITECTURE_ARGS, ModelCard
 from .landcover import LANDCOVER_ARCHITECTURE, LANDCOVER_ARCHITECTURE_ARGS, LANDCOVER_TASK
 from .landcover_unet import LandCoverUNet
 from .predict import SEMANTIC_TASK
@@ -62,6 +62,7 @@ def _register_architecture(
     module: type[SiameseDiffUNet] | type[LandCoverUNet] | type[SiameseSemanticNet] | type[VhrLandCoverUNet],
     task: str,
     args: frozenset[str],
+    optional: frozenset[str] = frozenset(),
 ) -> None:
     """Make the card checks (``card.ARCHITECTURE_TASKS``/``ARCHITECTURE_ARGS``) and the weights loader
     (``weights.ARCHITECTURES``) know an architecture defined outside ``siamese``/``temporal``.
@@ -71,12 +72,16 @@ def _register_architecture(
     """
     ARCHITECTURE_TASKS.setdefault(name, task)
     ARCHITECTURE_ARGS.setdefault(name, args)
+    if optional:
+        OPTIONAL_ARCHITECTURE_ARGS.setdefault(name, optional)
     ARCHITECTURES.setdefault(name, module)  # type: ignore[arg-type]
 
 
 _register_architecture(VHR_ARCHITECTURE, SiameseDiffUNet, VHR_TASK, VHR_ARCHITECTURE_ARGS)
 _register_architecture(SEMANTIC_ARCHITECTURE, SiameseSemanticNet, SEMANTIC_TASK, SEMANTIC_ARCHITECTURE_ARGS)
-_register_architecture(LANDCOVER_ARCHITECTURE, LandCoverUNet, LANDCOVER_TASK, LANDCOVER_ARCHITECTURE_ARGS)
+_register_architecture(
+    LANDCOVER_ARCHITECTURE, LandCoverUNet, LANDCOVER_TASK, LANDCOVER_ARCHITECTURE_ARGS, frozenset({"periods"})
+)
 _register_architecture(
     VHR_LANDCOVER_ARCHITECTURE, VhrLandCoverUNet, VHR_LANDCOVER_TASK, VHR_LANDCOVER_ARCHITECTURE_ARGS
 )

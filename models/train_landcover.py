@@ -5,7 +5,8 @@ Reproducible: ``python -m eowatch.models.train_landcover --workdir eowatch-train
 the crop-type and change models use; the card records the exact command). Deterministic on CPU for a
 fixed thread count (one by default).
 
-Data: one chip is one period (month) of one cube, 64 x 64 px, centred on a pixel of a class drawn
+Data: one chip is one period (month) of one cube (with the periods before it for a multi-period model,
+``--periods``), 64 x 64 px, centred on a pixel of a class drawn
 uniformly (so the rare water and bare land are seen as often as forest), labelled from the planted land
 cover (``models.landcover_data``). The archive seeds given are trained on; ``--val-seed`` is a whole
 held-out archive (validation, ``val.*``); seed 42 (the demo's) is refused for training and is the test
@@ -40,6 +41,8 @@ from .landcover import (
     confusion_summary,
     index_features,
     landcover_codes_lut,
+    network_input,
+    period_history,
     predict_centroids,
     predict_landcover,
     worldcover_codes,
@@ -47,7 +50,6 @@ from .landcover import (
 from .landcover_data import AugmentConfig, ChipSampler, LabelledCube, augment_chip, load_labelled_cube
 from .landcover_unet import LandCoverUNet
 from .metrics import flatten_scores
-from .predict import preprocess
 from .weights import LoadedModel, load_model, save_model
 
 __all__ = [
@@ -61,6 +63,8 @@ __all__ = [
 
 #: The demo's archive seed: the test set, never trained on.
 TEST_SEED = 42
+#: Name of the multi-period model (``--periods`` above 1).
+SEASONAL_NAME = "landcover-s2-seasonal-unet"
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class LandCoverTrainConfig:
     """Version recorded in the card."""
     bands: tuple[str, ...] = LANDCOVER_BANDS
     """Cube variables fed as channels, in order (plus one validity channel)."""
+    periods: int = 1
+    """Periods per input: the mapped one and ``periods - 1`` before it (``landcover.period_history``)."""
     width: int = 12
     """U-Net channels at full resolution."""
     levels: int = 3
@@ -93,8 +99,9 @@ class LandCoverTrainConfig:
     """Torch CPU threads (fixed for determinism; two threads spin-wait on a shared 2-core machine)."""
 
     def __post_init__(self) -> None:
-        if min(self.width, self.levels, self.chip, self.batch_size, self.steps, self.threads) < 1:
-            raise InputError("width, levels, chip, batch_size, steps and threads must be >= 1")
+        sizes = (self.width, self.levels, self.chip, self.batch_size, self.steps, self.threads, self.periods)
+        if min(sizes) < 1:
+            raise InputError("width, levels, chip, batch_size, steps, threads and periods must be >= 1")
         if self.chip % 2**self.levels or not self.lr > 0:
             raise InputError(f"chip must be a multiple of {2**self.levels} px and lr > 0")
 
@@ -165,7 +172,7 @@ def _batch(
     pairs = [
         augment_chip(c, y, config.bands, config.augment, rng) for c, y in zip(chips, labels, strict=True)
     ]
-    x = preprocess(card, np.stack([p[0] for p in pairs]))
+    x = network_input(card, np.stack([p[0] for p in pairs]))
     return torch.from_numpy(x), torch.from_numpy(np.stack([p[1] for p in pairs]))
 
 
@@ -216,8 +223,9 @@ def evaluate_labelled(
     nodata = {"model": 0, "baseline": 0}
     months: dict[str, float] = {}
     labelled = cube.labels >= 0
+    periods = int(model.card.architecture_args.get("periods", 1))
     for t in range(cube.bands.shape[0]):
-        pred = index_of[predict_landcover(model, cube.bands[t]).codes]
+        pred = index_of[predict_landcover(model, period_history(cube.bands, t, periods)).codes]
         base = predict_centroids(index_features(cube.bands[t], model.card.bands), centroids)
         for key, p in (("model", pred), ("baseline", base)):
             cms[key] += confusion_matrix(p, cube.labels, k, valid=labelled)
@@ -268,10 +276,11 @@ def train_landcover_sets(
     lut = landcover_codes_lut()
     cubes = [load_labelled_cube(c, t, config.bands, lut) for c, t in sets]
     columns = (0.0, 1.0) if val_sets else (0.0, 0.8)
-    sampler = ChipSampler(cubes, config.chip, len(LANDCOVER_CLASSES), columns)
+    sampler = ChipSampler(cubes, config.chip, len(LANDCOVER_CLASSES), columns, config.periods)
     norm = _normalization(cubes, config.bands)
     with deterministic(seed, config.threads):
-        model = LandCoverUNet(len(config.bands) + 1, len(LANDCOVER_CLASSES), config.width, config.levels)
+        n_in, n_classes = len(config.bands) + 1, len(LANDCOVER_CLASSES)
+        model = LandCoverUNet(n_in, n_classes, config.width, config.levels, config.periods)
         names = ", ".join(c.name for c in cubes)
         held_out = (
             "; validation: whole archives " + ", ".join(f"{Path(c).parent.name}" for c, _ in val_sets)
@@ -280,8 +289,8 @@ def train_landcover_sets(
         )
         data = (
             f"cubes {names} (S2 L2A monthly median composites, months {cubes[0].months.tolist()}); "
-            f"{config.steps} steps x {config.batch_size} chips of {config.chip} px (one period each, centred "
-            f"on a class drawn uniformly), labels: stable planted land cover through the card's "
+            f"{config.steps} steps x {config.batch_size} chips of {config.chip} px ({_chip_periods(config)}, "
+            f"centred on a class drawn uniformly), labels: stable planted land cover through the card's "
             f"eowatch_landcover table{held_out}; seed {seed}"
         )
         card = _card(config, model, norm, data, command)
@@ -301,6 +310,15 @@ def train_landcover_sets(
     final = save_model(model, replace(card, metrics=scores), Path(out_dir))
     save_centroids(centroids_file(Path(out_dir), final.name), centroids, final)
     return load_model(Path(out_dir) / f"{final.name}.card.json"), scores
+
+
+def _chip_periods(config: LandCoverTrainConfig) -> str:
+    if config.periods == 1:
+        return "one period each"
+    drop = config.augment.history_drop
+    return f"one period each with the {config.periods - 1} periods before it, no data before the first" + (
+        f", each earlier period dropped (no data) with p {drop}" if drop else ""
+    )
 
 
 def _east(cube: LabelledCube, share: float) -> LabelledCube:
@@ -351,6 +369,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--archive-seeds", default="1,2,3")
     parser.add_argument("--val-seed", type=int, default=4, help="held-out archive seed (validation)")
     parser.add_argument("--steps", type=int, default=LandCoverTrainConfig().steps)
+    parser.add_argument(
+        "--history-drop",
+        type=float,
+        default=0.0,
+        help="probability that each earlier period of a multi-period chip is replaced by no data",
+    )
+    parser.add_argument(
+        "--periods",
+        type=int,
+        default=1,
+        help=f"periods per input (the mapped one and those before it); above 1 trains {SEASONAL_NAME}",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--eval-archive", help="test archive (the demo's, seed 42) with its cube")
@@ -366,7 +396,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if TEST_SEED in seeds or args.val_seed in seeds or args.val_seed == TEST_SEED:
         raise InputError(f"seed {TEST_SEED} is the test archive and the validation seed must be held out")
     out = Path(args.out) if args.out else WEIGHTS_DIR
-    config = LandCoverTrainConfig(steps=args.steps)
+    config = LandCoverTrainConfig(steps=args.steps, periods=args.periods)
+    if args.periods > 1:
+        augment = replace(config.augment, history_drop=args.history_drop)
+        config = replace(config, name=SEASONAL_NAME, augment=augment)
     scores: dict[str, float] = {}
     if not args.skip_training:
         workdir = Path(args.workdir)
@@ -375,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = (
             f"python -m eowatch.models.train_landcover --workdir {workdir.name} --archive-seeds "
             f"{args.archive_seeds} --val-seed {args.val_seed} --steps {args.steps} --seed {args.seed}"
+            + (f" --periods {args.periods} --history-drop {args.history_drop}" if args.periods > 1 else "")
         )
         model, scores = train_landcover_sets(sets, out, args.seed, config, val, command)
         print(f"saved {model.card.name} v{model.card.version} to {out}")

@@ -3,7 +3,8 @@
 Each chunk is read from the analysis cube with a halo of ``models.landcover.LANDCOVER_HALO`` px (half
 the U-Net's receptive field, a multiple of its pooling cell, so reads of chunks on a 256 px grid stay on
 the pooling grid) and each period goes through ``models.landcover.predict_landcover`` on the shared
-engine; the result over the chunk equals whole-image inference to float rounding (no seams). The model
+engine (with the periods before it for a multi-period model, ``landcover.period_history``); the result
+over the chunk equals whole-image inference to float rounding (no seams). The model
 is loaded once per worker process (``models.registry.get`` is cached) and pinned to the worker's device.
 
 The store ``landcover.zarr`` (Zarr v3, on the analysis grid, one time step per period) holds
@@ -121,7 +122,7 @@ def landcover_region(
 ) -> dict[str, np.ndarray]:
     """The land cover of one chunk for every period: ``{"landcover": uint8 (period, y, x)}``."""
     from eowatch.models.engine import pin_module, worker_device
-    from eowatch.models.landcover import LANDCOVER_HALO, predict_landcover
+    from eowatch.models.landcover import LANDCOVER_HALO, model_periods, period_history, predict_landcover
     from eowatch.models.registry import get
     from eowatch.pipelines.phases import phase
 
@@ -129,8 +130,12 @@ def landcover_region(
     pin_module(model.module, worker_device())
     ry, rx, cy, cx = halo_window(spec.grid, key, LANDCOVER_HALO)
     bands = read_window(cube, model.card.bands, ry, rx)  # (period, band, y, x) with the halo
+    periods = model_periods(model.card)  # a multi-period model also sees the periods before each one
     with phase("infer"):
-        maps = [predict_landcover(model, bands[t], region=(cy, cx)).codes for t in range(len(bands))]
+        maps = [
+            predict_landcover(model, period_history(bands, t, periods), region=(cy, cx)).codes
+            for t in range(len(bands))
+        ]
     return {"landcover": np.stack(maps)}
 
 

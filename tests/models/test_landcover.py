@@ -27,6 +27,9 @@ from eowatch.models.landcover import (
     check_landcover_inputs,
     index_features,
     landcover_codes_lut,
+    model_periods,
+    network_input,
+    period_history,
     predict_centroids,
     predict_landcover,
     worldcover_codes,
@@ -213,11 +216,44 @@ def test_chips_are_class_balanced_and_stay_in_their_columns() -> None:
     cube = LabelledCube("test", bands, labels, np.array([5, 6]))
     sampler = ChipSampler([cube], 32, 6, columns=(0.0, 0.5))
     chips, y = sampler.sample(64, np.random.default_rng(0))
-    assert chips.shape == (64, 6, 32, 32) and y.shape == (64, 32, 32)
+    assert chips.shape == (64, 1, 6, 32, 32) and y.shape == (64, 32, 32)
     centres = y[:, 16, 16]
     assert len(np.unique(centres)) >= 5  # every class is drawn, not only the frequent ones
     with pytest.raises(InputError, match="smaller than"):
         ChipSampler([cube], 64, 6, columns=(0.0, 0.5))
+
+
+def test_history_is_the_periods_before_oldest_first_and_no_data_before_the_series() -> None:
+    series = np.arange(4 * 2 * 3 * 3, dtype=np.float32).reshape(4, 2, 3, 3)
+    np.testing.assert_array_equal(period_history(series, 3, 3), series[1:4])
+    early = period_history(series, 1, 3)
+    assert early.shape == (3, 2, 3, 3) and np.isnan(early[0]).all()
+    np.testing.assert_array_equal(early[1:], series[:2])
+    np.testing.assert_array_equal(period_history(series, 2, 1), series[2:3])
+    with pytest.raises(InputError, match="outside a series of 4"):
+        period_history(series, 4, 3)
+
+
+def test_chips_with_history_carry_the_periods_before_and_no_data_before_the_first() -> None:
+    bands, cover = scene_arrays(6, size=64, periods=1)
+    cube = LabelledCube("one-period", bands, landcover_codes_lut()[cover], np.array([5]))
+    chips, _ = ChipSampler([cube], 32, 6, periods=3).sample(8, np.random.default_rng(0))
+    assert chips.shape == (8, 3, 6, 32, 32)
+    assert np.isnan(chips[:, :2]).all() and np.isfinite(chips[:, 2]).mean() > 0.98
+    label = np.zeros((32, 32), np.int64)
+    x, _ = augment_chip(chips[0], label, BANDS, AugmentConfig(hole_p=0.0), np.random.default_rng(1))
+    assert x.shape == (3, 6, 32, 32) and np.isnan(x[:2]).all() and np.isfinite(x[2]).mean() > 0.98
+
+
+def test_network_input_stacks_each_period_normalised_with_its_validity(model: registry.LoadedModel) -> None:
+    bands, _ = scene_arrays(9, size=16, periods=2)
+    x = network_input(model.card, bands[None])
+    assert x.shape == (1, 14, 16, 16)
+    np.testing.assert_array_equal(x[0, :7], preprocess(model.card, bands[:1])[0])
+    np.testing.assert_array_equal(x[0, 7:], preprocess(model.card, bands[1:])[0])
+    net = LandCoverUNet(7, 6, width=4, levels=2, periods=3)
+    assert net.config["periods"] == 3 and net.stem[0][0].in_channels == 21  # type: ignore[index]
+    assert model_periods(model.card) == 1 and "periods" not in LandCoverUNet().config
 
 
 def test_scores_on_a_hand_made_case() -> None:
@@ -260,6 +296,36 @@ def test_tiny_training_is_deterministic_and_learns(tmp_path: Path) -> None:
     assert scores["val.model.oa"] > 0.6 and scores["val.model.kappa"] > 0.5
     assert (tmp_path / "a" / "tiny-landcover.index-centroids.json").is_file()
     assert scores["val.baseline.oa"] > 0.6  # the clean spectra are easy for the baseline too
+
+
+def test_tiny_training_with_history_maps_each_period_with_the_periods_before_it(tmp_path: Path) -> None:
+    """A two-period model: the card records it, tiled inference equals one window, a lone period is
+    mapped with no history, and the history changes the map (it is read)."""
+    sets = [write_scene(tmp_path, s, periods=3) for s in (1, 2)]
+    mild = AugmentConfig(gain=0.1, haze_p=0.2, haze_max=0.02, hole_p=0.2)
+    config = LandCoverTrainConfig(
+        name="tiny-history",
+        width=6,
+        levels=2,
+        chip=32,
+        batch_size=8,
+        steps=40,
+        lr=1e-2,
+        augment=mild,
+        periods=2,
+    )
+    model, scores = train_landcover_sets(sets, tmp_path / "a", 0, config, command="test")
+    assert model.card.architecture_args["periods"] == 2 and model_periods(model.card) == 2
+    assert "one period each with the 1 periods before it" in model.card.training_data
+    assert scores["val0.model.oa"] > 0.5  # the eastern 20 % of the first cube
+    bands, _ = scene_arrays(11, size=96, periods=2)
+    whole = predict_landcover(model, bands)
+    tiled = predict_landcover(model, bands, config=EngineConfig(tile=32, halo=32, overlap=16))
+    assert np.nanmax(np.abs(tiled.probabilities - whole.probabilities)) < TILED_TOLERANCE
+    alone = predict_landcover(model, bands[1])
+    no_history = np.stack([np.full_like(bands[1], np.nan), bands[1]])
+    np.testing.assert_array_equal(alone.probabilities, predict_landcover(model, no_history).probabilities)
+    assert np.nanmax(np.abs(alone.probabilities - whole.probabilities)) > 1e-3
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
