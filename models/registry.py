@@ -43,6 +43,7 @@ MODELS: dict[str, Path] = {
     "siamese-s2s1-semantic": card_path(WEIGHTS_DIR, "siamese-s2s1-semantic"),
     "siamese-s2s1-conditional": card_path(WEIGHTS_DIR, "siamese-s2s1-conditional"),
     "landcover-s2-unet": card_path(WEIGHTS_DIR, "landcover-s2-unet"),
+    "landcover-s2-seasonal-unet": card_path(WEIGHTS_DIR, "landcover-s2-seasonal-unet"),
     "landcover-vhr-unet": card_path(WEIGHTS_DIR, "landcover-vhr-unet"),
 }
 #: How to reproduce each registered model's weights (shown when a registered card is not shipped).
@@ -53,6 +54,7 @@ TRAINING_COMMANDS: dict[str, str] = {
     "siamese-s2s1-semantic": "python -m eowatch.models.train_semantic",
     "siamese-s2s1-conditional": "python -m eowatch.models.train_semantic --conditional",
     "landcover-s2-unet": "python -m eowatch.models.train_landcover",
+    "landcover-s2-seasonal-unet": "python -m eowatch.models.train_landcover --periods 3",
     "landcover-vhr-unet": "python -m eowatch.models.train_vhr_landcover",
 }
 

@@ -17,7 +17,7 @@ import xarray as xr
 import zarr
 
 from eowatch.models import registry
-from eowatch.models.landcover import landcover_codes_lut, predict_landcover
+from eowatch.models.landcover import landcover_codes_lut, model_periods, period_history, predict_landcover
 from eowatch.pipelines import landcover as stage
 from eowatch.pipelines.grid import ChunkKey, GridSpec
 from eowatch.pipelines.ledger import RunLayout
@@ -27,6 +27,7 @@ from eowatch.pipelines.zarr_store import create_template
 from ..models.landcover_scene import BANDS, X0, Y0, scene_arrays, write_truth
 
 NAME = "landcover-s2-unet"
+SEASONAL = "landcover-s2-seasonal-unet"
 SIZE, CHUNK = 160, 64
 PERIODS = (("2026-05-01", "2026-06-01"), ("2026-06-01", "2026-07-01"))
 
@@ -56,13 +57,13 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
 
 
-def _run(scene: dict, out: Path) -> tuple[RunLayout, stage.LandCoverInputs]:
+def _run(scene: dict, out: Path, name: str = NAME) -> tuple[RunLayout, stage.LandCoverInputs]:
     layout = RunLayout(out=out, token="tok")
     spec = scene["spec"]
-    path = stage.init_landcover(layout, spec, NAME, {"eowatch_run_token": "tok"})
+    path = stage.init_landcover(layout, spec, name, {"eowatch_run_token": "tok"})
     inputs = stage.LandCoverInputs(
         cube_spec=spec.to_dict(),
-        model=NAME,
+        model=name,
         cube_path=str(scene["cube"]),
         store_path=str(path),
         ledger_path=str(layout.ledger(stage.STORE).root),
@@ -102,6 +103,22 @@ def test_chunked_maps_equal_whole_image_inference(scene: dict, finished: dict) -
         whole = predict_landcover(model, scene["bands"][t]).codes
         np.testing.assert_array_equal(maps.values[t], whole)  # seam-free: chunks equal the whole image
     assert (maps.values[1, 100:130, 10:60] == 255).all() and (maps.values[0] != 255).all()
+
+
+def test_a_multi_period_model_maps_each_period_with_the_periods_before_it(
+    scene: dict, tmp_path: Path
+) -> None:
+    """The seasonal model reads each chunk's earlier periods too (none before the first): chunked maps
+    equal whole-image inference of each period with its history."""
+    layout, inputs = _run(scene, tmp_path / "out", SEASONAL)
+    stage.landcover_batch([(k.row, k.col) for k in scene["spec"].grid.chunks()], inputs)
+    maps = xr.open_zarr(stage.finalize_landcover(layout))["landcover"].values
+    model = registry.get(SEASONAL)
+    assert model_periods(model.card) == 3
+    for t in range(2):
+        whole = predict_landcover(model, period_history(scene["bands"], t, 3)).codes
+        np.testing.assert_array_equal(maps[t], whole)
+    assert (maps[1, 100:130, 10:60] == 255).all() and (maps[0] != 255).all()
 
 
 def test_a_lost_chunk_is_recomputed_on_resume(scene: dict, tmp_path: Path) -> None:
