@@ -8,13 +8,14 @@ What DATA may be (recognised by its content):
   as the run's crop model) into ``OUT/run``; the outputs are scored against the planted truth. Use a seed
   the models were not trained on (training used seeds 1-4; the demo's 42 is held out).
 - **a finished run's output folder** (has ``change.zarr``) with ``--truth DIR``: scored as it is, nothing
-  is recomputed; MODEL must be the one the change cube (or crop-type map) was made with.
+  is recomputed; MODEL must be the one the change cube (or crop-type or land-cover map) was made with.
 - **a WorldCereal folder** (``../shared/data/crops/worldcereal``; a crop-type MODEL): the labelled Flanders
   samples and the patch against WorldCereal's own maps (``models.worldcereal``).
 
 Metrics: change models get precision, recall, F1, IoU, kappa and OA per pixel and per transition for
 the model and the CVA baseline, and the semantic change scores (SeK, mIoU, per-type F1/IoU) of the change
-types; crop-type models OA, kappa, macro F1 and per-class F1; semantic change models (from/to heads)
+types; crop-type models OA, kappa, macro F1 and per-class F1; S2 land-cover models OA, kappa, mIoU,
+macro F1 and per-class F1/IoU over every period; semantic change models (from/to heads)
 SeK, mIoU and Fscd of their from/to maps on the analysis cube (built without a model from an archive, or
 a run's ``cube.zarr``). Files: ``OUT/metrics.json``,
 ``OUT/confusion.png``.
@@ -32,6 +33,12 @@ import numpy as np
 from eowatch.errors import InputError, ModelError
 
 DEFAULT_OUT = "eowatch-eval"
+#: A run's store scored for a model of each task (change models: ``change.zarr``).
+_STORES = {"crop_type": "crop_type.zarr", "land-cover": "landcover.zarr"}
+#: Tasks whose models ``evaluate_run`` scores (semantic change models: ``evaluate_semantic``).
+_EVALUATED_TASKS = ("change-detection", "crop_type", "land-cover")
+#: The monitoring-flow parameter that runs a model of each task (change models: ``model``).
+_STAGE_PARAMETER = {"crop_type": "crop_model", "land-cover": "landcover_model"}
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +94,7 @@ def _run_archive(model: str, archive: Path, out: Path, workers: int) -> tuple[Pa
     from eowatch.infra.services import PrefectServer, prefect_env
 
     card = _card(model)
-    extra = {"crop_model": model} if card.task == "crop_type" else {"model": model}
+    extra = {_STAGE_PARAMETER.get(card.task, "model"): model}
     run_out = out / "run"
     with ExitStack() as stack:
         served = stack.enter_context(served_archive(archive))
@@ -100,12 +107,24 @@ def _run_archive(model: str, archive: Path, out: Path, workers: int) -> tuple[Pa
     return run_out, archive / "truth"
 
 
+def _check_task(model: str, task: str) -> None:
+    """``InputError`` for a model whose task ``eowatch evaluate`` does not score (before anything runs)."""
+    from eowatch.models.registry import TRAINING_COMMANDS
+
+    if task not in (*_EVALUATED_TASKS, "semantic-change-detection"):
+        raise InputError(
+            f"eowatch evaluate does not score {task} models: a monitoring run with --truth scores "
+            f"{model!r} in its summary, and `{TRAINING_COMMANDS.get(model, 'its training command')} "
+            "--skip-training` re-scores its card"
+        )
+
+
 def _made_with(store: Path) -> tuple[str | None, dict[str, Any]]:
     """The model name a store records and its cube spec (from the store's attributes)."""
     from eowatch.pipelines.zarr_store import read_attrs
 
     attrs = read_attrs(store)
-    model = attrs.get("crop_model") or attrs.get("model")
+    model = attrs.get("crop_model") or attrs.get("landcover_model") or attrs.get("model")
     if isinstance(model, str):
         model = json.loads(model)
     spec = attrs.get("cube_spec")
@@ -113,12 +132,14 @@ def _made_with(store: Path) -> tuple[str | None, dict[str, Any]]:
 
 
 def evaluate_run(model: str, run_out: Path, truth: Path, out: Path) -> dict[str, Any]:
-    """Scores of a finished run's change cube or crop-type map (by ``model``'s task) against ``truth``."""
+    """Scores of a finished run's change cube, crop-type or land-cover map (by ``model``'s task) against
+    ``truth``."""
     from eowatch.models.confusion import render_confusion
     from eowatch.pipelines.spec import CubeSpec
 
     card = _card(model)
-    store = run_out / ("crop_type.zarr" if card.task == "crop_type" else "change.zarr")
+    _check_task(model, card.task)
+    store = run_out / _STORES.get(card.task, "change.zarr")
     if not (store / "zarr.json").is_file():
         raise InputError(f"{run_out} has no {store.name}: the run did not use {model!r}")
     made_with, spec_dict = _made_with(store)
@@ -133,6 +154,12 @@ def evaluate_run(model: str, run_out: Path, truth: Path, out: Path) -> dict[str,
         metrics = {"crop_type": evaluate_crops(store, spec, str(truth))}
         cm, names = crop_confusion(store, spec, str(truth))
         title = f"{model}: crop type vs planted land cover"
+    elif card.task == "land-cover":
+        from eowatch.pipelines.landcover import evaluate_landcover, landcover_confusion
+
+        metrics = {"land_cover": evaluate_landcover(store, spec, str(truth))}
+        cm, _, names = landcover_confusion(store, spec, str(truth))
+        title = f"{model}: land cover of every period vs planted land cover"
     else:
         from eowatch.legend import CHANGE_TYPES
         from eowatch.pipelines.evaluate import evaluate_change
@@ -230,6 +257,14 @@ def headline(metrics: dict[str, Any]) -> list[str]:
             f"crop type: OA {crops['oa']:.3f}  kappa {crops['kappa']:.3f}  macro F1 {crops['macro_f1']:.3f}"
         )
         lines += [f"  {k:<16} F1 {v:.3f}" for k, v in crops["f1_by_class"].items()]
+    cover = metrics.get("land_cover")
+    if cover:
+        lines.append(
+            f"land cover: OA {cover['oa']:.3f}  kappa {cover['kappa']:.3f}  mIoU {cover['miou']:.3f}  "
+            f"macro F1 {cover['macro_f1']:.3f}"
+        )
+        iou = cover["iou_by_class"]
+        lines += [f"  {k:<24} F1 {v:.3f}  IoU {iou[k]:.3f}" for k, v in cover["f1_by_class"].items()]
     sem = metrics.get("semantic_change")
     if sem:
         lines.append(
@@ -252,6 +287,7 @@ def headline(metrics: dict[str, Any]) -> list[str]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     data = Path(args.data).expanduser().resolve()
     card = _card(args.model)  # unknown model: fail before anything runs
+    _check_task(args.model, card.task)
     kind = data_kind(data)
     out = Path(args.out) if args.out else Path(DEFAULT_OUT) / f"{args.model}-{data.name}"
     if card.task == "semantic-change-detection":

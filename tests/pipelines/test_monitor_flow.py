@@ -436,6 +436,15 @@ def test_evaluate_scores_a_finished_run(
     assert crops["oa"] == pytest.approx(finished_run["summary"]["crop_types"]["evaluation"]["oa"])
     assert crops["miou"] > 0.5
 
+    cover_out = tmp_path / "landcover"
+    args = ["evaluate", "landcover-s2-unet", str(out), "--truth", str(truth), "--out", str(cover_out)]
+    assert main(args) == 0
+    cover = json.loads((cover_out / "metrics.json").read_text())["land_cover"]
+    assert cover["oa"] == pytest.approx(finished_run["summary"]["landcover"]["evaluation"]["oa"])
+    assert (cover_out / "confusion.png").is_file() and "land cover: OA" in capsys.readouterr().out
+    assert main(["evaluate", "landcover-vhr-unet", str(out), "--truth", str(truth)]) == 2
+    assert "does not score vhr-land-cover models" in capsys.readouterr().err
+
     sem_out = tmp_path / "semantic"
     args = ["evaluate", "siamese-s2s1-semantic", str(out), "--truth", str(truth), "--out", str(sem_out)]
     assert main(args) == 0
