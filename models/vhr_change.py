@@ -44,6 +44,8 @@ __all__ = [
     "check_vhr_inputs",
     "chunk_tiling",
     "dn_to_float",
+    "fill_nodata",
+    "pad_to_grid",
     "predict_vhr_change",
     "predict_vhr_pairs",
     "vhr_engine_config",
@@ -200,7 +202,7 @@ def predict_vhr_pairs(
     # then filled like any no data (fill_nodata).
     height, width = images.shape[-2:]
     cell = POOL ** int(model.card.architecture_args["levels"])
-    x = network_input(_pad_to_grid(images, _ALIGN_CELLS * cell))
+    x = network_input(pad_to_grid(images, _ALIGN_CELLS * cell))
     return run_tiled(predictor, x, config, device=device)[..., :height, :width]
 
 
@@ -229,14 +231,16 @@ def fill_nodata(images: np.ndarray) -> np.ndarray:
     return out
 
 
-def _pad_to_grid(images: np.ndarray, multiple: int) -> np.ndarray:
-    """``images`` padded at the bottom and right with NaN (no data: the band mean after normalisation) to
-    a multiple of ``multiple`` px along each axis (see ``predict_vhr_pairs``)."""
-    pads = [-size % multiple for size in images.shape[-2:]]
+def pad_to_grid(images: np.ndarray, multiple: int) -> np.ndarray:
+    """``images`` ``(..., H, W)`` as float32, padded at the bottom and right with NaN (no data, which
+    ``fill_nodata`` then fills from the nearest pixel with data) to a multiple of ``multiple`` px along
+    each axis (see ``predict_vhr_pairs``)."""
+    x = images.astype(np.float32, copy=False)
+    pads = [-size % multiple for size in x.shape[-2:]]
     if not any(pads):
-        return images
-    widths = [(0, 0)] * (images.ndim - 2) + [(0, pads[0]), (0, pads[1])]
-    return np.pad(images.astype(np.float32, copy=False), widths, constant_values=np.nan)
+        return x
+    widths = [(0, 0)] * (x.ndim - 2) + [(0, pads[0]), (0, pads[1])]
+    return np.pad(x, widths, constant_values=np.nan)
 
 
 def predict_vhr_change(

@@ -32,7 +32,7 @@ from eowatch.legend import VHR_LANDCOVER, VHR_LANDCOVER_COLOURS
 from .card import ClassInfo, ModelCard
 from .engine import EngineConfig, WindowPredictor, fuse_conv_gelu, module_device, run_tiled
 from .predict import check_bands_and_resolution, preprocess
-from .vhr_change import VHR_BANDS, VHR_SENSOR, chunk_tiling, fill_nodata, vhr_engine_config
+from .vhr_change import VHR_BANDS, VHR_SENSOR, chunk_tiling, fill_nodata, pad_to_grid, vhr_engine_config
 from .vhr_landcover_unet import VhrLandCoverUNet
 from .weights import LoadedModel
 
@@ -134,18 +134,6 @@ def predict_vhr_landcover(
         x = torch.from_numpy(preprocess(card, padded))
         out = run_tiled(_predictor(module), x, config, device=device)[..., :height, :width]
     return out[0] if single else out
-
-
-def pad_to_grid(images: np.ndarray, multiple: int) -> np.ndarray:
-    """``images`` ``(..., H, W)`` as float32, padded at the bottom and right with NaN (no data, filled by
-    ``predict_vhr_landcover`` from the nearest pixel with data) to a multiple of ``multiple`` px along
-    each axis."""
-    x = images.astype(np.float32, copy=False)
-    pads = [-size % multiple for size in x.shape[-2:]]
-    if not any(pads):
-        return x
-    widths = [(0, 0)] * (x.ndim - 2) + [(0, pads[0]), (0, pads[1])]
-    return np.pad(x, widths, constant_values=np.nan)
 
 
 def classify(probs: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
