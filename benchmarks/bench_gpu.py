@@ -73,20 +73,18 @@ def chip_ceilings(device: torch.device, n: int) -> dict[str, float]:
             t, _, _ = timed(lambda a=a, b=b: a @ b, device, 5)
         finally:
             torch.backends.cuda.matmul.allow_tf32 = prev
-        out[name] = round(2 * n**3 / t / 1e12, 2)
+        out[name] = float(f"{2 * n**3 / t / 1e12:.3g}")  # 3 significant digits: never 0 on a slow CPU
     x = torch.randn(n * n * 4, device=device, generator=gen)
     t, _, _ = timed(lambda: x.clone(), device, 5)
-    out["copy_GBps"] = round(2 * x.numel() * 4 / t / 1e9, 1)
+    out["copy_GBps"] = float(f"{2 * x.numel() * 4 / t / 1e9:.3g}")
     return out
 
 
 def draw_input(card: Any, periods: int, size: int, seed: int, dn: bool) -> np.ndarray:
     """``(periods, bands, size, size)`` float32 around the card's normalisation mean and std."""
-    rng = np.random.default_rng(seed)
-    mean = np.array([card.normalization[b][0] for b in card.bands], np.float32)[None, :, None, None]
-    std = np.array([card.normalization[b][1] for b in card.bands], np.float32)[None, :, None, None]
-    x = mean + std * rng.standard_normal((periods, len(card.bands), size, size), dtype=np.float32)
-    return np.clip(np.round(x), 1, 255).astype(np.float32) if dn else x
+    from eowatch.models.predict import draw_raw_inputs
+
+    return draw_raw_inputs(card, periods, size, size, np.random.default_rng(seed), digital_numbers=dn)
 
 
 def _select(features: Any, index: torch.Tensor) -> Any:

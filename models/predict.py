@@ -47,6 +47,7 @@ __all__ = [
     "check_bands_and_resolution",
     "check_days",
     "check_inputs",
+    "draw_raw_inputs",
     "normalize_bands",
     "predict_change",
     "predict_change_batch",
@@ -111,6 +112,24 @@ def preprocess(card: ModelCard, x: np.ndarray) -> np.ndarray:
     mean = [card.normalization[b][0] for b in card.bands]
     std = [card.normalization[b][1] for b in card.bands]
     return normalize_bands(x, np.array(mean), np.array(std), card.validity_channel)
+
+
+def draw_raw_inputs(
+    card: ModelCard,
+    periods: int,
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    *,
+    digital_numbers: bool = False,
+) -> np.ndarray:
+    """Random raw bands float32 ``(periods, C, height, width)`` distributed as the card's normalisation
+    statistics (each band ``mean + std * N(0, 1)``), for benchmarks and device checks that need inputs
+    the model sees as typical; ``digital_numbers`` rounds and clips them to 1-255 (8-bit VHR imagery)."""
+    mean = np.array([card.normalization[b][0] for b in card.bands], np.float32)[None, :, None, None]
+    std = np.array([card.normalization[b][1] for b in card.bands], np.float32)[None, :, None, None]
+    x = mean + std * rng.standard_normal((periods, len(card.bands), height, width), dtype=np.float32)
+    return np.clip(np.round(x), 1, 255).astype(np.float32) if digital_numbers else x.astype(np.float32)
 
 
 def window_normalizer(

@@ -18,13 +18,10 @@ MIDDLE_DAYS = (20560, 20650, 20740)  # three periods' middle days (days since 19
 
 def _series(size: int = 320) -> np.ndarray:
     """Three periods ``(3, bands, size, size)`` drawn around the model's normalisation statistics."""
+    from eowatch.models.predict import draw_raw_inputs
     from eowatch.models.registry import card_of
 
-    card = card_of(MODEL)
-    rng = np.random.default_rng(3)
-    mean = np.array([card.normalization[b][0] for b in card.bands], np.float32)[None, :, None, None]
-    std = np.array([card.normalization[b][1] for b in card.bands], np.float32)[None, :, None, None]
-    return mean + std * rng.standard_normal((3, len(card.bands), size, size), dtype=np.float32)
+    return draw_raw_inputs(card_of(MODEL), 3, size, size, np.random.default_rng(3))
 
 
 def _predict_on_worker(bands: np.ndarray) -> tuple[str, str, np.ndarray]:

@@ -43,12 +43,10 @@ def _shipped_prediction(model: LoadedModel, x: np.ndarray, precision: str) -> np
 
 def _raw_periods(model: LoadedModel, rng: np.random.Generator) -> np.ndarray:
     """Three periods around the card's normalisation statistics, no data in part of one."""
-    card = model.card
-    mean = np.array([card.normalization[b][0] for b in card.bands], np.float32)[None, :, None, None]
-    std = np.array([card.normalization[b][1] for b in card.bands], np.float32)[None, :, None, None]
-    x = (mean + std * rng.standard_normal((3, len(card.bands), 300, 260))).astype(np.float32)
-    if card.task == "vhr-change-detection":
-        x = np.clip(np.round(x), 1, 255)
+    from eowatch.models.predict import draw_raw_inputs
+
+    vhr = model.card.task == "vhr-change-detection"
+    x = draw_raw_inputs(model.card, 3, 300, 260, rng, digital_numbers=vhr)
     x[1, :, 40:90, 50:120] = np.nan
     return x
 

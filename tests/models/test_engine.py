@@ -291,6 +291,20 @@ def test_cuda_runs_the_same_engine_in_bf16(tiny_model: LoadedModel) -> None:
     assert (gpu.argmax(axis=1) == cpu.argmax(axis=1)).mean() > 0.98
 
 
+def test_drawn_raw_inputs_follow_the_card_normalisation(tiny_model: LoadedModel) -> None:
+    """The benchmarks' and device checks' inputs: normalised, each band is about N(0, 1); as digital
+    numbers, whole values in 1-255."""
+    from eowatch.models.predict import draw_raw_inputs
+
+    card = tiny_model.card
+    x = draw_raw_inputs(card, 2, 64, 48, np.random.default_rng(0))
+    assert x.shape == (2, len(card.bands), 64, 48) and x.dtype == np.float32
+    z = preprocess(card, x)[:, : len(card.bands)]
+    assert np.abs(z.mean(axis=(0, 2, 3))).max() < 0.05 and np.abs(z.std(axis=(0, 2, 3)) - 1).max() < 0.05
+    dn = draw_raw_inputs(card, 1, 8, 8, np.random.default_rng(0), digital_numbers=True)
+    assert dn.min() >= 1 and dn.max() <= 255 and (dn == np.round(dn)).all()
+
+
 def test_window_normalizer_equals_preprocess_with_season(tiny_model: LoadedModel) -> None:
     """The GPU path's per-window normalisation (run here on the CPU) gives ``with_season(preprocess)``'s
     values, validity and season channels included, for a batch of windows of three periods."""
