@@ -129,7 +129,7 @@ def draw_raw_inputs(
     mean = np.array([card.normalization[b][0] for b in card.bands], np.float32)[None, :, None, None]
     std = np.array([card.normalization[b][1] for b in card.bands], np.float32)[None, :, None, None]
     x = mean + std * rng.standard_normal((periods, len(card.bands), height, width), dtype=np.float32)
-    return np.clip(np.round(x), 1, 255).astype(np.float32) if digital_numbers else x.astype(np.float32)
+    return np.clip(np.round(x), 1, 255) if digital_numbers else x
 
 
 def window_normalizer(

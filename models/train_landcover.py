@@ -41,6 +41,7 @@ from .landcover import (
     confusion_summary,
     index_features,
     landcover_codes_lut,
+    model_periods,
     network_input,
     period_history,
     predict_centroids,
@@ -223,7 +224,7 @@ def evaluate_labelled(
     nodata = {"model": 0, "baseline": 0}
     months: dict[str, float] = {}
     labelled = cube.labels >= 0
-    periods = int(model.card.architecture_args.get("periods", 1))
+    periods = model_periods(model.card)
     for t in range(cube.bands.shape[0]):
         pred = index_of[predict_landcover(model, period_history(cube.bands, t, periods)).codes]
         base = predict_centroids(index_features(cube.bands[t], model.card.bands), centroids)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from eowatch.errors import InputError, ModelError, redact
 from eowatch.pipelines.search_request import check_lonlat_bbox, parse_bbox
-from eowatch.pipelines.spec import ChangeSpec, MonitorConfig
+from eowatch.pipelines.spec import ChangeSpec, MonitorConfig, Precision
 
 
 def check_stac_url(url: str) -> str:
@@ -232,7 +232,7 @@ class MonitorParams(BaseModel):
     threshold: float | None = Field(
         None, gt=0, lt=1, description="Change probability threshold (default: the model card's)"
     )
-    precision: Literal["auto", "float32", "bfloat16"] = Field(
+    precision: Precision = Field(
         "auto",
         description="Change-model inference precision: auto is float32 on CPU and bf16 autocast on CUDA; "
         "bfloat16 on CPU is ~2x faster where the CPU has bf16 instructions and moves a few pixels "

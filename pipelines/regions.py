@@ -27,13 +27,14 @@ import datetime as dt
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from eowatch.errors import InputError
 from eowatch.pipelines.params import MonitorParams, check_collection_id, check_stac_url
 from eowatch.pipelines.search_request import check_lonlat_bbox, geometry_from_geojson, parse_bbox
+from eowatch.pipelines.spec import Precision
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -72,7 +73,7 @@ class Region(BaseModel):
     resolution: float | None = Field(None, gt=0, description="Target pixel size in metres (default 10)")
     collections: Collections = Field(default_factory=Collections)
     model: str = Field("siamese-s2s1-change", description="Change model name (see `eowatch models`)")
-    precision: Literal["auto", "float32", "bfloat16"] = Field(
+    precision: Precision = Field(
         "auto", description="Change-model inference precision (auto: float32 on CPU, bf16 on CUDA)"
     )
     crop_model: str | None = Field(

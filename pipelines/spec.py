@@ -18,6 +18,10 @@ from eowatch.errors import InputError
 from eowatch.operators.periods import month_periods as _month_periods
 from eowatch.pipelines.grid import GridSpec
 
+#: Inference precision of a run's change model (``models.engine.Precision``, named here so that run
+#: parameters need not import torch).
+Precision = Literal["auto", "float32", "bfloat16"]
+
 S2_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir", "swir16", "swir22")
 MAX_GRID_PIXELS = 10**10
 """Largest target grid of one run (pixels; 1000 km × 1000 km at 10 m): larger areas are split into
@@ -153,7 +157,7 @@ class ChangeSpec:
     """Halo in pixels read around each chunk; None uses the model's receptive field."""
     regions_per_task: int = 4
     """Chunks processed by one Dask task (batching keeps the scheduler small)."""
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    precision: Precision = "auto"
     """Inference precision: ``auto`` is float32 on CPU and bf16 autocast on CUDA; ``bfloat16`` opts in on
     CPU (~2x faster with avx512_bf16; demo cube: 63 of 5M mask pixels flip, F1 unchanged to 3 decimals)."""
 
