@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import multiprocessing
@@ -18,6 +19,7 @@ from shapely.geometry import box
 from eowatch.archive import items as docs
 from eowatch.archive.cog import write_cog
 from eowatch.archive.config import CRS, ArchiveConfig, Layout, s1_dates, s2_dates, vhr_dates
+from eowatch.archive.phenology import AUTUMN_DOY
 from eowatch.archive.s1 import render_s1
 from eowatch.archive.s2 import acquisition, render_s2, swath_valid
 from eowatch.archive.stac import lonlat_bbox
@@ -26,13 +28,21 @@ from eowatch.archive.vhr import render_vhr
 from eowatch.archive.world import World, build_world
 from eowatch.errors import InputError
 
-ARCHIVE_VERSION = 5
+ARCHIVE_VERSION = 6
 # Version 2 changed only the truth (a crop rotation is dated when the new crop shows, not at the
 # harvest); version 3 only the VHR imagery (open water covers the field texture under a flood), and so
 # did version 4 (a clear-cut shows slash, windrows and stumps, no longer its tree crowns) and version 5
-# (a construction lot shows no drill rows or tramlines of the field it was). What an
-# older archive lacks is rewritten in place; everything else of it is bit-identical to a fresh archive.
-UPGRADES: dict[int, tuple[str, ...]] = {1: ("truth", "vhr"), 2: ("vhr",), 3: ("vhr",), 4: ("vhr",)}
+# (a construction lot shows no drill rows or tramlines of the field it was). Version 6 added autumn
+# phenology (``phenology.AUTUMN_DOY``): it changes nothing of a period without autumn days and every
+# image of one with them. What an older archive lacks is rewritten in place; everything else of it is
+# bit-identical to a fresh archive.
+UPGRADES: dict[int, tuple[str, ...]] = {
+    1: ("truth", "vhr"),
+    2: ("vhr",),
+    3: ("vhr",),
+    4: ("vhr",),
+    5: (),
+}
 Progress = Callable[[str, float], None]
 _WORLD: World | None = None
 
@@ -162,6 +172,12 @@ def make_archive(out_dir: Path, config: ArchiveConfig, progress: Progress | None
     return out_dir / "archive.json"
 
 
+def _reaches_autumn(config: ArchiveConfig) -> bool:
+    """Whether any day of the archive's period is on or after ``AUTUMN_DOY`` in its year."""
+    end = config.end if config.end.year == config.start.year else dt.date(config.start.year, 12, 31)
+    return end.timetuple().tm_yday >= AUTUMN_DOY
+
+
 def _upgrade(out_dir: Path, config: ArchiveConfig, report: Progress) -> None:
     """Rewrite what changed since a finished archive's older version (``UPGRADES``: the truth, the VHR
     images) and keep the rest.
@@ -179,8 +195,14 @@ def _upgrade(out_dir: Path, config: ArchiveConfig, report: Progress) -> None:
             f"{out_dir} holds an eowatch archive of version {version} (this eowatch writes "
             f"{ARCHIVE_VERSION}); remove it to regenerate"
         )
+    if _reaches_autumn(config):
+        raise InputError(
+            f"{out_dir} holds an eowatch archive of version {version} whose period "
+            f"{config.start}..{config.end} was rendered without autumn phenology (this eowatch writes "
+            f"{ARCHIVE_VERSION}); remove it to regenerate"
+        )
     parts = UPGRADES[version]
-    report(f"upgrade of the {' and '.join(parts)} (archive version {version})", 0.0)
+    report(f"upgrade of the {' and '.join(parts) or 'manifest'} (archive version {version})", 0.0)
     root = out_dir / f".partial-{_token(config)}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir()

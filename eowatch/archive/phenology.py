@@ -4,6 +4,14 @@ Each unit is a linear mixture of endmember spectra whose fractions follow the cr
 (central Belgium): winter cereal green-up in March, peak in May, senescence late June, harvest mid July;
 maize sown early May, peak in August; rapeseed flowering (yellow) late April, harvest early July;
 grassland mown two or three times; deciduous forest leaf-on in April.
+
+Autumn (day of year ``AUTUMN_DOY`` on, early September): maize and the crops sown after a rotation are
+harvested from late September to late October and ploughed three weeks later; the next winter cereal is
+sown on cereal fields in October–November and the next rapeseed emerges on rapeseed fields in
+September–October, reaching the winter cover the spring curves start from on 1 January; grassland
+thins to its January sward by December; deciduous leaves turn in mid-October and fall by early
+November. Days before ``AUTUMN_DOY`` render exactly as
+without these terms (archives of March–August are unchanged by them).
 """
 
 from __future__ import annotations
@@ -66,6 +74,10 @@ _MATERIALS = np.array(
 )
 
 
+#: First day of year on which the autumn terms act (7 September in a common year).
+AUTUMN_DOY = 250
+
+
 def _ramp(t: np.ndarray, mid: np.ndarray | float, width: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(t - mid) / width))
 
@@ -104,6 +116,12 @@ def unit_fractions(units: Units, day: int, moisture: float) -> tuple[np.ndarray,
 
     rows = k == KIND_MAIZE
     canopy(rows, a * 0.95 * _ramp(t, 180 + o, 11) * (t > 135 + o), 0.3 * _ramp(t, 240 + o, 6))
+    autumn = t >= AUTUMN_DOY
+    harvest = units.plow + 60 + o  # day of year of the autumn harvest: late September..late October
+    if autumn:
+        stubble(rows & (t >= harvest), t >= harvest + 21)
+        sown = (k == KIND_WCEREAL) & (t >= units.plow + 70 + o)
+        canopy(sown, a * 0.3 * _ramp(t, units.plow + 85 + o, 6), np.zeros(n, np.float32))
 
     rows = k == KIND_RAPE
     cover = a * (0.45 + 0.5 * _ramp(t, 88 + o, 8))
@@ -112,6 +130,8 @@ def unit_fractions(units: Units, day: int, moisture: float) -> tuple[np.ndarray,
     f[rows, YELLOW] = yellow[rows]
     f[rows, GREEN] = np.clip(f[rows, GREEN] - yellow[rows], 0, None)
     stubble(rows & (t >= 193 + o), ploughed)
+    if autumn:
+        canopy(rows & ploughed, a * 0.45 * _ramp(t, units.plow + 60 + o, 8), np.zeros(n, np.float32))
 
     rows = k == KIND_GRASS
     cover = a * (0.55 + 0.4 * _ramp(t, 100 + o, 10))
@@ -120,18 +140,30 @@ def unit_fractions(units: Units, day: int, moisture: float) -> tuple[np.ndarray,
         since = np.where(np.isnan(m) | (t < m), np.inf, t - m)
         cover = cover * (1 - 0.55 * np.exp(-since / 14))
         hay = np.maximum(hay, 0.35 * np.exp(-since / 5))
+    if autumn:  # growth stops: back to the winter sward of January by the end of the year
+        cover = cover * (1 - 0.42 * _ramp(t, 320, 15))
     canopy(rows, cover, hay)
 
     rows = k == KIND_DECID
     leaf = 0.1 + 0.85 * _ramp(t, 112 + o / 2, 7)
-    f[rows, FOREST] = (a * leaf)[rows]
-    f[rows, LEAFOFF] = 1 - f[rows, FOREST]
+    if autumn:
+        turned, fallen = _ramp(t, 288 + o / 2, 6), _ramp(t, 305 + o / 2, 6)
+        f[rows, FOREST] = (a * (leaf - 0.85 * turned))[rows]
+        f[rows, DRY] = (a * 0.85 * (turned - fallen))[rows]
+        f[rows, LEAFOFF] = 1 - f[rows, FOREST] - f[rows, DRY]
+    else:
+        f[rows, FOREST] = (a * leaf)[rows]
+        f[rows, LEAFOFF] = 1 - f[rows, FOREST]
     f[k == KIND_CONIF, CONIFER] = 1.0
     f[k == KIND_WATER, WATER] = 1.0
     f[k == KIND_BARE, SOIL] = 1.0
 
     urban = (k == KIND_URBAN) | (k == KIND_ROAD)
     _apply_events(units, day, f, urban)
+    if autumn:  # the crop sown after a rotation is harvested like maize, at least 100 days after sowing
+        rotated = (units.event == EV_ROTATE) & (day >= units.t0)
+        harvest = np.maximum(harvest, t - (day - units.t0) + 100)
+        stubble(rotated & (t >= harvest), t >= harvest + 21)
     wet = 0.75 * moisture
     f[:, WETSOIL] = f[:, SOIL] * wet
     f[:, SOIL] *= 1 - wet

@@ -27,7 +27,7 @@ def test_valid(small_archive: Path) -> None:
 
 def test_manifest(small_archive: Path, small_config: ArchiveConfig) -> None:
     m = load_manifest(small_archive)
-    assert m["eowatch_archive_version"] == 5 and m["crs"] == "EPSG:32631"
+    assert m["eowatch_archive_version"] == 6 and m["crs"] == "EPSG:32631"
     assert m["config"] == small_config.identity()
     assert m["aoi_bbox"] == [600000.0, 5640000.0, 602560.0, 5642560.0]
     assert m["collections"] == ["sentinel-2-l2a", "sentinel-1-grd", "vhr-rgbn"]
@@ -68,14 +68,15 @@ def test_noop_and_refusals(small_archive: Path, small_config: ArchiveConfig, tmp
         load_manifest(tmp_path)
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 def test_older_archive_is_upgraded_in_place(
     version: int, small_archive: Path, small_config: ArchiveConfig, tmp_path: Path
 ) -> None:
     """A version-1 archive (rotations dated at the harvest, flooded fields showing their drill rows at
     1 m) gets its truth and VHR images rewritten, a version-2 archive (the same drill rows) or version-3
-    archive (clear-cuts showing their tree crowns) its VHR images; all end equal to a fresh archive, and
-    the Sentinel assets are left as they are."""
+    archive (clear-cuts showing their tree crowns) its VHR images, a version-5 archive (no autumn
+    phenology, but its March period has no autumn day) only its manifest; all end equal to a fresh
+    archive, and the Sentinel assets are left as they are."""
     import shutil
 
     old = tmp_path / "old"
@@ -88,7 +89,7 @@ def test_older_archive_is_upgraded_in_place(
         (old / "truth" / "events.geojson").unlink()
     vhr = sorted((old / "assets" / "vhr-rgbn").rglob("image.tif"))
     assert vhr
-    for path in vhr:
+    for path in vhr if version < 5 else []:
         path.write_bytes(b"stale")
     s2 = next((old / "assets" / "sentinel-2-l2a").rglob("*.tif"))
     os.utime(s2, (1_000_000, 1_000_000))
@@ -98,12 +99,32 @@ def test_older_archive_is_upgraded_in_place(
         rel = f.relative_to(small_archive)
         assert (old / rel).read_bytes() == f.read_bytes(), rel
     assert s2.stat().st_mtime == 1_000_000  # not rewritten
-    assert load_manifest(old)["eowatch_archive_version"] == 5
+    assert load_manifest(old)["eowatch_archive_version"] == 6
     assert not [p.name for p in old.iterdir() if p.name.startswith(".")]
     manifest["eowatch_archive_version"] = 0
     (old / "archive.json").write_text(json.dumps(manifest))
     with pytest.raises(InputError, match="version 0"):
         make_archive(old, small_config)
+
+
+def test_older_archive_reaching_autumn_is_refused(
+    small_archive: Path, small_config: ArchiveConfig, tmp_path: Path
+) -> None:
+    """An archive written before autumn phenology (version 5) whose period has autumn days would need
+    every image re-rendered: it is refused with the way out, not upgraded or silently kept."""
+    import datetime as dt
+    import shutil
+
+    autumn = dataclasses.replace(small_config, end=dt.date(2026, 9, 30))
+    old = tmp_path / "old"
+    shutil.copytree(small_archive, old)
+    manifest = json.loads((old / "archive.json").read_text())
+    manifest["eowatch_archive_version"] = 5
+    manifest["config"] = autumn.identity()
+    (old / "archive.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match=r"without autumn phenology.*remove it to regenerate"):
+        make_archive(old, autumn)
+    assert load_manifest(old)["eowatch_archive_version"] == 5
 
 
 def test_load_items_hrefs(small_archive: Path) -> None:
