@@ -48,8 +48,11 @@ def served_archive(archive_dir: Path, asset_url: str | None = None) -> Iterator[
         yield ServedArchive(stac.url, asset_url, manifest)
 
 
-def ensure_archive(archive_dir: Path, seed: int) -> Path:
-    """Generate the default archive for ``seed`` unless it is already there (generation is a no-op then)."""
+def ensure_archive(
+    archive_dir: Path, seed: int, start: dt.date | None = None, end: dt.date | None = None
+) -> Path:
+    """Generate the default archive for ``seed`` (over ``start``..``end`` when given, else the default
+    March–August) unless it is already there (generation is a no-op then)."""
     from tqdm import tqdm
 
     from eowatch.archive import ArchiveConfig, make_archive
@@ -62,7 +65,8 @@ def ensure_archive(archive_dir: Path, seed: int) -> Path:
         bar.refresh()
 
     t0 = time.perf_counter()
-    make_archive(archive_dir, ArchiveConfig(seed=seed), progress=progress)
+    period = {k: v for k, v in (("start", start), ("end", end)) if v is not None}
+    make_archive(archive_dir, ArchiveConfig(seed=seed, **period), progress=progress)
     bar.close()
     log.info(f"archive ready in {archive_dir} ({time.perf_counter() - t0:.1f} s)")
     return archive_dir

@@ -17,6 +17,7 @@ pixels ignored; AdamW with a one-cycle schedule.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -384,6 +385,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--start", type=dt.date.fromisoformat, help="first day of the training archives (default 2026-03-01)"
+    )
+    parser.add_argument(
+        "--end", type=dt.date.fromisoformat, help="last day of the training archives (default 2026-08-31)"
+    )
     parser.add_argument("--eval-archive", help="test archive (the demo's, seed 42) with its cube")
     parser.add_argument("--eval-cube", help="analysis cube of --eval-archive")
     parser.add_argument("--real-data", help="the shared real-data folder (../shared/data)")
@@ -404,12 +411,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     scores: dict[str, float] = {}
     if not args.skip_training:
         workdir = Path(args.workdir)
-        sets = croptype_training_sets(workdir, seeds, args.workers)
-        val = croptype_training_sets(workdir, [args.val_seed], args.workers)
+        sets = croptype_training_sets(workdir, seeds, args.workers, args.start, args.end)
+        val = croptype_training_sets(workdir, [args.val_seed], args.workers, args.start, args.end)
         command = (
             f"python -m eowatch.models.train_landcover --workdir {workdir.name} --archive-seeds "
             f"{args.archive_seeds} --val-seed {args.val_seed} --steps {args.steps} --seed {args.seed}"
             + (f" --periods {args.periods} --history-drop {args.history_drop}" if args.periods > 1 else "")
+            + (f" --start {args.start}" if args.start else "")
+            + (f" --end {args.end}" if args.end else "")
         )
         model, scores = train_landcover_sets(sets, out, args.seed, config, val, command)
         print(f"saved {model.card.name} v{model.card.version} to {out}")

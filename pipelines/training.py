@@ -8,6 +8,7 @@ server), and trains the siamese model on it against the planted truth. The crop-
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,18 +79,23 @@ def build_croptype_cube(archive_dir: Path, out: Path, workers: int = 2) -> Path:
 
 
 def croptype_training_sets(
-    workdir: Path, archive_seeds: Sequence[int], workers: int = 2
+    workdir: Path,
+    archive_seeds: Sequence[int],
+    workers: int = 2,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
 ) -> list[tuple[Path, Path]]:
     """``(cube, truth_dir)`` per archive seed, generating archives and cubes under ``workdir`` if absent.
 
     Reuses ``<workdir>/archive-seed<s>`` and ``<workdir>/cube-seed<s>`` (the layout of ``eowatch train``),
-    so the change model's training caches serve here too.
+    so the change model's training caches serve here too. ``start``/``end`` set the archives' period
+    (default March–August); a workdir holds archives of one period (another period is refused).
     """
     from eowatch.demo import ensure_archive
 
     sets = []
     for s in archive_seeds:
-        archive = ensure_archive(workdir / f"archive-seed{s}", s)
+        archive = ensure_archive(workdir / f"archive-seed{s}", s, start, end)
         cube = build_croptype_cube(archive, workdir / f"cube-seed{s}", workers)
         sets.append((Path(cube), archive / "truth"))
     return sets
