@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.bench_inference import mask_agreement
+
 NAIVE_WINDOW = 64
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -167,15 +169,6 @@ def naive(
                     logits.softmax(1).detach().cpu().numpy()[0]
                 )
     return out
-
-
-def agreement(reference: np.ndarray, other: np.ndarray, threshold: float) -> dict[str, float]:
-    """Largest probability difference and the share of pixels whose change mask differs."""
-    masks = [(1.0 - p[:, 0]) >= threshold for p in (reference, other)]
-    return {
-        "max_abs_diff": round(float(np.abs(reference - other).max()), 5),
-        "share_mask_px_differing": round(float((masks[0] != masks[1]).mean()), 6),
-    }
 
 
 def bench_model(
@@ -332,7 +325,10 @@ def bench_model(
             ),
         },
         "checks": {
-            f"{label} vs engine float32 (IEEE)": agreement(ref, out, card.decision_threshold)
+            f"{label} vs engine float32 (IEEE)": {
+                k: round(v, 5 if k == "max_abs_diff" else 6)  # float rounding (1e-6) is no difference
+                for k, v in mask_agreement(ref, out, card.decision_threshold).items()
+            }
             for label, out in outputs.items()
             if label != "engine float32 (IEEE)"
         }

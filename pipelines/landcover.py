@@ -159,11 +159,11 @@ def landcover_batch(keys: Sequence[tuple[int, int]], inputs: LandCoverInputs) ->
 
 def init_landcover(layout: RunLayout, spec: CubeSpec, model_name: str, provenance: dict[str, Any]) -> Any:
     """Create the land-cover staging store (metadata only, one time step per period) unless it exists."""
-    from eowatch.models.registry import get
+    from eowatch.models.registry import card_of
 
     path = layout.staging(STORE)
     if not (path / "zarr.json").exists():
-        card = get(model_name).card
+        card = card_of(model_name)
         create_template(
             path,
             spec.grid,
@@ -231,13 +231,13 @@ def landcover_confusion(path: Any, spec: CubeSpec, truth_dir: str) -> tuple[np.n
     the number of such pixel-periods left nodata, and the class names by index."""
     from eowatch.models.confusion import confusion_matrix
     from eowatch.models.landcover import landcover_codes_lut
-    from eowatch.models.registry import get
+    from eowatch.models.registry import card_of
     from eowatch.models.train_croptype import read_landcover
     from eowatch.pipelines.zarr_store import grid_coords
 
     arr, legend = _open(path)
     model = json.loads(str(zarr.open_group(_store(path), mode="r", zarr_format=3).attrs["landcover_model"]))
-    card = get(model["name"]).card
+    card = card_of(model["name"])
     coords = grid_coords(spec.grid)
     truth = landcover_codes_lut(card)[read_landcover(truth_dir, coords["x"], coords["y"])]
     index_of = np.full(256, -1, dtype=np.int64)
@@ -260,12 +260,12 @@ def evaluate_landcover(path: Any, spec: CubeSpec, truth_dir: str) -> dict[str, A
     per-class F1/IoU (``models.landcover.confusion_summary``).
     """
     from eowatch.models.landcover import confusion_summary
-    from eowatch.models.registry import get
+    from eowatch.models.registry import card_of
 
     cm, unmapped, _ = landcover_confusion(path, spec, truth_dir)
     model = json.loads(str(zarr.open_group(_store(path), mode="r", zarr_format=3).attrs["landcover_model"]))
-    s = confusion_summary(cm, get(model["name"]).card, unmapped)
-    names = [info.name for _, info in sorted(get(model["name"]).card.classes.items())]
+    s = confusion_summary(cm, card_of(model["name"]), unmapped)
+    names = [info.name for _, info in sorted(card_of(model["name"]).classes.items())]
     return {
         "scope": "pixel-periods whose planted land cover is stable over the season",
         "n_px": int(s["n"]),  # type: ignore[call-overload]

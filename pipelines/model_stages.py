@@ -42,7 +42,7 @@ def vhr_change_stage_run(
     Raises:
         ModelError: the model does not fit the VHR cube (bands, pixel size), before any inference.
     """
-    from eowatch.models.registry import get
+    from eowatch.models.registry import card_of
     from eowatch.pipelines import vhr_change
     from eowatch.pipelines.zarr_store import open_group
 
@@ -57,7 +57,7 @@ def vhr_change_stage_run(
         warn(f"VHR change ({name}) skipped: {skipped}")
         return None
     _, grid, days = found
-    card = get(name).card
+    card = card_of(name)
     vhr_bands = [k for k, arr in open_group(run.layout.vhr).arrays() if arr.ndim == 3]  # (time, y, x)
     vhr_change.check_vhr_cube(card, vhr_bands, grid.resolution)
     pairs = vhr_change.consecutive_pairs(len(days))
@@ -164,7 +164,7 @@ def semantic_change_stage_run(run: Run, client: Any, info: Logger = log.info) ->
     Raises:
         ModelError: the model does not fit the cube (bands, resolution), before any inference.
     """
-    from eowatch.models.registry import get
+    from eowatch.models.registry import card_of
     from eowatch.pipelines import semantic_change as sc
 
     name = run.config.semantic_change_model
@@ -172,7 +172,7 @@ def semantic_change_stage_run(run: Run, client: Any, info: Logger = log.info) ->
         return None
     if not run.store_complete(run.layout.out / f"{sc.STORE}.zarr"):
         sc.check_semantic_change_model(name, run.spec)
-    inputs = partial(sc.SemanticChangeInputs, threshold=get(name).card.decision_threshold)
+    inputs = partial(sc.SemanticChangeInputs, threshold=card_of(name).decision_threshold)
     return _cube_model_stage_run(
         run, client, info, name, sc, sc.init_semantic_change, sc.semantic_change_batch,
         sc.finalize_semantic_change, inputs, "semantic change",
@@ -196,7 +196,7 @@ def vhr_landcover_stage_run(
     Raises:
         ModelError: the model does not fit the VHR cube (bands, pixel size), before any inference.
     """
-    from eowatch.models.registry import get
+    from eowatch.models.registry import card_of
     from eowatch.pipelines import vhr_landcover
     from eowatch.pipelines.zarr_store import open_group
 
@@ -212,7 +212,7 @@ def vhr_landcover_stage_run(
         return None
     _, grid, days = found
     vhr_bands = [k for k, arr in open_group(run.layout.vhr).arrays() if arr.ndim == 3]  # (time, y, x)
-    vhr_landcover.check_vhr_landcover_cube(get(name).card, vhr_bands, grid.resolution)
+    vhr_landcover.check_vhr_landcover_cube(card_of(name), vhr_bands, grid.resolution)
     prov = {
         **run.provenance,
         "stac_items": {run.config.vhr_collection: item_ids(run).get(run.config.vhr_collection, [])},

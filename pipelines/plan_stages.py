@@ -180,10 +180,10 @@ def change_tally(run: Run, device: str = "cpu") -> Tally:
     import torch
 
     from eowatch.models.engine import default_config, plan_axis
-    from eowatch.models.registry import get
+    from eowatch.models.registry import card_of
 
     spec, grid, change = run.spec, run.spec.grid, run.config.change
-    card = get(change.model).card
+    card = card_of(change.model)
     arch = card.architecture_args
     halo = change.halo if change.halo is not None else card.receptive_field_px // 2 + 1
     channels = len(dict.fromkeys([*card.bands, *spec.s2_bands, *(["vv_db"] if spec.s1_collection else [])]))
@@ -273,12 +273,12 @@ def crop_tally(run: Run) -> Tally:
     The work is counted in pixels of the season at the change model's per-pixel rate: an upper bound,
     since the L-TAE costs far less per pixel than the convolutional change model.
     """
-    from eowatch.models.registry import get
+    from eowatch.models.registry import card_of
     from eowatch.pipelines.crops import crop_variables
 
     name = run.config.crop_model
     assert name is not None
-    card, grid, t = get(name).card, run.spec.grid, len(run.spec.periods)
+    card, grid, t = card_of(name), run.spec.grid, len(run.spec.periods)
     out_px = sum(dt.itemsize for dt, _, _ in crop_variables(name).values())
     tally = Tally()
     for key in grid.chunks():
@@ -300,7 +300,7 @@ def vhr_change_tally(run: Run, items: Sequence[dict[str, Any]]) -> Tally:
     Raises:
         ModelError: the model does not fit the VHR cube (bands, pixel size), before anything runs.
     """
-    from eowatch.models.registry import get
+    from eowatch.models.registry import card_of
     from eowatch.models.vhr_change import chunk_tiling
     from eowatch.pipelines import vhr, vhr_change
 
@@ -310,7 +310,7 @@ def vhr_change_tally(run: Run, items: Sequence[dict[str, Any]]) -> Tally:
     tally = Tally()
     if grid is None or name is None or len(vhr.acquisition_days(found)) < 2:
         return tally
-    card = get(name).card
+    card = card_of(name)
     vhr_change.check_vhr_cube(card, vhr.VHR_BANDS, grid.resolution)
     t, c, tiling = len(vhr.acquisition_days(found)), len(card.bands), chunk_tiling(card)
     per_px = (
@@ -338,11 +338,11 @@ def landcover_tally(run: Run, device: str = "cpu") -> Tally:
     import torch
 
     from eowatch.models.landcover import LANDCOVER_HALO, landcover_engine_config
-    from eowatch.models.registry import get
+    from eowatch.models.registry import card_of
 
     name = run.config.landcover_model
     assert name is not None
-    card, grid, t = get(name).card, run.spec.grid, len(run.spec.periods)
+    card, grid, t = card_of(name), run.spec.grid, len(run.spec.periods)
     engine = landcover_engine_config(torch.device(device))
     k, tally = len(card.classes), Tally()
     for key in grid.chunks():
@@ -366,7 +366,7 @@ def vhr_landcover_tally(run: Run, items: Sequence[dict[str, Any]]) -> Tally:
     Raises:
         ModelError: the model does not fit the VHR cube (bands, pixel size), before anything runs.
     """
-    from eowatch.models.registry import get
+    from eowatch.models.registry import card_of
     from eowatch.models.vhr_change import chunk_tiling
     from eowatch.pipelines import vhr, vhr_change, vhr_landcover
 
@@ -376,7 +376,7 @@ def vhr_landcover_tally(run: Run, items: Sequence[dict[str, Any]]) -> Tally:
     tally = Tally()
     if grid is None or name is None:
         return tally
-    card = get(name).card
+    card = card_of(name)
     vhr_landcover.check_vhr_landcover_cube(card, vhr.VHR_BANDS, grid.resolution)
     t, c, tiling = len(vhr.acquisition_days(found)), len(card.bands), chunk_tiling(card)
     per_px = (

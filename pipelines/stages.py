@@ -88,9 +88,9 @@ def prepare_run(config: MonitorConfig, with_model: bool = True) -> Run:
     model_info: dict[str, str] | None = None
     if with_model:
         from eowatch.models.predict import check_inputs
-        from eowatch.models.registry import get
+        from eowatch.models.registry import card_of
 
-        card = get(config.change.model).card
+        card = card_of(config.change.model)
         check_inputs(card, spec.variables, spec.grid.resolution)
         model_info = {"name": card.name, "version": card.version, "sha256": card.weights_sha256}
     stage_models = _stage_model_info(config) if with_model else {}
