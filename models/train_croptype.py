@@ -14,6 +14,7 @@ cloudy month), S1 dropout, per-sample optical gain, per-sample S1 level offset a
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -469,6 +470,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--start", type=dt.date.fromisoformat, help="first day of the training archives (default 2026-03-01)"
+    )
+    parser.add_argument(
+        "--end", type=dt.date.fromisoformat, help="last day of the training archives (default 2026-08-31)"
+    )
     parser.add_argument("--eval-archive", help="held-out archive (e.g. the demo's, seed 42) with its cube")
     parser.add_argument("--eval-cube", help="analysis cube of --eval-archive")
     parser.add_argument("--real-data", help="WorldCereal folder (../shared/data/crops/worldcereal)")
@@ -483,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scores: dict[str, float] = {}
     if not args.skip_training:
         model, scores = train_croptype_shipped(
-            Path(args.workdir), out, seeds, args.epochs, args.seed, args.workers
+            Path(args.workdir), out, seeds, args.epochs, args.seed, args.workers, args.start, args.end
         )
         print(f"saved {model.card.name} v{model.card.version} to {out}")
     synthetic = (Path(args.eval_cube), Path(args.eval_archive) / "truth") if args.eval_cube else None

@@ -102,7 +102,14 @@ def croptype_training_sets(
 
 
 def train_croptype_shipped(
-    workdir: Path, weights_dir: Path, archive_seeds: Sequence[int], epochs: int, seed: int, workers: int = 2
+    workdir: Path,
+    weights_dir: Path,
+    archive_seeds: Sequence[int],
+    epochs: int,
+    seed: int,
+    workers: int = 2,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """Archives → cubes → crop-type training; writes ``<weights_dir>/crop-type-ltae.*`` (weights, card).
 
@@ -111,11 +118,13 @@ def train_croptype_shipped(
     """
     from eowatch.models.train_croptype import CropTrainConfig, train_croptype_sets
 
-    sets = croptype_training_sets(workdir, archive_seeds, workers)
+    sets = croptype_training_sets(workdir, archive_seeds, workers, start, end)
     seeds = ",".join(str(s) for s in archive_seeds)
     command = (
         f"python -m eowatch.models.train_croptype --workdir {workdir.name} --archive-seeds {seeds} "
         f"--epochs {epochs} --seed {seed}"
+        + (f" --start {start}" if start else "")
+        + (f" --end {end}" if end else "")
     )
     log.info(f"crop-type training on {len(sets)} cubes")
     return train_croptype_sets(sets, weights_dir, epochs, seed, CropTrainConfig(), command=command)
