@@ -115,11 +115,13 @@ def load_labelled_cube(
 
 
 class ChipSampler:
-    """Class-balanced chips from labelled cubes, within a share of each cube's columns.
+    """Chips from labelled cubes, within a share of each cube's columns.
 
-    Each chip is centred (as far as the cube allows) on a random labelled pixel of a class drawn
-    uniformly among the classes present, in a random cube and period; training and held-out column
-    blocks never share a chip. The labelled pixels of each class are indexed once.
+    Each chip is centred (as far as the cube allows) on a random labelled pixel, in a random cube and
+    period: with ``centre="class"`` (class-balanced) of a class drawn uniformly among the classes
+    present, with ``centre="pixel"`` of any class (classes as frequent as in the cube's columns).
+    Training and held-out column blocks never share a chip. The labelled pixels of each class are
+    indexed once.
     """
 
     def __init__(
@@ -129,10 +131,13 @@ class ChipSampler:
         n_classes: int,
         columns: tuple[float, float] = (0.0, 1.0),
         periods: int = 1,
+        centre: str = "class",
     ) -> None:
         if periods < 1:
             raise InputError(f"periods must be >= 1, got {periods}")
-        self.cubes, self.size, self.periods = list(cubes), size, periods
+        if centre not in ("class", "pixel"):
+            raise InputError(f"centre must be 'class' or 'pixel', got {centre!r}")
+        self.cubes, self.size, self.periods, self.centre = list(cubes), size, periods, centre
         self._pools: list[tuple[int, int, int, list[tuple[np.ndarray, np.ndarray]]]] = []
         for i, cube in enumerate(self.cubes):
             _, _, h, w = cube.bands.shape
@@ -158,7 +163,11 @@ class ChipSampler:
             i, c0, c1, pools = self._pools[int(rng.integers(len(self._pools)))]
             cube = self.cubes[i]
             t, _, h, _ = cube.bands.shape
-            rows, cols = pools[int(rng.integers(len(pools)))]
+            if self.centre == "class":
+                rows, cols = pools[int(rng.integers(len(pools)))]
+            else:
+                sizes = np.array([len(r) for r, _ in pools], dtype=np.float64)
+                rows, cols = pools[int(rng.choice(len(pools), p=sizes / sizes.sum()))]
             pick = int(rng.integers(len(rows)))
             y = int(np.clip(rows[pick] - size // 2, 0, h - size))
             x = int(np.clip(cols[pick] - size // 2, c0, c1 - size))

@@ -65,6 +65,11 @@ __all__ = [
 
 #: The demo's archive seed: the test set, never trained on.
 TEST_SEED = 42
+#: How the card's training data describes ``LandCoverTrainConfig.chip_centre``.
+_CENTRES = {
+    "class": "a class drawn uniformly",
+    "pixel": "any labelled pixel (the archives' class frequencies)",
+}
 #: Name of the multi-period model (``--periods`` above 1).
 SEASONAL_NAME = "landcover-s2-seasonal-unet"
 
@@ -97,6 +102,9 @@ class LandCoverTrainConfig:
     """AdamW weight decay."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Radiometric jitter (geometry: rot90 and flips always)."""
+    chip_centre: str = "class"
+    """What a chip is centred on (``ChipSampler``'s ``centre``): a pixel of a class drawn uniformly
+    (``"class"``, class-balanced) or any labelled pixel (``"pixel"``, the archives' class frequencies)."""
     threads: int = 1
     """Torch CPU threads (fixed for determinism; two threads spin-wait on a shared 2-core machine)."""
 
@@ -104,6 +112,8 @@ class LandCoverTrainConfig:
         sizes = (self.width, self.levels, self.chip, self.batch_size, self.steps, self.threads, self.periods)
         if min(sizes) < 1:
             raise InputError("width, levels, chip, batch_size, steps, threads and periods must be >= 1")
+        if self.chip_centre not in ("class", "pixel"):
+            raise InputError(f"chip_centre must be 'class' or 'pixel', got {self.chip_centre!r}")
         if self.chip % 2**self.levels or not self.lr > 0:
             raise InputError(f"chip must be a multiple of {2**self.levels} px and lr > 0")
 
@@ -278,7 +288,9 @@ def train_landcover_sets(
     lut = landcover_codes_lut()
     cubes = [load_labelled_cube(c, t, config.bands, lut) for c, t in sets]
     columns = (0.0, 1.0) if val_sets else (0.0, 0.8)
-    sampler = ChipSampler(cubes, config.chip, len(LANDCOVER_CLASSES), columns, config.periods)
+    sampler = ChipSampler(
+        cubes, config.chip, len(LANDCOVER_CLASSES), columns, config.periods, config.chip_centre
+    )
     norm = _normalization(cubes, config.bands)
     with deterministic(seed, config.threads):
         n_in, n_classes = len(config.bands) + 1, len(LANDCOVER_CLASSES)
@@ -292,8 +304,8 @@ def train_landcover_sets(
         data = (
             f"cubes {names} (S2 L2A monthly median composites, months {cubes[0].months.tolist()}); "
             f"{config.steps} steps x {config.batch_size} chips of {config.chip} px ({_chip_periods(config)}, "
-            f"centred on a class drawn uniformly), labels: stable planted land cover through the card's "
-            f"eowatch_landcover table{held_out}; seed {seed}"
+            f"centred on {_CENTRES[config.chip_centre]}), labels: stable planted land cover through the "
+            f"card's eowatch_landcover table{held_out}; seed {seed}"
         )
         card = _card(config, model, norm, data, command)
         history = _fit(model, card, sampler, seed, config)
@@ -386,6 +398,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
+        "--version", default=LandCoverTrainConfig().version, help="version recorded in the card"
+    )
+    parser.add_argument(
+        "--chip-centre",
+        choices=tuple(_CENTRES),
+        default="class",
+        help="centre chips on a class drawn uniformly (class-balanced) or on any labelled pixel",
+    )
+    parser.add_argument(
         "--start", type=dt.date.fromisoformat, help="first day of the training archives (default 2026-03-01)"
     )
     parser.add_argument(
@@ -404,7 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if TEST_SEED in seeds or args.val_seed in seeds or args.val_seed == TEST_SEED:
         raise InputError(f"seed {TEST_SEED} is the test archive and the validation seed must be held out")
     out = Path(args.out) if args.out else WEIGHTS_DIR
-    config = LandCoverTrainConfig(steps=args.steps, periods=args.periods)
+    config = LandCoverTrainConfig(
+        steps=args.steps, periods=args.periods, chip_centre=args.chip_centre, version=args.version
+    )
     if args.periods > 1:
         augment = replace(config.augment, history_drop=args.history_drop)
         config = replace(config, name=SEASONAL_NAME, augment=augment)
@@ -417,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"python -m eowatch.models.train_landcover --workdir {workdir.name} --archive-seeds "
             f"{args.archive_seeds} --val-seed {args.val_seed} --steps {args.steps} --seed {args.seed}"
             + (f" --periods {args.periods} --history-drop {args.history_drop}" if args.periods > 1 else "")
+            + (f" --chip-centre {args.chip_centre}" if args.chip_centre != "class" else "")
+            + (f" --version {args.version}" if args.version != LandCoverTrainConfig().version else "")
             + (f" --start {args.start}" if args.start else "")
             + (f" --end {args.end}" if args.end else "")
         )

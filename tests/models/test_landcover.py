@@ -223,6 +223,28 @@ def test_chips_are_class_balanced_and_stay_in_their_columns() -> None:
         ChipSampler([cube], 64, 6, columns=(0.0, 0.5))
 
 
+def test_pixel_centred_chips_follow_the_class_frequencies() -> None:
+    """``centre="pixel"`` draws chip centres as often as each class covers the sampled columns; the
+    class-balanced default draws every class alike. One common class, five rare 6 x 6 blocks placed
+    where a 32 px chip centred on them is not clipped (so its centre is the drawn pixel)."""
+    labels = np.zeros((96, 96), np.int64)
+    for k in range(1, 6):
+        labels[10 + 12 * k : 16 + 12 * k, 20:26] = k
+    bands = np.random.default_rng(0).random((2, 6, 96, 96), dtype=np.float32)
+    cube = LabelledCube("test", bands, labels, np.array([5, 6]))
+    drawn = {}
+    for centre in ("pixel", "class"):
+        _, y = ChipSampler([cube], 32, 6, columns=(0.0, 0.5), centre=centre).sample(
+            600, np.random.default_rng(1)
+        )
+        drawn[centre] = np.bincount(y[:, 16, 16], minlength=6) / 600
+    rare_share = 36 / (96 * 48)
+    assert drawn["pixel"][0] > 0.9 and (drawn["pixel"][1:] < 4 * rare_share).all()
+    assert (np.abs(drawn["class"] - 1 / 6) < 0.06).all()
+    with pytest.raises(InputError, match="centre must be"):
+        ChipSampler([cube], 32, 6, centre="edge")
+
+
 def test_history_is_the_periods_before_oldest_first_and_no_data_before_the_series() -> None:
     series = np.arange(4 * 2 * 3 * 3, dtype=np.float32).reshape(4, 2, 3, 3)
     np.testing.assert_array_equal(period_history(series, 3, 3), series[1:4])
