@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -114,6 +115,10 @@ def load_labelled_cube(
     return LabelledCube(name, data, lut[cover], months.astype(np.int64))
 
 
+#: What a training chip is centred on (``ChipSampler``): a pixel of a class drawn uniformly, or any pixel.
+ChipCentre = Literal["class", "pixel"]
+
+
 class ChipSampler:
     """Chips from labelled cubes, within a share of each cube's columns.
 
@@ -131,7 +136,7 @@ class ChipSampler:
         n_classes: int,
         columns: tuple[float, float] = (0.0, 1.0),
         periods: int = 1,
-        centre: str = "class",
+        centre: ChipCentre = "class",
     ) -> None:
         if periods < 1:
             raise InputError(f"periods must be >= 1, got {periods}")

@@ -6,9 +6,10 @@ the crop-type and change models use; the card records the exact command). Determ
 fixed thread count (one by default).
 
 Data: one chip is one period (month) of one cube (with the periods before it for a multi-period model,
-``--periods``), 64 x 64 px, centred on a pixel of a class drawn
-uniformly (so the rare water and bare land are seen as often as forest), labelled from the planted land
-cover (``models.landcover_data``). The archive seeds given are trained on; ``--val-seed`` is a whole
+``--periods``), 64 x 64 px, centred on a pixel of a class drawn uniformly (so the rare water and bare
+land are seen as often as forest; ``--chip-centre pixel``: on any labelled pixel, classes as frequent as
+in the archives, as for the seasonal model 0.2.0), labelled from the planted land cover
+(``models.landcover_data``). The archive seeds given are trained on; ``--val-seed`` is a whole
 held-out archive (validation, ``val.*``); seed 42 (the demo's) is refused for training and is the test
 set (``synthetic.*``). Loss: cross-entropy weighted by inverse square-root class frequency, unlabelled
 pixels ignored; AdamW with a one-cycle schedule.
@@ -49,7 +50,14 @@ from .landcover import (
     predict_landcover,
     worldcover_codes,
 )
-from .landcover_data import AugmentConfig, ChipSampler, LabelledCube, augment_chip, load_labelled_cube
+from .landcover_data import (
+    AugmentConfig,
+    ChipCentre,
+    ChipSampler,
+    LabelledCube,
+    augment_chip,
+    load_labelled_cube,
+)
 from .landcover_unet import LandCoverUNet
 from .metrics import flatten_scores
 from .weights import LoadedModel, load_model, save_model
@@ -102,7 +110,7 @@ class LandCoverTrainConfig:
     """AdamW weight decay."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Radiometric jitter (geometry: rot90 and flips always)."""
-    chip_centre: str = "class"
+    chip_centre: ChipCentre = "class"
     """What a chip is centred on (``ChipSampler``'s ``centre``): a pixel of a class drawn uniformly
     (``"class"``, class-balanced) or any labelled pixel (``"pixel"``, the archives' class frequencies)."""
     threads: int = 1
