@@ -14,7 +14,6 @@ cloudy month), S1 dropout, per-sample optical gain, per-sample S1 level offset a
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -461,6 +460,8 @@ def evaluate_and_record(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: reproduce the shipped crop-type model (archives → cubes → training → scores)."""
+    from eowatch.pipelines.training import add_archive_period_arguments, train_croptype_shipped
+
     parser = argparse.ArgumentParser(prog="python -m eowatch.models.train_croptype", description=__doc__)
     parser.add_argument(
         "--workdir", default="eowatch-train", help="folder of the training archives and cubes"
@@ -470,18 +471,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument(
-        "--start", type=dt.date.fromisoformat, help="first day of the training archives (default 2026-03-01)"
-    )
-    parser.add_argument(
-        "--end", type=dt.date.fromisoformat, help="last day of the training archives (default 2026-08-31)"
-    )
+    add_archive_period_arguments(parser)
     parser.add_argument("--eval-archive", help="held-out archive (e.g. the demo's, seed 42) with its cube")
     parser.add_argument("--eval-cube", help="analysis cube of --eval-archive")
     parser.add_argument("--real-data", help="WorldCereal folder (../shared/data/crops/worldcereal)")
     parser.add_argument("--skip-training", action="store_true", help="only score the model in --out")
     args = parser.parse_args(argv)
-    from eowatch.pipelines.training import train_croptype_shipped
 
     from .registry import WEIGHTS_DIR
 

@@ -18,7 +18,6 @@ pixels ignored; AdamW with a one-cycle schedule.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -383,6 +382,12 @@ def evaluate_and_record(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: reproduce the shipped land-cover model (archives → cubes → training → scores)."""
+    from eowatch.pipelines.training import (
+        add_archive_period_arguments,
+        archive_period_flags,
+        croptype_training_sets,
+    )
+
     parser = argparse.ArgumentParser(prog="python -m eowatch.models.train_landcover", description=__doc__)
     parser.add_argument(
         "--workdir", default="eowatch-train", help="folder of the training archives and cubes"
@@ -414,18 +419,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="class",
         help="centre chips on a class drawn uniformly (class-balanced) or on any labelled pixel",
     )
-    parser.add_argument(
-        "--start", type=dt.date.fromisoformat, help="first day of the training archives (default 2026-03-01)"
-    )
-    parser.add_argument(
-        "--end", type=dt.date.fromisoformat, help="last day of the training archives (default 2026-08-31)"
-    )
+    add_archive_period_arguments(parser)
     parser.add_argument("--eval-archive", help="test archive (the demo's, seed 42) with its cube")
     parser.add_argument("--eval-cube", help="analysis cube of --eval-archive")
     parser.add_argument("--real-data", help="the shared real-data folder (../shared/data)")
     parser.add_argument("--skip-training", action="store_true", help="only score the model in --out")
     args = parser.parse_args(argv)
-    from eowatch.pipelines.training import croptype_training_sets
 
     from .registry import WEIGHTS_DIR
 
@@ -450,8 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             + (f" --periods {args.periods} --history-drop {args.history_drop}" if args.periods > 1 else "")
             + (f" --chip-centre {args.chip_centre}" if args.chip_centre != "class" else "")
             + (f" --version {args.version}" if args.version != LandCoverTrainConfig().version else "")
-            + (f" --start {args.start}" if args.start else "")
-            + (f" --end {args.end}" if args.end else "")
+            + archive_period_flags(args.start, args.end)
         )
         model, scores = train_landcover_sets(sets, out, args.seed, config, val, command)
         print(f"saved {model.card.name} v{model.card.version} to {out}")

@@ -8,6 +8,7 @@ server), and trains the siamese model on it against the planted truth. The crop-
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
 from collections.abc import Sequence
@@ -78,6 +79,20 @@ def build_croptype_cube(archive_dir: Path, out: Path, workers: int = 2) -> Path:
             return cube_stage_run(run, client)
 
 
+def add_archive_period_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--start``/``--end`` of a training command: the period of the archives it generates."""
+    for flag, help_text in (
+        ("--start", "first day of the training archives (default 2026-03-01)"),
+        ("--end", "last day of the training archives (default 2026-08-31)"),
+    ):
+        parser.add_argument(flag, type=dt.date.fromisoformat, help=help_text)
+
+
+def archive_period_flags(start: dt.date | None, end: dt.date | None) -> str:
+    """The ``--start``/``--end`` part of a recorded training command (empty for the default period)."""
+    return (f" --start {start}" if start else "") + (f" --end {end}" if end else "")
+
+
 def croptype_training_sets(
     workdir: Path,
     archive_seeds: Sequence[int],
@@ -122,9 +137,7 @@ def train_croptype_shipped(
     seeds = ",".join(str(s) for s in archive_seeds)
     command = (
         f"python -m eowatch.models.train_croptype --workdir {workdir.name} --archive-seeds {seeds} "
-        f"--epochs {epochs} --seed {seed}"
-        + (f" --start {start}" if start else "")
-        + (f" --end {end}" if end else "")
+        f"--epochs {epochs} --seed {seed}" + archive_period_flags(start, end)
     )
     log.info(f"crop-type training on {len(sets)} cubes")
     return train_croptype_sets(sets, weights_dir, epochs, seed, CropTrainConfig(), command=command)

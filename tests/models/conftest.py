@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -35,3 +38,21 @@ def tiny_module() -> SiameseChangeNet:
 @pytest.fixture
 def tiny_model(tiny_module: SiameseChangeNet) -> LoadedModel:
     return LoadedModel(module=tiny_module.requires_grad_(False), card=make_card(tiny_module))
+
+
+@pytest.fixture
+def generated_archives(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, dt.date, dt.date]]:
+    """Training commands run without archives or cubes: each archive they would generate is recorded
+    as ``(seed, start, end)`` in the list returned, and the cube stage returns its output path."""
+    import eowatch.archive
+    import eowatch.pipelines.training as training
+
+    made: list[tuple[int, dt.date, dt.date]] = []
+
+    def fake_make(out: Path, config: eowatch.archive.ArchiveConfig, progress: object = None) -> Path:
+        made.append((config.seed, config.start, config.end))
+        return out / "archive.json"
+
+    monkeypatch.setattr(eowatch.archive, "make_archive", fake_make)
+    monkeypatch.setattr(training, "build_croptype_cube", lambda archive, out, workers: out)
+    return made

@@ -341,32 +341,22 @@ def test_predict_croptype_on_cuda_matches_cpu(tiny_ltae: LTAEClassifier) -> None
 
 
 def test_training_command_passes_the_archive_period_and_records_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, generated_archives: list
 ) -> None:
     """``--start``/``--end`` reach every training archive and the card's command."""
     import datetime as dt
     from types import SimpleNamespace
 
-    import eowatch.archive
     import eowatch.models.train_croptype as tc
-    import eowatch.pipelines.training as training
-
-    made: list[tuple[int, dt.date, dt.date]] = []
-
-    def fake_make(out: Path, config: object, progress: object = None) -> Path:
-        made.append((config.seed, config.start, config.end))  # type: ignore[attr-defined]
-        return out / "archive.json"
 
     commands: list[str] = []
     trained = (SimpleNamespace(card=SimpleNamespace(name="crop-type-ltae", version="0")), {})
-    monkeypatch.setattr(eowatch.archive, "make_archive", fake_make)
-    monkeypatch.setattr(training, "build_croptype_cube", lambda archive, out, workers: out)
     record = lambda *a, **k: (commands.append(k["command"]), trained)[1]  # noqa: E731
     monkeypatch.setattr(tc, "train_croptype_sets", record)
     argv = ["--workdir", str(tmp_path), "--archive-seeds", "1,2"]
     assert tc.main([*argv, "--start", "2026-01-01", "--end", "2026-12-31"]) == 0
     year = (dt.date(2026, 1, 1), dt.date(2026, 12, 31))
-    assert made == [(1, *year), (2, *year)]
+    assert generated_archives == [(1, *year), (2, *year)]
     assert commands == [
         f"python -m eowatch.models.train_croptype --workdir {tmp_path.name} --archive-seeds 1,2 --epochs 30 "
         "--seed 0 --start 2026-01-01 --end 2026-12-31"

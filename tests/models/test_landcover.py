@@ -365,29 +365,19 @@ def test_predict_landcover_on_cuda_matches_cpu(model: registry.LoadedModel) -> N
 
 
 def test_training_command_passes_the_archive_period_and_records_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, generated_archives: list
 ) -> None:
     """``--start``/``--end`` reach every archive (training and validation) and the card's command."""
     import datetime as dt
     from types import SimpleNamespace
 
-    import eowatch.archive
     import eowatch.models.train_landcover as tl
-    import eowatch.pipelines.training as training
-
-    made: list[tuple[int, dt.date, dt.date]] = []
-
-    def fake_make(out: Path, config: object, progress: object = None) -> Path:
-        made.append((config.seed, config.start, config.end))  # type: ignore[attr-defined]
-        return out / "archive.json"
 
     recorded: list[str] = []
-    monkeypatch.setattr(eowatch.archive, "make_archive", fake_make)
-    monkeypatch.setattr(training, "build_croptype_cube", lambda archive, out, workers: out)
     trained = (SimpleNamespace(card=SimpleNamespace(name=tl.SEASONAL_NAME, version="0")), {})
     monkeypatch.setattr(tl, "train_landcover_sets", lambda *a, **k: (recorded.append(a[-1]), trained)[1])
     argv = ["--workdir", str(tmp_path), "--archive-seeds", "1,2", "--val-seed", "4", "--periods", "3"]
     assert tl.main([*argv, "--start", "2026-01-01", "--end", "2026-12-31"]) == 0
     year = (dt.date(2026, 1, 1), dt.date(2026, 12, 31))
-    assert made == [(1, *year), (2, *year), (4, *year)]
+    assert generated_archives == [(1, *year), (2, *year), (4, *year)]
     assert recorded[0].endswith("--periods 3 --history-drop 0.0 --start 2026-01-01 --end 2026-12-31")
