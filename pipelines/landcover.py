@@ -264,8 +264,9 @@ def evaluate_landcover(path: Any, spec: CubeSpec, truth_dir: str) -> dict[str, A
 
     cm, unmapped, _ = landcover_confusion(path, spec, truth_dir)
     model = json.loads(str(zarr.open_group(_store(path), mode="r", zarr_format=3).attrs["landcover_model"]))
-    s = confusion_summary(cm, card_of(model["name"]), unmapped)
-    names = [info.name for _, info in sorted(card_of(model["name"]).classes.items())]
+    card = card_of(model["name"])
+    s = confusion_summary(cm, card, unmapped)
+    names = [info.name for _, info in sorted(card.classes.items())]
     return {
         "scope": "pixel-periods whose planted land cover is stable over the season",
         "n_px": int(s["n"]),  # type: ignore[call-overload]
