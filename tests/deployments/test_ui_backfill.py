@@ -38,6 +38,7 @@ START, END, WINDOW_MONTHS = dt.date(2026, 4, 1), dt.date(2026, 6, 30), 2
 WINDOWS = ["2026-04-01_2026-05-31", "2026-05-01_2026-06-30"]
 MODEL = "siamese-s2s1-change"
 TIMEOUT_S = 420
+SUBMIT_TIMEOUT_S = 120
 
 
 def _browser_or_skip() -> Any:
@@ -119,6 +120,24 @@ def _flow_runs(deployment_id: str) -> tuple[list[Any], list[Any]]:
         return runs, children
 
 
+def _wait_submitted(page: Any, deployment_id: str, picture: Path) -> None:
+    """Wait until the submitted form has created the deployment's flow run.
+
+    The UI validates the form with the server before it creates the run; on a loaded 2-core CI machine
+    that once took longer than Playwright's 30 s default. The run is looked for through the API, and a
+    form that never turns into a run fails with the page's address, its text and a screenshot."""
+    deadline = time.monotonic() + SUBMIT_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if _flow_runs(deployment_id)[0]:
+            return
+        page.wait_for_timeout(1000)
+    page.screenshot(path=str(picture), full_page=True)
+    text = page.locator("body").inner_text()
+    pytest.fail(
+        f"no flow run {SUBMIT_TIMEOUT_S} s after Submit; the page is {page.url} ({picture}):\n{text[-3000:]}"
+    )
+
+
 def _wait_completed(deployment_id: str, log: Path) -> tuple[Any, list[Any]]:
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
@@ -173,7 +192,8 @@ def test_backfill_from_the_ui(
             _fill_form(page, "small", out_root)
             _screenshot_form(page, img / "ui-backfill-form.png")
             page.get_by_role("button", name="Submit", exact=True).click()
-            page.wait_for_url(url + "?tab=Runs")  # the UI returns to the deployment's runs
+            _wait_submitted(page, deployment_id, tmp_path / "after-submit.png")
+            page.wait_for_url(url + "?tab=Runs", timeout=SUBMIT_TIMEOUT_S * 1000)  # back to the runs
             run, children = _wait_completed(deployment_id, served.log)
             assert run.state.is_completed(), (
                 f"{run.state.name}: {run.state.message}\n{served.log.read_text()}"
