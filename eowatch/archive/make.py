@@ -28,20 +28,23 @@ from eowatch.archive.vhr import render_vhr
 from eowatch.archive.world import World, build_world
 from eowatch.errors import InputError
 
-ARCHIVE_VERSION = 6
+ARCHIVE_VERSION = 7
 # Version 2 changed only the truth (a crop rotation is dated when the new crop shows, not at the
 # harvest); version 3 only the VHR imagery (open water covers the field texture under a flood), and so
 # did version 4 (a clear-cut shows slash, windrows and stumps, no longer its tree crowns) and version 5
 # (a construction lot shows no drill rows or tramlines of the field it was). Version 6 added autumn
 # phenology (``phenology.AUTUMN_DOY``): it changes nothing of a period without autumn days and every
-# image of one with them. What an older archive lacks is rewritten in place; everything else of it is
+# image of one with them. Version 7 changed only the VHR imagery again (a regional road is its 7 m
+# carriageway drawn at 1 m from its centre line, no longer a staircase of 10 m blocks; ``vhr.VhrGround``).
+# What an older archive lacks is rewritten in place; everything else of it is
 # bit-identical to a fresh archive.
 UPGRADES: dict[int, tuple[str, ...]] = {
     1: ("truth", "vhr"),
     2: ("vhr",),
     3: ("vhr",),
     4: ("vhr",),
-    5: (),
+    5: ("vhr",),
+    6: ("vhr",),
 }
 Progress = Callable[[str, float], None]
 _WORLD: World | None = None
@@ -195,7 +198,7 @@ def _upgrade(out_dir: Path, config: ArchiveConfig, report: Progress) -> None:
             f"{out_dir} holds an eowatch archive of version {version} (this eowatch writes "
             f"{ARCHIVE_VERSION}); remove it to regenerate"
         )
-    if _reaches_autumn(config):
+    if version < 6 and _reaches_autumn(config):
         raise InputError(
             f"{out_dir} holds an eowatch archive of version {version} whose period "
             f"{config.start}..{config.end} was rendered without autumn phenology (this eowatch writes "

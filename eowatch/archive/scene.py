@@ -103,7 +103,7 @@ def build_scene(config: ArchiveConfig, layout: Layout) -> Scene:
     kind = np.where(river | _lake(rng_for(config.seed, "lake"), layout, x, y, floodplain), KIND_WATER, kind)
 
     town_dist, town, streets = _towns(rng_for(config.seed, "town"), layout, x, y)
-    roads = streets | _main_roads(rng_for(config.seed, "roads"), layout, x, y)
+    roads = streets | _main_roads(main_road_lines(config, layout), x, y)
     garden = rng_for(config.seed, "garden").random(n_cells) < 0.15
     kind = np.where(town & ~(kind == KIND_WATER), np.where(garden[cell], KIND_GRASS, KIND_URBAN), kind)
     kind = np.where(roads & (kind != KIND_WATER), KIND_ROAD, kind)
@@ -194,16 +194,43 @@ def _towns(
     return dist, town, streets & town
 
 
-def _main_roads(rng: np.random.Generator, layout: Layout, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Two or three straight regional roads (10 m wide) through the AOI."""
+#: A 10 m pixel whose centre lies within this distance (metres) of a regional road's centre line is road.
+ROAD_CELL_HALF_WIDTH_M = 5.0
+
+
+@dataclass(frozen=True)
+class RoadLine:
+    """A straight regional road's centre line: a point on it (``x``, ``y``: metres in the archive's UTM
+    CRS) and its direction (``angle``: radians counter-clockwise from east)."""
+
+    x: float
+    y: float
+    angle: float
+
+    def distance(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Distance in metres of the points ``(x, y)`` (broadcast) from the centre line, float64."""
+        return np.abs((x - self.x) * np.sin(self.angle) - (y - self.y) * np.cos(self.angle))
+
+
+def main_road_lines(config: ArchiveConfig, layout: Layout) -> list[RoadLine]:
+    """The centre lines of the two or three straight regional roads through the AOI (deterministic from
+    the seed). The 10 m scene draws them ``2 * ROAD_CELL_HALF_WIDTH_M`` wide; the 1 m VHR renderer draws
+    their carriageway from these lines (``eowatch.archive.vhr``)."""
+    rng = rng_for(config.seed, "roads")
     minx, miny, maxx, _maxy = layout.aoi.bbox
     edge = maxx - minx
-    roads = np.zeros(np.broadcast_shapes(x.shape, y.shape), dtype=bool)
+    lines = []
     for _ in range(2 + int(edge > 6000)):
         px, py = minx + rng.uniform(0.2, 0.8) * edge, miny + rng.uniform(0.2, 0.8) * edge
-        angle = rng.uniform(0, np.pi)
-        dist = np.abs((x - px) * np.sin(angle) - (y - py) * np.cos(angle))
-        roads |= dist < 5.0
+        lines.append(RoadLine(float(px), float(py), float(rng.uniform(0, np.pi))))
+    return lines
+
+
+def _main_roads(lines: list[RoadLine], x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """bool mask of the regional roads (10 m wide) at the points ``(x, y)``."""
+    roads = np.zeros(np.broadcast_shapes(x.shape, y.shape), dtype=bool)
+    for line in lines:
+        roads |= line.distance(x, y) < ROAD_CELL_HALF_WIDTH_M
     return roads
 
 

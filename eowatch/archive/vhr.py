@@ -10,6 +10,7 @@ texture: a flooded field shows turbid water, not its drill rows.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -27,7 +28,10 @@ from eowatch.archive.scene import (
     KIND_RAPE,
     KIND_ROAD,
     KIND_URBAN,
+    KIND_WATER,
     KIND_WCEREAL,
+    ROAD_CELL_HALF_WIDTH_M,
+    main_road_lines,
 )
 from eowatch.archive.world import World
 from eowatch.legend import VHR_LANDCOVER
@@ -44,6 +48,65 @@ def _hash_table(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     return rng.random((n, k), dtype=np.float32)
 
 
+#: Half the width (metres) of a regional road's asphalt carriageway at 1 m: two 3.5 m lanes.
+CARRIAGEWAY_HALF_WIDTH_M = 3.5
+
+
+@dataclass(frozen=True)
+class VhrGround:
+    """The static ground of the VHR sub-area on its 1 m grid, from the 10 m scene.
+
+    The 10 m scene draws a regional road as the 10 m pixels whose centre lies within 5 m of its centre
+    line: a staircase of 10 m blocks across the fields. At 1 m the road is its carriageway, drawn from
+    the centre line (``CARRIAGEWAY_HALF_WIDTH_M``); a road block's pixels off the carriageway show the
+    nearest ground outside the road's blocks (the field, meadow or forest beside the road), and a
+    carriageway pixel outside the road's blocks is road. Town streets and everything else are the 10 m
+    scene upsampled (nearest), so class edges stay on the 10 m truth grid.
+
+    ``kind`` (int8 ``KIND_*``) and ``unit`` (int32 unit index) are ``(H, W)`` arrays; ``carriageway`` is
+    bool ``(H, W)``; ``source`` holds, per 1 m pixel, the flat index of the pixel whose 10 m data it
+    shows (itself except beside a regional road).
+    """
+
+    kind: np.ndarray
+    unit: np.ndarray
+    carriageway: np.ndarray
+    source: np.ndarray
+
+    def gather(self, upsampled: np.ndarray) -> np.ndarray:
+        """A 1 m ``(H, W)`` array upsampled from the 10 m grid, with the roadside pixels taken from their
+        ``source`` (same dtype)."""
+        return upsampled.ravel()[self.source]
+
+
+def vhr_ground(world: World) -> VhrGround:
+    """The 1 m ground of ``world``'s VHR sub-area (deterministic; see ``VhrGround``)."""
+    layout = world.layout
+    g10 = Grid.from_bbox(layout.vhr.bbox, 10.0)
+    g1 = Grid.from_bbox(layout.vhr.bbox, 1.0)
+    unit10 = world.scene.unit[g10.window_in(layout.world)]
+    units = world.scene.units
+    x10, y10 = g10.centers()
+    x1, y1 = g1.centers()
+    blocks10 = np.zeros(g10.shape, bool)
+    carriageway = np.zeros(g1.shape, bool)
+    for line in main_road_lines(world.config, layout):
+        blocks10 |= line.distance(x10, y10) < ROAD_CELL_HALF_WIDTH_M
+        carriageway |= line.distance(x1, y1) < CARRIAGEWAY_HALF_WIDTH_M
+    blocks10 &= units.kind[unit10] == KIND_ROAD  # not where the road crosses open water
+    blocks = np.kron(blocks10, np.ones((10, 10), bool))
+    h, w = blocks.shape
+    source = np.arange(h * w, dtype=np.int64).reshape(h, w)
+    if blocks.any() and not blocks.all():
+        _, (iy, ix) = ndimage.distance_transform_edt(blocks, return_indices=True)
+        source = np.where(blocks, iy.astype(np.int64) * w + ix, source)
+    unit = np.kron(unit10, np.ones((10, 10), np.int32)).ravel()[source]
+    kind = units.kind[unit]
+    carriageway &= kind != KIND_WATER
+    kind = np.where(carriageway, np.int8(KIND_ROAD), kind).astype(np.int8)
+    return VhrGround(kind, unit, carriageway, source)
+
+
 def render_vhr(world: World, k: int) -> tuple[str, dt.datetime, np.ndarray]:
     """Render VHR acquisition ``k``: (item id, UTC datetime, uint8 array (4, H, W) red/green/blue/nir)."""
     cfg, layout = world.config, world.layout
@@ -57,24 +120,23 @@ def render_vhr(world: World, k: int) -> tuple[str, dt.datetime, np.ndarray]:
     refl10, water10, _ = surface_reflectance(
         world.scene, world.plan, world.urban, eday, world.weather.moisture[eday]
     )
+    ground = vhr_ground(world)
+    kind, unit = ground.kind, ground.unit
     up = np.ones((10, 10), dtype=np.float32)
-    base = np.stack([np.kron(refl10[b][win], up) for b in (2, 1, 0, 3)])  # R, G, B, N at 1 m
-    unit10 = world.scene.unit[win]
-    kind10 = world.scene.units.kind[unit10]
+    base = np.stack([ground.gather(np.kron(refl10[b][win], up)) for b in (2, 1, 0, 3)])  # R, G, B, N
     _, urban_u = unit_fractions(world.scene.units, eday, world.weather.moisture[eday])
-    kind = np.kron(kind10, np.ones((10, 10), np.int8))
-    unit = np.kron(unit10, np.ones((10, 10), np.int32))
     h, w = kind.shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
 
     plain = base.copy()
-    _fields(static, base, kind, unit, xx, yy, len(world.scene.units), _started(world, unit10, eday, EV_BUILD))
-    _trees(static, base, kind, _started(world, unit10, eday, EV_CLEAR))
+    _fields(static, base, kind, unit, xx, yy, len(world.scene.units), _started(world, unit, eday, EV_BUILD))
+    _trees(static, base, kind, _started(world, unit, eday, EV_CLEAR))
     houses = _town(static, base, kind, urban_u[unit], xx, yy)
-    roofs = _events(world, base, eday, win)
+    roofs = _events(world, base, eday, win, ground.carriageway)
     # open water (lakes, rivers, floods) hides what lies under it: drill rows, tramlines and soil texture
-    # of a flooded field do not show through; only roofs stand above a flood
-    water = np.kron(water10[win], np.ones((10, 10), bool)) & ~houses & ~roofs
+    # of a flooded field do not show through; only roofs and the raised carriageways stand above a flood
+    water = ground.gather(np.kron(water10[win], np.ones((10, 10), bool))) & ~houses & ~roofs
+    water &= ~ground.carriageway
     base[:, water] = plain[:, water] * (1 + 0.03 * smooth_white(static, (h, w), 3.0)[water])
 
     base = ndimage.gaussian_filter(base, (0, 0.5, 0.5))
@@ -108,22 +170,21 @@ def render_vhr_labels(world: World, k: int) -> np.ndarray:
         world.scene, world.plan, world.urban, eday, world.weather.moisture[eday]
     )
     units = world.scene.units
-    unit10 = world.scene.unit[win]
+    ground = vhr_ground(world)
+    kind, unit = ground.kind, ground.unit
     _, urban_u = unit_fractions(units, eday, world.weather.moisture[eday])
-    ones = np.ones((10, 10), np.int8)
-    kind, unit = np.kron(units.kind[unit10], ones), np.kron(unit10, ones.astype(np.int32))
     h, w = kind.shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     scratch = np.ones((4, h, w), np.float32)
-    cleared = _started(world, unit10, eday, EV_CLEAR)
-    _fields(static, scratch, kind, unit, xx, yy, len(units), _started(world, unit10, eday, EV_BUILD))
+    cleared = _started(world, unit, eday, EV_CLEAR)
+    _fields(static, scratch, kind, unit, xx, yy, len(units), _started(world, unit, eday, EV_BUILD))
     _trees(static, scratch, kind, cleared)
     houses = _town(static, scratch, kind, urban_u[unit], xx, yy)
-    new_roofs = _events(world, scratch, eday, win)
+    new_roofs = _events(world, scratch, eday, win, ground.carriageway)
 
     labels = np.zeros((h, w), np.uint8)
     labels[np.isin(kind, (KIND_DECID, KIND_CONIF)) & ~cleared] = _VHR_CODE["woodland"]
-    labels[np.kron(water10[win], ones).astype(bool)] = _VHR_CODE["water"]
+    labels[ground.gather(np.kron(water10[win], np.ones((10, 10), bool)))] = _VHR_CODE["water"]
     labels[kind == KIND_ROAD] = _VHR_CODE["road"]
     labels[houses | new_roofs] = _VHR_CODE["building"]
     return labels
@@ -154,12 +215,11 @@ def _fields(
     base[:, grass] *= (1.0 + 0.06 * smooth_white(rng, kind.shape, 1.5))[grass]
 
 
-def _started(world: World, unit10: np.ndarray, eday: int, event: int) -> np.ndarray:
-    """bool ``(H, W)`` at 1 m: the pixels of the units whose ``event`` (``EV_CLEAR``: a clear-cut,
-    ``EV_BUILD``: a construction) started on or before epoch day ``eday``."""
+def _started(world: World, unit: np.ndarray, eday: int, event: int) -> np.ndarray:
+    """bool ``(H, W)`` at 1 m: the pixels of ``unit`` (int, 1 m) whose unit's ``event`` (``EV_CLEAR``: a
+    clear-cut, ``EV_BUILD``: a construction) started on or before epoch day ``eday``."""
     units = world.scene.units
-    started10 = (units.event == event) & (units.t0 <= eday)
-    return np.kron(started10[unit10], np.ones((10, 10), bool))
+    return ((units.event == event) & (units.t0 <= eday))[unit]
 
 
 def _trees(rng: np.random.Generator, base: np.ndarray, kind: np.ndarray, cleared: np.ndarray) -> None:
@@ -243,9 +303,23 @@ def _draw_clearcut(rng: np.random.Generator, base: np.ndarray, mask: np.ndarray,
     patch[:, inside] = soil[:, inside] * texture[ya - a0 : yb - a0, xa - b0 : xb - b0][inside]
 
 
-def _events(world: World, base: np.ndarray, eday: int, win: tuple[slice, slice]) -> np.ndarray:
-    """New buildings (roof, paved yard) or construction sites; logging slash in clearings. Returns the
-    mask of the completed buildings' roofs (bool, (H, W))."""
+def _placed(full: np.ndarray, shape: tuple[int, ...], a0: int, b0: int) -> np.ndarray:
+    """The part of ``full`` (bool, 1 m) under an array of ``shape`` placed with its top-left corner at row
+    ``a0``, column ``b0`` (possibly outside ``full``: False there)."""
+    out = np.zeros(shape, bool)
+    h, w = full.shape
+    ya, yb, xa, xb = max(a0, 0), min(a0 + shape[0], h), max(b0, 0), min(b0 + shape[1], w)
+    if ya < yb and xa < xb:
+        out[ya - a0 : yb - a0, xa - b0 : xb - b0] = full[ya:yb, xa:xb]
+    return out
+
+
+def _events(
+    world: World, base: np.ndarray, eday: int, win: tuple[slice, slice], carriageway: np.ndarray
+) -> np.ndarray:
+    """New buildings (roof, paved yard) or construction sites; logging slash in clearings. A regional
+    road's ``carriageway`` (bool, 1 m) stays road where it runs along the edge of one. Returns the mask of
+    the completed buildings' roofs (bool, (H, W))."""
     plan = world.plan
     r0, c0 = win[0].start, win[1].start
     roofs = np.zeros(base.shape[1:], bool)
@@ -257,6 +331,7 @@ def _events(world: World, base: np.ndarray, eday: int, win: tuple[slice, slice])
         b0, b1 = (cs.start - c0) * 10, (cs.stop - c0) * 10
         mask10 = plan.event_id[rs, cs] == ev["id"]
         mask = np.kron(mask10, np.ones((10, 10), bool))
+        mask &= ~_placed(carriageway, mask.shape, a0, b0)
         if ev["type"] == CLEAR:  # a clear-cut is textured where it lies in the sub-area, edges included;
             # its own stream: the same slash on every date, whatever other events began before it
             _draw_clearcut(rng_for(world.config.seed, f"vhr-clearcut-{ev['id']}"), base, mask, a0, b0)

@@ -27,7 +27,7 @@ def test_valid(small_archive: Path) -> None:
 
 def test_manifest(small_archive: Path, small_config: ArchiveConfig) -> None:
     m = load_manifest(small_archive)
-    assert m["eowatch_archive_version"] == 6 and m["crs"] == "EPSG:32631"
+    assert m["eowatch_archive_version"] == 7 and m["crs"] == "EPSG:32631"
     assert m["config"] == small_config.identity()
     assert m["aoi_bbox"] == [600000.0, 5640000.0, 602560.0, 5642560.0]
     assert m["collections"] == ["sentinel-2-l2a", "sentinel-1-grd", "vhr-rgbn"]
@@ -68,15 +68,16 @@ def test_noop_and_refusals(small_archive: Path, small_config: ArchiveConfig, tmp
         load_manifest(tmp_path)
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
 def test_older_archive_is_upgraded_in_place(
     version: int, small_archive: Path, small_config: ArchiveConfig, tmp_path: Path
 ) -> None:
     """A version-1 archive (rotations dated at the harvest, flooded fields showing their drill rows at
     1 m) gets its truth and VHR images rewritten, a version-2 archive (the same drill rows) or version-3
-    archive (clear-cuts showing their tree crowns) its VHR images, a version-5 archive (no autumn
-    phenology, but its March period has no autumn day) only its manifest; all end equal to a fresh
-    archive, and the Sentinel assets are left as they are."""
+    archive (clear-cuts showing their tree crowns) its VHR images, and so does a version-5 archive (no
+    autumn phenology, but its March period has no autumn day) or version-6 archive (regional roads as
+    10 m blocks at 1 m); all end equal to a fresh archive, and the Sentinel assets are left as they
+    are."""
     import shutil
 
     old = tmp_path / "old"
@@ -89,7 +90,7 @@ def test_older_archive_is_upgraded_in_place(
         (old / "truth" / "events.geojson").unlink()
     vhr = sorted((old / "assets" / "vhr-rgbn").rglob("image.tif"))
     assert vhr
-    for path in vhr if version < 5 else []:
+    for path in vhr:
         path.write_bytes(b"stale")
     s2 = next((old / "assets" / "sentinel-2-l2a").rglob("*.tif"))
     os.utime(s2, (1_000_000, 1_000_000))
@@ -99,7 +100,7 @@ def test_older_archive_is_upgraded_in_place(
         rel = f.relative_to(small_archive)
         assert (old / rel).read_bytes() == f.read_bytes(), rel
     assert s2.stat().st_mtime == 1_000_000  # not rewritten
-    assert load_manifest(old)["eowatch_archive_version"] == 6
+    assert load_manifest(old)["eowatch_archive_version"] == 7
     assert not [p.name for p in old.iterdir() if p.name.startswith(".")]
     manifest["eowatch_archive_version"] = 0
     (old / "archive.json").write_text(json.dumps(manifest))

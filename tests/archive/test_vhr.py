@@ -107,7 +107,7 @@ def test_a_construction_lot_keeps_no_field_texture() -> None:
     keeps its field's kind: once construction starts its graded lot must not show them (a site on a
     field would look like a ploughed field with a slab on it)."""
     from eowatch.archive import vhr as vhr_render
-    from eowatch.archive.config import Grid, epoch_day, vhr_dates
+    from eowatch.archive.config import epoch_day, vhr_dates
     from eowatch.archive.scene import EV_BUILD, KIND_WCEREAL
 
     shape = (60, 80)
@@ -127,8 +127,47 @@ def test_a_construction_lot_keeps_no_field_texture() -> None:
     site = next(ev for ev in world.plan.events if ev["id"] == 3)
     days = [epoch_day(d) for d in vhr_dates(world.config)]
     assert days[0] < site["start"] <= days[1] < site["completed"]
-    win = Grid.from_bbox(world.layout.vhr.bbox, 10.0).window_in(world.layout.world)
-    unit10 = world.scene.unit[win]
+    unit = vhr_render.vhr_ground(world).unit
     lot = _event_mask(world, site["id"])
-    assert not vhr_render._started(world, unit10, days[0], EV_BUILD)[lot].any()
-    assert vhr_render._started(world, unit10, days[1], EV_BUILD)[lot].all()
+    assert not vhr_render._started(world, unit, days[0], EV_BUILD)[lot].any()
+    assert vhr_render._started(world, unit, days[1], EV_BUILD)[lot].all()
+
+
+def test_a_regional_road_is_its_carriageway_at_1m() -> None:
+    """At 1 m a regional road is a 7 m carriageway along its straight centre line, not the staircase of
+    10 m blocks the 10 m scene draws: outside towns the pixels labelled road are exactly those within
+    3.5 m of a centre line (but where it crosses the river: no bridges), the image shows asphalt there
+    and the ground beside it elsewhere in the road's blocks; the blocks' pixels off the carriageway take
+    the land cover of the nearest pixel outside them."""
+    from eowatch.archive import vhr as vhr_render
+    from eowatch.archive.config import Grid
+    from eowatch.archive.scene import KIND_ROAD, main_road_lines
+
+    world = _clearing_world()
+    layout = world.layout
+    g1 = Grid.from_bbox(layout.vhr.bbox, 1.0)
+    x, y = g1.centers()
+    dist = np.min([line.distance(x, y) for line in main_road_lines(world.config, layout)], axis=0)
+    win = Grid.from_bbox(layout.vhr.bbox, 10.0).window_in(layout.world)
+    rural = np.kron(world.scene.town_dist[win] > 1.2, np.ones((10, 10), bool))
+    ground = vhr_render.vhr_ground(world)
+    road_code = {name: code for code, name in VHR_LANDCOVER.items()}["road"]
+    labels = vhr_render.render_vhr_labels(world, 0)
+    road = labels == road_code
+    river = labels == {name: code for code, name in VHR_LANDCOVER.items()}["water"]
+    assert (dist < 3.5).sum() > 5000  # a road crosses the VHR area
+    assert ((dist < 3.5) & river).any()  # and the river (no bridges are drawn)
+    np.testing.assert_array_equal(road[rural], ((dist < 3.5) & ~river)[rural])
+    np.testing.assert_array_equal(ground.carriageway[rural], road[rural])
+    np.testing.assert_array_equal((ground.kind == KIND_ROAD)[rural], road[rural])
+    blocks10 = world.scene.kind[win] == KIND_ROAD
+    verge = np.kron(blocks10, np.ones((10, 10), bool)) & rural & ~road
+    assert verge.sum() > 5000  # the staircase's corners, now field or meadow
+    assert (ground.kind[verge] != KIND_ROAD).all()
+
+    image = vhr_render.render_vhr(world, 0)[2].astype(np.float32)
+    inner = rural & (dist < 2.0)
+    beside = verge & (dist > 4.5)
+    asphalt = np.median(image[:3, inner], axis=1)
+    assert (np.abs(image[:3, inner] - asphalt[:, None]) < 12).mean() > 0.9  # one surface along the road
+    assert (np.abs(image[:3, beside] - asphalt[:, None]).max(axis=0) >= 12).mean() > 0.8
