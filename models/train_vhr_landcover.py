@@ -63,6 +63,7 @@ class VhrLandCoverTrainConfig(ChipTrainSettings):
     """Hyper-parameters of ``train_vhr_landcover``."""
 
     name: str = "landcover-vhr-unet"
+    version: str = "0.2.0"
     chips_per_epoch: int = 384
     sampling: LandCoverSampling = field(default_factory=LandCoverSampling)
     """Chip size, sampling shares and augmentations."""
