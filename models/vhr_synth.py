@@ -89,6 +89,12 @@ class Synthesis:
     """Probability that a chip gets trees."""
     trees: tuple[int, int] = (1, 20)
     """Number of trees (inclusive range)."""
+    roads_p: float = 0.0
+    """Probability that a chip gets a straight road (3-9 m wide, asphalt, concrete or gravel), the same
+    in both dates and labelled unchanged: a line across a field whose crop changes is not change. 0 (no
+    draw at all, older chips unchanged) up to ``siamese-vhr-change`` 0.5.0."""
+    road_width_m: tuple[float, float] = (3.0, 9.0)
+    """Road width (metres, 1 m pixels)."""
     elevation_deg: tuple[float, float] = (25.0, 70.0)
     """Sun elevation per date (degrees)."""
     shadow_darkness: tuple[float, float] = (0.35, 0.65)
@@ -128,6 +134,8 @@ def draw_objects(
 ) -> None:
     """Draw houses and trees into a pair ``(2, 3, h, w)`` in place; mark new roofs in ``label`` ``(h, w)``."""
     h, w = label.shape
+    if synthesis.roads_p > 0 and rng.random() < synthesis.roads_p:  # no draw at 0: older chips unchanged
+        _road(images, label, rng, synthesis)
     houses = _houses(rng, synthesis, h, w) if rng.random() < synthesis.houses_p else []
     trees = _trees(rng, synthesis, h, w) if rng.random() < synthesis.trees_p else []
     if not houses and not trees:
@@ -161,6 +169,35 @@ def draw_objects(
     for house in houses:
         if house.present[0] != house.present[1]:
             label[_polygon_mask(house.corners(grow=3.0 if house.site else 0.0), h, w)] = 1
+
+
+_ROAD_SURFACES = np.array(  # DN red, green, blue: dark and worn asphalt, concrete, gravel
+    [[62, 64, 68], [92, 93, 96], [150, 150, 146], [150, 138, 118]], dtype=np.float32
+)
+
+
+def _road(images: np.ndarray, label: np.ndarray, rng: np.random.Generator, s: Synthesis) -> None:
+    """A straight road across the chip, identical in both dates but for each date's fine grain, with a
+    dashed white centre line on a paved road (p 0.4); its pixels are labelled unchanged (0)."""
+    h, w = label.shape
+    angle = rng.uniform(0, np.pi)
+    offset = rng.uniform(-0.35, 0.35) * min(h, w)
+    half = rng.uniform(*s.road_width_m) / 2
+    surface = int(rng.integers(len(_ROAD_SURFACES)))
+    colour = _ROAD_SURFACES[surface] * rng.uniform(0.85, 1.15)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    across = (xx - w / 2) * np.sin(angle) - (yy - h / 2) * np.cos(angle) - offset
+    along = (xx - w / 2) * np.cos(angle) + (yy - h / 2) * np.sin(angle)
+    road = np.abs(across) < half
+    marked = surface < 2 and rng.random() < 0.4  # a paved road (asphalt) may carry a centre line
+    marking = (np.abs(across) < 0.5) & (np.mod(along, 9.0) < 3.0) if marked else None
+    grain = _texture(rng, (h, w), 1.0)
+    for date in range(2):
+        fine = _texture(rng, (h, w), 0.7)
+        images[date][:, road] = colour[:, None] * (1.0 + 0.05 * grain[road] + 0.02 * fine[road])
+        if marking is not None:
+            images[date][:, marking] = 200.0
+    label[road] = 0
 
 
 def _houses(rng: np.random.Generator, s: Synthesis, h: int, w: int) -> list[_House]:

@@ -262,6 +262,33 @@ def test_augmentations_keep_geometry_and_label_new_roofs_only() -> None:
     assert slab[0].any() != slab[1].any()  # the foundation slab is in one date only
 
 
+def test_a_drawn_road_is_static_and_labelled_unchanged() -> None:
+    """A drawn road crosses the chip as a straight band, the same surface in both dates (only a fine
+    grain differs), and its pixels are labelled unchanged even over labelled change; with ``roads_p``
+    at 0 nothing is drawn from the generator (older recipes draw the same chips)."""
+    rng = np.random.default_rng(0)
+    images = np.stack([_scene(rng, 128, 128) for _ in range(2)])
+    images[1] *= 1.3  # the field around the road changes between the dates
+    label = np.ones((128, 128), np.uint8)
+    only_road = Synthesis(houses_p=0.0, trees_p=0.0, roads_p=1.0)
+    drawn, drawn_label = images.copy(), label.copy()
+    draw_objects(drawn, drawn_label, np.random.default_rng(3), only_road)
+    road = (drawn != images).any(axis=(0, 1))
+    assert 128 * 3 <= road.sum() <= 128 * 9 * 1.5  # 3-9 m wide across a 128 m chip
+    assert (drawn_label[road] == 0).all() and (drawn_label[~road] == 1).all()
+    assert np.abs(drawn[0][:, road] - drawn[1][:, road]).mean() < 6.0  # one surface, both dates
+    u, v = np.nonzero(road)
+    if np.ptp(v) < np.ptp(u):
+        u, v = v, u
+    slope, intercept = np.polyfit(v, u, 1)
+    off_line = np.abs(u - (slope * v + intercept)) / np.hypot(1.0, slope)
+    assert off_line.max() <= 5.5  # a straight band: every pixel within half the widest road of one line
+    drawn_rng, counted = np.random.default_rng(9), np.random.default_rng(9)
+    draw_objects(images.copy(), label.copy(), drawn_rng, Synthesis(houses_p=0.0, trees_p=0.0))
+    counted.random(2)  # the houses' and the trees' coin, nothing for roads
+    assert drawn_rng.random() == counted.random()
+
+
 def test_chip_dataset_is_deterministic_and_samples_changes() -> None:
     archive = _archive()
     norm = band_statistics([archive])
