@@ -85,7 +85,7 @@ class VhrTrainConfig(ChipTrainSettings):
     """Hyper-parameters of ``train_vhr`` (defaults: 32 epochs take about 9 minutes on 2 idle CPU cores)."""
 
     name: str = "siamese-vhr-change"
-    version: str = "0.5.0"
+    version: str = "0.5.1"
     change_weight: float = 2.0
     """Cross-entropy weight of the change class (no change: 1)."""
     dice_weight: float = 0.0
@@ -409,6 +409,12 @@ def main(argv: list[str] | None = None) -> None:
         "--site-p", type=float, default=0.0, help="share of new drawn houses that are construction sites"
     )
     parser.add_argument(
+        "--road-p",
+        type=float,
+        default=0.0,
+        help="share of chips given a drawn static road (labelled unchanged)",
+    )
+    parser.add_argument(
         "--balance-types",
         action="store_true",
         help="centre the changed chips on each planted change type equally often",
@@ -432,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     fresh, default = seed_list(args.fresh_seeds), seed_list(args.default_seeds)
     if set(fresh + default) & {*seeds, *val_seeds}:
         parser.error("--fresh-seeds and --default-seeds must not be training or validation seeds")
-    synthesis = None if args.no_synthesis else Synthesis(site_p=args.site_p)
+    synthesis = None if args.no_synthesis else Synthesis(site_p=args.site_p, roads_p=args.road_p)
     sampling = ChipSampling(synthesis=synthesis, balance_types=args.balance_types)
     config = VhrTrainConfig(chips_per_epoch=args.chips_per_epoch, sampling=sampling)
     command = "python -m eowatch.models.train_vhr " + shlex.join(sys.argv[1:] if argv is None else argv)
