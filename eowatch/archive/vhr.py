@@ -73,10 +73,10 @@ class VhrGround:
     carriageway: np.ndarray
     source: np.ndarray
 
-    def gather(self, upsampled: np.ndarray) -> np.ndarray:
-        """A 1 m ``(H, W)`` array upsampled from the 10 m grid, with the roadside pixels taken from their
-        ``source`` (same dtype)."""
-        return upsampled.ravel()[self.source]
+    def upsample(self, array10: np.ndarray) -> np.ndarray:
+        """``array10`` (the VHR sub-area's window of a 10 m ``(h, w)`` array) on the 1 m grid: upsampled
+        (nearest), the roadside pixels taken from their ``source``; same dtype."""
+        return np.kron(array10, np.ones((10, 10), array10.dtype)).ravel()[self.source]
 
 
 def vhr_ground(world: World) -> VhrGround:
@@ -122,8 +122,7 @@ def render_vhr(world: World, k: int) -> tuple[str, dt.datetime, np.ndarray]:
     )
     ground = vhr_ground(world)
     kind, unit = ground.kind, ground.unit
-    up = np.ones((10, 10), dtype=np.float32)
-    base = np.stack([ground.gather(np.kron(refl10[b][win], up)) for b in (2, 1, 0, 3)])  # R, G, B, N
+    base = np.stack([ground.upsample(refl10[b][win]) for b in (2, 1, 0, 3)])  # R, G, B, N at 1 m
     _, urban_u = unit_fractions(world.scene.units, eday, world.weather.moisture[eday])
     h, w = kind.shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -135,7 +134,7 @@ def render_vhr(world: World, k: int) -> tuple[str, dt.datetime, np.ndarray]:
     roofs = _events(world, base, eday, win, ground.carriageway)
     # open water (lakes, rivers, floods) hides what lies under it: drill rows, tramlines and soil texture
     # of a flooded field do not show through; only roofs and the raised carriageways stand above a flood
-    water = ground.gather(np.kron(water10[win], np.ones((10, 10), bool))) & ~houses & ~roofs
+    water = ground.upsample(water10[win]) & ~houses & ~roofs
     water &= ~ground.carriageway
     base[:, water] = plain[:, water] * (1 + 0.03 * smooth_white(static, (h, w), 3.0)[water])
 
@@ -184,7 +183,7 @@ def render_vhr_labels(world: World, k: int) -> np.ndarray:
 
     labels = np.zeros((h, w), np.uint8)
     labels[np.isin(kind, (KIND_DECID, KIND_CONIF)) & ~cleared] = _VHR_CODE["woodland"]
-    labels[ground.gather(np.kron(water10[win], np.ones((10, 10), bool)))] = _VHR_CODE["water"]
+    labels[ground.upsample(water10[win])] = _VHR_CODE["water"]
     labels[kind == KIND_ROAD] = _VHR_CODE["road"]
     labels[houses | new_roofs] = _VHR_CODE["building"]
     return labels
