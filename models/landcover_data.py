@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -117,6 +117,8 @@ def load_labelled_cube(
 
 #: What a training chip is centred on (``ChipSampler``): a pixel of a class drawn uniformly, or any pixel.
 ChipCentre = Literal["class", "pixel"]
+#: The values of ``ChipCentre``.
+CHIP_CENTRES: tuple[str, ...] = get_args(ChipCentre)
 
 
 class ChipSampler:
@@ -140,7 +142,7 @@ class ChipSampler:
     ) -> None:
         if periods < 1:
             raise InputError(f"periods must be >= 1, got {periods}")
-        if centre not in ("class", "pixel"):
+        if centre not in CHIP_CENTRES:
             raise InputError(f"centre must be 'class' or 'pixel', got {centre!r}")
         self.cubes, self.size, self.periods, self.centre = list(cubes), size, periods, centre
         self._pools: list[tuple[int, int, int, list[tuple[np.ndarray, np.ndarray]]]] = []

@@ -50,6 +50,7 @@ from .landcover import (
     worldcover_codes,
 )
 from .landcover_data import (
+    CHIP_CENTRES,
     AugmentConfig,
     ChipCentre,
     ChipSampler,
@@ -119,7 +120,7 @@ class LandCoverTrainConfig:
         sizes = (self.width, self.levels, self.chip, self.batch_size, self.steps, self.threads, self.periods)
         if min(sizes) < 1:
             raise InputError("width, levels, chip, batch_size, steps, threads and periods must be >= 1")
-        if self.chip_centre not in ("class", "pixel"):
+        if self.chip_centre not in CHIP_CENTRES:
             raise InputError(f"chip_centre must be 'class' or 'pixel', got {self.chip_centre!r}")
         if self.chip % 2**self.levels or not self.lr > 0:
             raise InputError(f"chip must be a multiple of {2**self.levels} px and lr > 0")
@@ -415,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--chip-centre",
-        choices=tuple(_CENTRES),
+        choices=CHIP_CENTRES,
         default="class",
         help="centre chips on a class drawn uniformly (class-balanced) or on any labelled pixel",
     )
