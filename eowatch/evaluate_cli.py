@@ -11,6 +11,10 @@ What DATA may be (recognised by its content):
   is recomputed; MODEL must be the one the change cube (or crop-type or land-cover map) was made with.
 - **a WorldCereal folder** (``../shared/data/crops/worldcereal``; a crop-type MODEL): the labelled Flanders
   samples and the patch against WorldCereal's own maps (``models.worldcereal``).
+- **a Landsat change pair** (``../shared/data/change/landsat_taizhou``; an S2 change-detection MODEL): two
+  ENVI images and partial change / no-change reference masks, scored on the labelled pixels beside CVA
+  (``models.landsat_real``); ``OUT/quicklook.png`` shows the pair, the model's change probability and the
+  reference. ``--record`` adds the scores to the model's card (the weights stay byte-identical).
 
 Metrics: change models get precision, recall, F1, IoU, kappa and OA per pixel and per transition for
 the model and the CVA baseline, and the semantic change scores (SeK, mIoU, per-type F1/IoU) of the change
@@ -44,21 +48,28 @@ _STAGE_PARAMETER = {"crop_type": "crop_model", "land-cover": "landcover_model"}
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="registered model name (see `eowatch models`)")
     parser.add_argument(
-        "data", help="a synthetic archive, a finished run's output folder, or a WorldCereal folder"
+        "data",
+        help="a synthetic archive, a run's output folder, a WorldCereal folder or a Landsat change pair",
     )
     parser.add_argument("--truth", help="planted-truth folder, for a run's output folder")
     parser.add_argument(
         "--out", help=f"where metrics.json and confusion.png go (default: {DEFAULT_OUT}/MODEL-DATA)"
     )
     parser.add_argument("--workers", type=int, default=2, help="Dask workers, when DATA is an archive")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="a Landsat change pair only: add the scores to the model's card in the package's weights folder",
+    )
 
 
 def data_kind(path: Path) -> str:
-    """``archive``, ``run`` or ``worldcereal`` from what the folder holds.
+    """``archive``, ``run``, ``worldcereal`` or ``change-pair`` from what the folder holds.
 
     Raises:
         InputError: the folder does not exist or is none of these.
     """
+    from eowatch.models.landsat_real import is_change_pair_folder
     from eowatch.models.worldcereal import SAMPLES_FILE
 
     if not path.is_dir():
@@ -69,9 +80,12 @@ def data_kind(path: Path) -> str:
         return "run"
     if (path / SAMPLES_FILE).is_file():
         return "worldcereal"
+    if is_change_pair_folder(path):
+        return "change-pair"
     raise InputError(
         f"{path} is neither a synthetic archive (archive.json + truth/), a run's output folder "
-        "(change.zarr) nor a WorldCereal folder"
+        "(change.zarr), a WorldCereal folder nor a Landsat change pair (two ENVI images, change.bmp, "
+        "unchanged.bmp)"
     )
 
 
@@ -204,6 +218,32 @@ def evaluate_worldcereal_folder(model: str, folder: Path, out: Path) -> dict[str
     }
 
 
+def evaluate_change_pair(model: str, folder: Path, out: Path, record: bool) -> dict[str, Any]:
+    """An S2 change-detection model on a real Landsat change pair: scores, confusion matrix of the
+    labelled pixels at the card's threshold, a quicklook; with ``record``, the scores go into the card."""
+    from PIL import Image
+
+    from eowatch.models.confusion import confusion_matrix, render_confusion
+    from eowatch.models.landsat_real import predict_pair, quicklook, read_change_pair, score_pair
+    from eowatch.models.registry import WEIGHTS_DIR, get
+    from eowatch.models.weights import record_metrics
+
+    loaded = get(model)
+    pair = read_change_pair(folder)
+    p_change = predict_pair(loaded, pair)
+    scores = score_pair(loaded, pair, p_change)
+    threshold = loaded.card.decision_threshold
+    cm = confusion_matrix(p_change >= threshold, pair.changed, 2, pair.labelled)
+    out.mkdir(parents=True, exist_ok=True)
+    render_confusion(
+        cm, {0: "no change", 1: "change"}, out / "confusion.png", f"{model}: {pair.name} labelled pixels"
+    )
+    Image.fromarray(quicklook(pair, p_change, threshold)).save(out / "quicklook.png")
+    if record:
+        record_metrics(WEIGHTS_DIR, model, scores)
+    return {"change_pair": scores, "pair": pair.name}
+
+
 def evaluate_semantic(
     model: str, data: Path, kind: str, args: argparse.Namespace, out: Path
 ) -> dict[str, Any]:
@@ -271,6 +311,16 @@ def headline(metrics: dict[str, Any]) -> list[str]:
             f"semantic change: SeK {sem['sek']:.3f}  mIoU {sem['miou']:.3f}  Fscd {sem['fscd']:.3f}  "
             f"binary F1 {sem['binary.f1']:.3f}  change-type SeK {sem['type.sek']:.3f}"
         )
+    pair = metrics.get("change_pair")
+    if pair:
+        name = metrics["pair"]
+        for who in ("model", "model_2fold", "cva"):
+            k = f"{name}.{who}"
+            auc = f"  AUC {pair[f'{k}.auc']:.3f}" if f"{k}.auc" in pair else ""
+            lines.append(
+                f"{k:<22} precision {pair[f'{k}.precision']:.3f}  recall {pair[f'{k}.recall']:.3f}  "
+                f"F1 {pair[f'{k}.f1']:.3f}  kappa {pair[f'{k}.kappa']:.3f}{auc}"
+            )
     wc = metrics.get("worldcereal")
     if wc:
         for prefix in (
@@ -289,6 +339,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     card = _card(args.model)  # unknown model: fail before anything runs
     _check_task(args.model, card.task)
     kind = data_kind(data)
+    if args.record and kind != "change-pair":
+        raise InputError("--record is for a Landsat change pair; trainers record their own scores")
     out = Path(args.out) if args.out else Path(DEFAULT_OUT) / f"{args.model}-{data.name}"
     if card.task == "semantic-change-detection":
         metrics = evaluate_semantic(args.model, data, kind, args, out)
@@ -299,6 +351,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not args.truth:
             raise InputError("a run's output folder is scored against planted truth: give --truth DIR")
         metrics = evaluate_run(args.model, data, Path(args.truth).expanduser().resolve(), out)
+    elif kind == "change-pair":
+        metrics = evaluate_change_pair(args.model, data, out, args.record)
     else:
         metrics = evaluate_worldcereal_folder(args.model, data, out)
     report = {"model": args.model, "data": str(data), "kind": kind, **metrics}
@@ -307,4 +361,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for line in headline(metrics):
         print(line)
     print(f"metrics: {out / 'metrics.json'}\nconfusion matrix: {out / 'confusion.png'}")
+    if kind == "change-pair":
+        print(f"quicklook: {out / 'quicklook.png'}")
+        if args.record:
+            print(f"scores recorded in the card of {args.model}")
     return 0

@@ -7,7 +7,7 @@ import numpy as np
 from eowatch.errors import InputError
 from eowatch.legend import CHANGE_TYPES
 
-__all__ = ["binary_scores", "flatten_scores", "per_type_scores"]
+__all__ = ["binary_scores", "flatten_scores", "per_type_scores", "roc_auc"]
 
 
 def _ratio(num: float, den: float, empty: float) -> float:
@@ -105,3 +105,21 @@ def flatten_scores(scores: dict[str, object], prefix: str = "") -> dict[str, flo
         else:
             flat[name] = float(value)
     return flat
+
+
+def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Threshold-free ROC AUC of scores: the probability that a random ``positive`` (e.g. a changed pixel)
+    scores above a random ``negative``, ties counted as one half (Mann-Whitney U / (n_pos * n_neg)).
+
+    Raises:
+        InputError: either set is empty or holds a non-finite score.
+    """
+    pos = np.asarray(positive, dtype=np.float64).ravel()
+    neg = np.sort(np.asarray(negative, dtype=np.float64).ravel())
+    if pos.size == 0 or neg.size == 0:
+        raise InputError(f"ROC AUC needs positives and negatives, got {pos.size} and {neg.size}")
+    if not (np.isfinite(pos).all() and np.isfinite(neg).all()):
+        raise InputError("ROC AUC scores must be finite")
+    below = np.searchsorted(neg, pos, side="left")
+    not_above = np.searchsorted(neg, pos, side="right")
+    return float(np.mean(below + 0.5 * (not_above - below)) / neg.size)

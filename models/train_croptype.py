@@ -48,7 +48,7 @@ from .dataset import open_cube
 from .fit import deterministic
 from .metrics import flatten_scores
 from .temporal import LTAEClassifier
-from .weights import LoadedModel, load_model, save_model
+from .weights import LoadedModel, load_model, record_metrics, save_model
 
 __all__ = ["CropTrainConfig", "evaluate_synthetic", "read_landcover", "sample_cube", "train_croptype_sets"]
 
@@ -428,14 +428,6 @@ def finetune(
     return LoadedModel(module.eval().requires_grad_(False), model.card)
 
 
-def record_scores(weights_dir: Path, name: str, scores: Mapping[str, float]) -> LoadedModel:
-    """Add ``scores`` to the card's ``metrics`` (the weights are rewritten byte-identical, same sha256)."""
-    model = load_model(Path(weights_dir) / f"{name}.card.json")
-    card = replace(model.card, metrics={**model.card.metrics, **scores})
-    save_model(model.module, card, Path(weights_dir))
-    return load_model(Path(weights_dir) / f"{name}.card.json")
-
-
 def evaluate_and_record(
     weights_dir: Path, name: str, synthetic: tuple[Path, Path] | None, real_folder: Path | None
 ) -> dict[str, float]:
@@ -454,7 +446,7 @@ def evaluate_and_record(
         )
     if real_folder is not None:
         scores.update(evaluate_worldcereal(model, real_folder, centroids))
-    record_scores(weights_dir, name, scores)
+    record_metrics(weights_dir, name, scores)
     return scores
 
 

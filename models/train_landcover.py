@@ -60,7 +60,7 @@ from .landcover_data import (
 )
 from .landcover_unet import LandCoverUNet
 from .metrics import flatten_scores
-from .weights import LoadedModel, load_model, save_model
+from .weights import LoadedModel, load_model, record_metrics, save_model
 
 __all__ = [
     "LandCoverTrainConfig",
@@ -349,13 +349,6 @@ def _east(cube: LabelledCube, share: float) -> LabelledCube:
     return replace(cube, name=f"{cube.name}[x>={c0}]", bands=cube.bands[..., c0:], labels=cube.labels[:, c0:])
 
 
-def record_scores(weights_dir: Path, name: str, scores: Mapping[str, float]) -> LoadedModel:
-    """Add ``scores`` to the card's ``metrics`` (the weights are rewritten byte-identical, same sha256)."""
-    model = load_model(Path(weights_dir) / f"{name}.card.json")
-    save_model(model.module, replace(model.card, metrics={**model.card.metrics, **scores}), Path(weights_dir))
-    return load_model(Path(weights_dir) / f"{name}.card.json")
-
-
 def evaluate_and_record(
     weights_dir: Path, name: str, synthetic: tuple[Path, Path] | None, real_root: Path | None
 ) -> dict[str, float]:
@@ -377,7 +370,7 @@ def evaluate_and_record(
 
         scores.update(evaluate_real(model, real_root, centroids))
         scores.update(slovenia_crossfit(model, Path(real_root) / "landcover" / "eolearn_slovenia"))
-    record_scores(weights_dir, name, scores)
+    record_metrics(weights_dir, name, scores)
     return scores
 
 

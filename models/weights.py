@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ __all__ = [
     "build_module",
     "card_path",
     "load_model",
+    "record_metrics",
     "save_model",
     "sha256_file",
 ]
@@ -108,6 +110,16 @@ def save_model(module: SiameseChangeNet | LTAEClassifier, card: ModelCard, direc
     tmp_card.write_text(final.to_json(), encoding="utf-8")
     os.replace(tmp_card, target)
     return final
+
+
+def record_metrics(directory: Path, name: str, scores: Mapping[str, float]) -> LoadedModel:
+    """Add ``scores`` to the ``metrics`` of model ``name``'s card in ``directory`` and reload the model.
+
+    The weights are rewritten from the loaded state, byte-identical (same sha256); only the card changes.
+    """
+    model = load_model(card_path(directory, name))
+    save_model(model.module, replace(model.card, metrics={**model.card.metrics, **scores}), Path(directory))
+    return load_model(card_path(directory, name))
 
 
 def load_model(path_or_name: str | Path) -> LoadedModel:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from eowatch.errors import InputError
 from eowatch.models import binary_scores, flatten_scores, per_type_scores
 
 DSIFN = Path(__file__).resolve().parents[3] / "shared" / "data" / "change" / "dsifn_samples"
@@ -97,3 +98,16 @@ def test_pooled_f1_of_published_predictions(model: str, f1: float) -> None:
     truth = np.stack([np.array(Image.open(DSIFN / "label" / n)) > 127 for n in names])
     pred = np.stack([np.array(Image.open(DSIFN / model / n)) > 127 for n in names])
     assert binary_scores(pred, truth)["f1"] == pytest.approx(f1, abs=5e-4)
+
+
+def test_roc_auc_is_the_share_of_positive_negative_pairs_ranked_right() -> None:
+    from eowatch.models.metrics import roc_auc
+
+    assert roc_auc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert roc_auc(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 0.0
+    assert roc_auc(np.array([1.0, 3.0]), np.array([2.0, 2.0])) == 0.5
+    assert roc_auc(np.array([2.0]), np.array([2.0, 1.0])) == 0.75  # a tie counts one half
+    with pytest.raises(InputError, match="positives and negatives"):
+        roc_auc(np.array([]), np.array([1.0]))
+    with pytest.raises(InputError, match="finite"):
+        roc_auc(np.array([np.nan]), np.array([1.0]))

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from eowatch.models.metrics import roc_auc
 from eowatch.operators import (
     assign_periods,
     change_vector_magnitude,
@@ -60,14 +61,6 @@ def s1(shared_data: Path) -> xr.Dataset:
 def _reflectance(ds: xr.Dataset, bands: list[str]) -> np.ndarray:
     """(time, band, y, x) float32 reflectance of the openEO cube (no baseline offset, see module doc)."""
     return np.stack([dn_to_reflectance(ds[f"S2-L2A-{b}"].values, offset=0.0) for b in bands], axis=1)
-
-
-def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """Mann-Whitney ROC AUC with ties counted as one half."""
-    ordered = np.sort(negative)
-    below = np.searchsorted(ordered, positive, side="left")
-    not_above = np.searchsorted(ordered, positive, side="right")
-    return float(np.mean(below + 0.5 * (not_above - below)) / ordered.size)
 
 
 def test_s2_cube_has_no_baseline_offset(s2: xr.Dataset) -> None:
