@@ -13,7 +13,8 @@ What DATA may be (recognised by its content):
   samples and the patch against WorldCereal's own maps (``models.worldcereal``).
 - **a Landsat change pair** (``../shared/data/change/landsat_taizhou``; an S2 change-detection MODEL): two
   ENVI images and partial change / no-change reference masks, scored on the labelled pixels beside CVA
-  (``models.landsat_real``); ``OUT/quicklook.png`` shows the pair, the model's change probability and the
+  (``models.landsat_real``) and after fine-tuning on the other image half (``models.landsat_finetune``);
+  ``OUT/quicklook.png`` shows the pair, the model's change probability and the
   reference. ``--record`` adds the scores to the model's card (the weights stay byte-identical).
 
 Metrics: change models get precision, recall, F1, IoU, kappa and OA per pixel and per transition for
@@ -219,11 +220,13 @@ def evaluate_worldcereal_folder(model: str, folder: Path, out: Path) -> dict[str
 
 
 def evaluate_change_pair(model: str, folder: Path, out: Path, record: bool) -> dict[str, Any]:
-    """An S2 change-detection model on a real Landsat change pair: scores, confusion matrix of the
-    labelled pixels at the card's threshold, a quicklook; with ``record``, the scores go into the card."""
+    """An S2 change-detection model on a real Landsat change pair: scores (with the two-fold fine-tuning
+    check), confusion matrix of the labelled pixels at the card's threshold, a quicklook; with
+    ``record``, the scores go into the card."""
     from PIL import Image
 
     from eowatch.models.confusion import confusion_matrix, render_confusion
+    from eowatch.models.landsat_finetune import finetune_two_fold
     from eowatch.models.landsat_real import predict_pair, quicklook, read_change_pair, score_pair
     from eowatch.models.registry import WEIGHTS_DIR, get
     from eowatch.models.weights import record_metrics
@@ -232,6 +235,8 @@ def evaluate_change_pair(model: str, folder: Path, out: Path, record: bool) -> d
     pair = read_change_pair(folder)
     p_change = predict_pair(loaded, pair)
     scores = score_pair(loaded, pair, p_change)
+    print(f"fine-tuning check: a copy of {model} fine-tuned on each half of {pair.name}, scored on the other")
+    scores.update(finetune_two_fold(loaded, pair))
     threshold = loaded.card.decision_threshold
     cm = confusion_matrix(p_change >= threshold, pair.changed, 2, pair.labelled)
     out.mkdir(parents=True, exist_ok=True)
@@ -314,11 +319,11 @@ def headline(metrics: dict[str, Any]) -> list[str]:
     pair = metrics.get("change_pair")
     if pair:
         name = metrics["pair"]
-        for who in ("model", "model_2fold", "cva"):
+        for who in ("model", "recalibrated_2fold", "finetuned_2fold", "cva"):
             k = f"{name}.{who}"
             auc = f"  AUC {pair[f'{k}.auc']:.3f}" if f"{k}.auc" in pair else ""
             lines.append(
-                f"{k:<22} precision {pair[f'{k}.precision']:.3f}  recall {pair[f'{k}.recall']:.3f}  "
+                f"{k:<27} precision {pair[f'{k}.precision']:.3f}  recall {pair[f'{k}.recall']:.3f}  "
                 f"F1 {pair[f'{k}.f1']:.3f}  kappa {pair[f'{k}.kappa']:.3f}{auc}"
             )
     wc = metrics.get("worldcereal")

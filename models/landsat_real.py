@@ -21,9 +21,10 @@ How an S2 change model meets the pair (the evaluation's only adaptations, none o
 
 Scores (flat keys under the pair's name, e.g. ``taizhou.``): ``model.*`` binary scores at the card's
 decision threshold (calibrated on synthetic validation, never on these files) and ``model.auc`` (ROC AUC
-over the labelled pixels, threshold-free); ``model_2fold.*`` with the threshold that gives the best F1 on
-one half of the image (west or east) applied to the other half, counts pooled; ``cva.*`` the CVA baseline
-(standardised bands, Otsu threshold over the whole image) and ``cva.auc``.
+over the labelled pixels, threshold-free); ``recalibrated_2fold.*`` the same probabilities with the
+threshold that gives the best F1 on one half of the image (west or east) applied to the other half,
+counts pooled; ``cva.*`` the CVA baseline (standardised bands, Otsu threshold over the whole image) and
+``cva.auc``. ``landsat_finetune`` adds the two-fold fine-tuning check.
 """
 
 from __future__ import annotations
@@ -232,8 +233,8 @@ def _two_fold(p_change: np.ndarray, pair: ChangePair) -> dict[str, float]:
 
 
 def score_pair(model: LoadedModel, pair: ChangePair, p_change: np.ndarray | None = None) -> dict[str, float]:
-    """Flat scores ``<pair.name>.model.*``, ``.model_2fold.*``, ``.cva.*`` and the label counts (see the
-    module docstring); ``p_change`` is ``predict_pair``'s output when already computed."""
+    """Flat scores ``<pair.name>.model.*``, ``.recalibrated_2fold.*``, ``.cva.*`` and the label counts (see
+    the module docstring); ``p_change`` is ``predict_pair``'s output when already computed."""
     p = predict_pair(model, pair) if p_change is None else p_change
     magnitude = cva_magnitude(pair)
     labelled = pair.labelled
@@ -243,7 +244,7 @@ def score_pair(model: LoadedModel, pair: ChangePair, p_change: np.ndarray | None
             "auc": roc_auc(p[pair.changed], p[pair.unchanged]),
             "threshold": float(model.card.decision_threshold),
         },
-        "model_2fold": _two_fold(p, pair),
+        "recalibrated_2fold": _two_fold(p, pair),
         "cva": {
             **binary_scores(magnitude >= otsu_threshold(magnitude), pair.changed, labelled),
             "auc": roc_auc(magnitude[pair.changed], magnitude[pair.unchanged]),

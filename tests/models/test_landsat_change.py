@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from eowatch.errors import InputError, ModelError
 from eowatch.models import registry
+from eowatch.models.landsat_finetune import FinetuneConfig, PairChipDataset, network_inputs
 from eowatch.models.landsat_real import (
     LANDSAT_BANDS,
     harmonise,
@@ -124,7 +126,7 @@ def test_the_model_calls_the_new_square_and_scores_carry_the_pairs_name(
     assert scores["small.model.auc"] == pytest.approx(roc_auc(p[pair.changed], p[pair.unchanged]))
     assert scores["small.model.auc"] > 0.9 and scores["small.cva.auc"] > 0.9
     assert scores["small.n_changed"] == 144
-    assert {"small.model.f1", "small.model_2fold.f1", "small.cva.f1"} <= set(scores)
+    assert {"small.model.f1", "small.recalibrated_2fold.f1", "small.cva.f1"} <= set(scores)
 
 
 def test_bad_pairs_are_refused_by_name(pair_folder: Path, model: LoadedModel, tmp_path: Path) -> None:
@@ -155,14 +157,47 @@ def test_only_change_models_at_a_dividing_resolution_run_on_a_pair(pair_folder: 
         predict_pair(coarse, pair)
 
 
-def test_evaluate_cli_scores_a_pair_and_refuses_record_elsewhere(pair_folder: Path, tmp_path: Path) -> None:
+def test_chips_stay_in_their_columns_and_alternate_changed_and_unchanged_centres(
+    pair_folder: Path, model: LoadedModel
+) -> None:
+    pair = read_change_pair(pair_folder)
+    inputs = network_inputs(model, pair)
+    channels = model.card.architecture_args["in_channels"] + model.card.architecture_args["season_channels"]
+    assert inputs.shape == (2, channels, 3 * SIZE, 3 * SIZE) and inputs.dtype == np.float32
+    labels = np.full((3 * SIZE, 3 * SIZE), -1, np.int64)
+    labels[:30], labels[54:90, 54:90] = 0, 1
+    config = FinetuneConfig(chips_per_epoch=8, chip=32)
+    data = PairChipDataset(inputs, labels, (40, 144), config, seed=3)
+    for epoch in range(3):
+        data.set_epoch(epoch)
+        assert all(x0 >= 40 and x0 + 32 <= 144 for _, x0, _, _ in data.positions)
+        assert all((data[i]["label"] == 1).any() for i in range(0, 8, 2))  # centred on a changed pixel
+    item = data[1]
+    assert item["before"].shape == item["after"].shape == (inputs.shape[1], 32, 32)
+    assert item["label"].dtype == torch.int64
+    with pytest.raises(InputError, match="no changed or no unchanged"):
+        PairChipDataset(inputs, labels, (100, 144), config, seed=3)
+
+
+def test_evaluate_cli_scores_a_pair_and_refuses_record_elsewhere(
+    pair_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functools import partial
+
     from eowatch.cli import main
+    from eowatch.models import landsat_finetune
+
+    quick = FinetuneConfig(epochs=1, chips_per_epoch=4, batch_size=4)
+    monkeypatch.setattr(
+        landsat_finetune, "finetune_two_fold", partial(landsat_finetune.finetune_two_fold, config=quick)
+    )
 
     out = tmp_path / "eval"
     assert main(["evaluate", "siamese-s2s1-change", str(pair_folder), "--out", str(out)]) == 0
     report = json.loads((out / "metrics.json").read_text())
     assert report["kind"] == "change-pair" and report["pair"] == "small"
     assert report["change_pair"]["small.n_changed"] == 144
+    assert "small.finetuned_2fold.f1" in report["change_pair"]
     assert (out / "confusion.png").stat().st_size > 0 and (out / "quicklook.png").stat().st_size > 0
     run_like = tmp_path / "run"
     (run_like / "change.zarr").mkdir(parents=True)
