@@ -23,13 +23,19 @@ __all__ = [
     "DERIVED_INPUTS",
     "FLAG_INPUTS",
     "OPTIONAL_ARCHITECTURE_ARGS",
+    "S1_BANDS",
+    "S2_BANDS",
     "ClassInfo",
     "ModelCard",
     "change_classes",
 ]
 
+#: S2 L2A reflectance bands of the cubes (B02, B03, B04, B08, B11, B12).
+S2_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir", "swir16", "swir22")
+#: S1 backscatter bands of the cubes (dB).
+S1_BANDS: tuple[str, ...] = ("vv_db", "vh_db")
 #: Channel order per date of the shipped S2 + S1 change model.
-DEFAULT_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir", "swir16", "swir22", "vv_db", "vh_db")
+DEFAULT_BANDS: tuple[str, ...] = (*S2_BANDS, *S1_BANDS)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: Architecture name -> the task it serves (the classes live in ``models.weights.ARCHITECTURES``).

@@ -23,7 +23,7 @@ import torch
 
 from eowatch.errors import InputError, ModelError
 
-from .card import ClassInfo, ModelCard
+from .card import S1_BANDS, S2_BANDS, ClassInfo, ModelCard
 from .weights import LoadedModel
 
 __all__ = [
@@ -90,8 +90,6 @@ LABEL_MAPPING: dict[str, dict[str, str]] = {
 
 #: Class value of pixels without any valid time step (uint8 maps).
 NODATA_CLASS = 255
-S2_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir", "swir16", "swir22")
-S1_BANDS: tuple[str, ...] = ("vv_db", "vh_db")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from eowatch.errors import InputError
 
-from .card import DEFAULT_BANDS
+from .card import DEFAULT_BANDS, S1_BANDS
 from .labels import period_middle_days, transition_labels
 from .predict import normalize_bands
 from .season import season_planes
@@ -59,6 +59,9 @@ class ChangeChipDataset(Dataset):
         changed_fraction: share of chips centred on a changed pixel (the rest are drawn anywhere).
         season: append each date's ``season.season_planes`` (2 channels, its period's middle day of
             year) after its normalised bands, for models with ``season_channels=2``.
+        s1_dropout: with ``augment``, the probability that a chip's S1 bands (``vv_db``, ``vh_db``) are
+            missing on both dates (set to NaN before the labels' observation mask and the validity
+            channel are computed): periods without any S1 acquisition, or optical-only input.
 
     Items are dicts: ``before``/``after`` float32 ``(C', chip, chip)`` tensors (``C' = C + 1`` with the
     validity channel when normalised, + 2 with the season), ``label`` int64 ``(chip, chip)``
@@ -81,6 +84,7 @@ class ChangeChipDataset(Dataset):
         validity_channel: bool = True,
         changed_fraction: float = 0.5,
         season: bool = False,
+        s1_dropout: float = 0.0,
     ) -> None:
         self.cube_path = str(cube_path)
         self.labels = transition_labels(
@@ -96,6 +100,10 @@ class ChangeChipDataset(Dataset):
         if not 0.0 <= changed_fraction <= 1.0:
             raise InputError(f"changed_fraction must be within 0..1, got {changed_fraction}")
         self.changed_fraction = changed_fraction
+        if not 0.0 <= s1_dropout < 1.0:
+            raise InputError(f"s1_dropout must be within [0, 1), got {s1_dropout}")
+        self.s1_dropout = s1_dropout
+        self._s1 = [i for i, b in enumerate(bands) if b in S1_BANDS]
         self.middle_days = period_middle_days(period_bounds) if season else None
         self._ds: xr.Dataset | None = None
         self._changed = self._changed_pixels()
@@ -157,10 +165,15 @@ class ChangeChipDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         t, y0, x0 = (int(v) for v in self.positions[index])
         raw = self.read_window(t, y0, x0)
+        rng = np.random.default_rng([self.seed, self.epoch, 1, index])
+        if self.augment and self.s1_dropout > 0 and self._s1:
+            # Drawn from its own stream, so the other augmentations stay those of a run without it.
+            drop = np.random.default_rng([self.seed, self.epoch, 2, index]).random() < self.s1_dropout
+            if drop:
+                raw[:, self._s1] = np.nan
         label = self.labels[t - 1, y0 : y0 + self.chip, x0 : x0 + self.chip].astype(np.int64)
         observed = np.isfinite(raw).any(axis=1).all(axis=0)
         label[~observed] = IGNORE_INDEX
-        rng = np.random.default_rng([self.seed, self.epoch, 1, index])
         x = raw if self.normalization is None else self._normalise(raw, rng if self.augment else None)
         if self.augment:
             x, label = _rotate_flip(x, label, rng)

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from eowatch.errors import InputError, ModelError
 from eowatch.operators.change import change_vector_magnitude, otsu_threshold, standardize_bands
 
+from .card import S1_BANDS, S2_BANDS
 from .metrics import binary_scores, roc_auc
 from .predict import predict_change, season_days
 from .weights import LoadedModel
@@ -57,12 +58,10 @@ __all__ = [
     "score_pair",
 ]
 
-#: Card band names of TM/ETM+ B1, B2, B3, B4, B5, B7 (the files' band order).
-LANDSAT_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir", "swir16", "swir22")
+#: Card band names of TM/ETM+ B1, B2, B3, B4, B5, B7 (the files' band order): the S2 bands.
+LANDSAT_BANDS: tuple[str, ...] = S2_BANDS
 #: Reference masks: labelled changed and labelled unchanged samples (255), 0 = unlabelled.
 MASK_FILES: tuple[str, str] = ("change.bmp", "unchanged.bmp")
-#: Bands a pair never has; NaN (unobserved) when a model asks for them.
-SAR_BANDS: frozenset[str] = frozenset({"vv_db", "vh_db"})
 _MTL_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})_MTL")
 
 
@@ -165,7 +164,7 @@ def harmonise(image: np.ndarray, model: LoadedModel) -> np.ndarray:
         ModelError: the model needs a band that neither the pair nor the S1 rule provides.
     """
     card = model.card
-    missing = [b for b in card.bands if b not in LANDSAT_BANDS and b not in SAR_BANDS]
+    missing = [b for b in card.bands if b not in LANDSAT_BANDS and b not in S1_BANDS]
     if missing:
         raise ModelError(f"model {card.name!r} needs bands {', '.join(missing)} that a Landsat pair lacks")
     z = standardize_bands(image.astype(np.float32))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from eowatch.errors import InputError
 from eowatch.models import ChangeChipDataset, read_truth
 from eowatch.models.dataset import IGNORE_INDEX
 from eowatch.models.train import period_bounds
@@ -117,3 +118,39 @@ def test_read_truth_cuts_the_cube_window(scene: tuple, tmp_path: Path) -> None:
     got = read_truth(tmp_path, x[10:30], y[5:25])
     np.testing.assert_array_equal(got["change_type"], truth["change_type"][5:25, 10:30])
     assert got["change_start"].dtype == np.int32
+
+
+def test_s1_dropout_blanks_both_dates_s1_and_leaves_the_rest_as_without_it(scene: tuple) -> None:
+    path, truth, bounds = scene
+    s1 = [i for i, b in enumerate(BANDS) if b in ("vv_db", "vh_db")]
+    assert s1, "the synthetic scene has S1 bands"
+
+    def make(dropout: float) -> ChangeChipDataset:
+        return ChangeChipDataset(
+            path,
+            truth,
+            bounds,
+            chip=8,
+            samples=40,
+            seed=2,
+            augment=True,
+            normalization=NORM,
+            s1_dropout=dropout,
+        )
+
+    plain, dropped = make(0.0), make(0.5)
+    validity = len(BANDS)  # the validity channel follows the bands
+    blanked = 0
+    for i in range(40):
+        a, b = plain[i], dropped[i]
+        if np.array_equal(a["before"].numpy(), b["before"].numpy()):
+            continue  # this chip kept its S1
+        blanked += 1
+        for date in ("before", "after"):
+            assert (b[date][s1].numpy() == 0).all()  # NaN -> 0 after normalisation
+            others = [c for c in range(len(BANDS)) if c not in s1]
+            np.testing.assert_array_equal(a[date][others].numpy(), b[date][others].numpy())
+            assert (b[date][validity].numpy() <= a[date][validity].numpy()).all()
+    assert 10 <= blanked <= 30
+    with pytest.raises(InputError, match="s1_dropout"):
+        make(1.0)
