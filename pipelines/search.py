@@ -30,6 +30,7 @@ __all__ = [
     "check_lonlat_bbox",
     "cloud_mode",
     "geometry_from_geojson",
+    "item_content",
     "item_sort_key",
     "open_catalog",
     "passes_cloud_cover",
@@ -199,6 +200,28 @@ def check_item(item: Mapping[str, Any]) -> None:
         raise CatalogError(f"{name} of {item['collection']!r} has no valid datetime ({when!r})") from None
     if not isinstance(item.get("assets"), Mapping) or not item["assets"]:
         raise CatalogError(f"{name} of {item['collection']!r} has no assets")
+
+
+#: Asset fields that say where an asset is served from, not what it holds (re-signed URLs, mirrors).
+_ASSET_LOCATION_FIELDS = frozenset({"href", "alternate"})
+
+
+def item_content(item: Mapping[str, Any]) -> dict[str, Any]:
+    """What an item says about its data, without where the data is served from: id, collection,
+    geometry, properties (``datetime``, ``updated``, processing baseline, ...) and each asset's fields
+    except ``href``/``alternate`` (so ``file:checksum``, ``file:size``, bands, roles stay). Two searches
+    returning equal contents for an id point at the same data, wherever it is served."""
+    return {
+        "id": item.get("id"),
+        "collection": item.get("collection"),
+        "geometry": item.get("geometry"),
+        "properties": item.get("properties"),
+        "assets": {
+            key: {k: v for k, v in asset.items() if k not in _ASSET_LOCATION_FIELDS}
+            for key, asset in (item.get("assets") or {}).items()
+            if isinstance(asset, Mapping)
+        },
+    }
 
 
 def item_sort_key(item: Mapping[str, Any]) -> tuple[str, str, str]:

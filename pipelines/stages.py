@@ -170,21 +170,27 @@ def search_stage(run: Run, info: Logger = log.info) -> Path:
     """Search the catalog and record the result for the other stages.
 
     A resumed run searches again (asset URLs may have changed: a restarted server, re-signed URLs) but
-    must find exactly the items its first attempt recorded, so a half-built cube never mixes inputs.
+    must find exactly the items its first attempt recorded, with the same content (properties such as
+    ``updated``, asset checksums; ``search.item_content``), so a half-built cube never mixes inputs:
+    an item reprocessed in place under the same id counts as changed.
 
     Raises:
-        CatalogError: a resumed run's search returns other items than its first attempt.
+        CatalogError: a resumed run's search returns other items, or changed ones, than its first attempt.
     """
+    from eowatch.pipelines.search import item_content
+
     items = search_items(run, info)
     check_assets(run, items)  # malformed items and hrefs outside the asset stores fail before any read
     if run.layout.items.exists():
-        pinned = {d["id"] for d in json.loads(run.layout.items.read_text())}
-        now = {d["id"] for d in items}
-        if pinned != now:
+        pinned = {d["id"]: stable_token(item_content(d)) for d in json.loads(run.layout.items.read_text())}
+        now = {d["id"]: stable_token(item_content(d)) for d in items}
+        changed = sorted(i for i in pinned.keys() & now.keys() if pinned[i] != now[i])
+        if pinned.keys() != now.keys() or changed:
+            example = f", e.g. {changed[0]!r} changed" if changed else ""
             raise CatalogError(
                 f"the catalog now returns other items for this run than when it started "
-                f"({len(now - pinned)} new, {len(pinned - now)} gone); "
-                "start it again in another output folder"
+                f"({len(now.keys() - pinned.keys())} new, {len(pinned.keys() - now.keys())} gone, "
+                f"{len(changed)} changed{example}); start it again in another output folder"
             )
         info("resuming: the catalog returned the same items as the first attempt")
     run.layout.work.mkdir(parents=True, exist_ok=True)

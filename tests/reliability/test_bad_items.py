@@ -6,6 +6,7 @@ the same through a real STAC API (unknown collection, empty search, unreachable 
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -235,3 +236,42 @@ def test_served_catalog_errors(served_small_archive: Any, small_archive: Path, t
         with pytest.raises(InputError, match="has no asset for band 'nir'"):
             stages.search_stage(run)
     assert not run.layout.items.exists()  # refused before the search result was recorded
+
+
+def test_a_resumed_run_refuses_items_that_changed_under_the_same_id(
+    served_small_archive: Any, small_archive: Path, tmp_path: Path
+) -> None:
+    """The search stage records its items; a resumed run must find the same ones with the same content.
+    Hrefs may move (a restarted or re-signed server); an item reprocessed in place (new ``updated``, other
+    checksums) or one that disappeared is refused by name, before anything is read."""
+    from eowatch.archive import load_collections, load_items
+    from eowatch.infra.services import StacApiServer
+    from eowatch.pipelines import stages
+    from tests.reliability.conftest import ONE_CHUNK_BOUNDS, run_params
+
+    items = load_items(small_archive, served_small_archive.asset_url)
+    collections = load_collections(small_archive)
+
+    def search(served_items: list[dict[str, Any]]) -> Path:
+        with StacApiServer(served_items, collections) as stac:
+            served = type(served_small_archive)(
+                stac.url, served_small_archive.asset_url, served_small_archive.manifest
+            )
+            params = run_params(served, tmp_path / "out", bounds=ONE_CHUNK_BOUNDS)
+            return stages.search_stage(stages.prepare_run(params.to_config()))
+
+    recorded = search(items)
+    found = [d["id"] for d in json.loads(recorded.read_text())]
+    again = copy.deepcopy(items)
+    for item in again:
+        for asset in item["assets"].values():
+            asset["href"] = asset["href"] + "?signed=2"  # served elsewhere: the same data
+    assert search(again) == recorded
+
+    reprocessed = copy.deepcopy(items)
+    target = next(d for d in reprocessed if d["id"] == found[0])
+    target["properties"]["updated"] = "2030-01-01T00:00:00Z"
+    with pytest.raises(CatalogError, match=rf"0 new, 0 gone, 1 changed, e\.g\. '{re.escape(target['id'])}'"):
+        search(reprocessed)
+    with pytest.raises(CatalogError, match="0 new, 1 gone, 0 changed"):
+        search([d for d in items if d["id"] != target["id"]])
