@@ -59,7 +59,7 @@ def _retry_unexpected(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=_retry_unexpected,
 )
 def search_catalog(run: stages.Run) -> str:
-    return str(stages.search_stage(run, _info))
+    return str(stages.search_stage(run, _info, _warning))
 
 
 def _warning(msg: str) -> None:

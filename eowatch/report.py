@@ -33,6 +33,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     for key, label in labels.items():
         if key in out:
             print(f"{label + ':':<20}{out[key]}")
+    for collection, periods in (summary.get("sensor_gaps") or {}).items():
+        print(f"{'Sensor gap:':<20}no {collection} acquisition in {', '.join(periods)}")
     if ch:
         print(f"Area processed: {summary['area_km2']:.2f} km²; changed (model): {ch['changed_km2']:.3f} km²")
         for name, km2 in ch["by_type_km2"].items():

@@ -124,7 +124,7 @@ def _optical_region(spec, items, reader, key, lonlat, periods, hw) -> dict[str, 
     return out
 
 
-def _solar_day(item: dict[str, Any], lon: float) -> np.datetime64:
+def item_solar_day(item: dict[str, Any], lon: float) -> np.datetime64:
     """Local solar day (datetime64[D]) of an item's acquisition at longitude ``lon`` (degrees)."""
     props = item["properties"]
     when = dt.datetime.fromisoformat(props.get("datetime") or props["start_datetime"])
@@ -136,7 +136,7 @@ def _solar_day(item: dict[str, Any], lon: float) -> np.datetime64:
 
 def _to_reflectance(dn: np.ndarray, items: Sequence[dict[str, Any]], key: str, days: np.ndarray, lon: float):
     """Digital numbers (time, y, x) → float32 reflectance with each day's own scale and offset."""
-    scaling = {_solar_day(d, lon): reflectance_scaling(d, key) for d in items}
+    scaling = {item_solar_day(d, lon): reflectance_scaling(d, key) for d in items}
     if len(set(scaling.values())) == 1:
         scale, offset = next(iter(scaling.values()))
         return dn_to_reflectance(dn, scale=scale, offset=offset)

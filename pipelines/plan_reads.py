@@ -20,7 +20,7 @@ import shapely
 from affine import Affine
 from pyproj import Transformer
 
-from eowatch.pipelines.cube import _solar_day
+from eowatch.pipelines.cube import item_solar_day
 from eowatch.pipelines.grid import ChunkKey, GridSpec
 
 #: Internal tile edge assumed for a COG (STAC does not record it; GDAL's COG driver default is 512).
@@ -160,7 +160,7 @@ def chunk_lonlat(grid: GridSpec, key: ChunkKey) -> tuple[float, float, float, fl
 
 def solar_day_count(items: Sequence[dict[str, Any]], lon: float) -> int:
     """Time steps odc-stac loads for ``items``: their distinct solar days at longitude ``lon``."""
-    return len({_solar_day(d, lon) for d in items})
+    return len({item_solar_day(d, lon) for d in items})
 
 
 def band_assets(item: Mapping[str, Any], bands: Sequence[str]) -> dict[str, int]:

@@ -166,8 +166,9 @@ def search_items(run: Run, info: Logger = log.info) -> list[dict[str, Any]]:
     return items
 
 
-def search_stage(run: Run, info: Logger = log.info) -> Path:
-    """Search the catalog and record the result for the other stages.
+def search_stage(run: Run, info: Logger = log.info, warn: Logger = log.warning) -> Path:
+    """Search the catalog and record the result for the other stages; ``warn`` when a period has no
+    acquisition of a sensor the change model reads (``coverage.sensor_gap_warning``).
 
     A resumed run searches again (asset URLs may have changed: a restarted server, re-signed URLs) but
     must find exactly the items its first attempt recorded, with the same content (properties such as
@@ -193,9 +194,24 @@ def search_stage(run: Run, info: Logger = log.info) -> Path:
                 f"{len(changed)} changed{example}); start it again in another output folder"
             )
         info("resuming: the catalog returned the same items as the first attempt")
+    gap_warning = _sensor_gap_warning(run, items)
+    if gap_warning:
+        warn(gap_warning)
     run.layout.work.mkdir(parents=True, exist_ok=True)
     write_atomic(run.layout.items, json.dumps(items))
     return run.layout.items
+
+
+def _sensor_gap_warning(run: Run, items: list[dict[str, Any]]) -> str | None:
+    from eowatch.pipelines.coverage import sensor_gap_warning, sensor_gaps
+
+    model = run.provenance.get("model")
+    if not model:
+        return None
+    from eowatch.models.registry import card_of
+
+    gaps = sensor_gaps(items, run.spec)
+    return sensor_gap_warning(gaps, run.spec, model["name"], card_of(model["name"]).bands)
 
 
 def check_assets(run: Run, items: list[dict[str, Any]]) -> None:
@@ -395,6 +411,7 @@ def change_stage_run(run: Run, client: Any, info: Logger = log.info) -> Path:
 def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) -> dict[str, Any]:
     """Statistics, evaluation against truth (when given), quicklook and the summary JSON."""
     # model_stages builds on this module's Run and helpers: imported here, not at the top (a cycle).
+    from eowatch.pipelines.coverage import sensor_gaps
     from eowatch.pipelines.model_stages import model_outputs, model_summaries
 
     t0 = time.perf_counter()
@@ -432,6 +449,8 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
         "grid": run.spec.grid.to_dict(),
         "periods": [list(p) for p in run.spec.periods],
         "items": {k: len(v) for k, v in ids.items()},
+        # Periods without any acquisition of a collection: the change model's input lacks that sensor.
+        "sensor_gaps": sensor_gaps(json.loads(run.layout.items.read_text()), run.spec),
         "model": run.provenance["model"],
         "changes_found": stats,
         "evaluation": evaluation,

@@ -275,3 +275,31 @@ def test_a_resumed_run_refuses_items_that_changed_under_the_same_id(
         search(reprocessed)
     with pytest.raises(CatalogError, match="0 new, 1 gone, 0 changed"):
         search([d for d in items if d["id"] != target["id"]])
+
+
+def test_a_month_without_s1_warns_that_its_transitions_lack_s1(
+    served_small_archive: Any, small_archive: Path, tmp_path: Path
+) -> None:
+    """The small archive without its May S1 scenes: the search stage warns (the change model reads S1),
+    names the month, and the run goes on; the summary's ``sensor_gaps`` comes from the same function."""
+    from eowatch.archive import load_collections, load_items
+    from eowatch.infra.services import StacApiServer
+    from eowatch.pipelines import stages
+    from tests.reliability.conftest import ONE_CHUNK_BOUNDS, run_params
+
+    items = [
+        d
+        for d in load_items(small_archive, served_small_archive.asset_url)
+        if not (d["collection"] == "sentinel-1-grd" and d["properties"]["datetime"].startswith("2026-05"))
+    ]
+    warnings: list[str] = []
+    with StacApiServer(items, load_collections(small_archive)) as stac:
+        served = type(served_small_archive)(
+            stac.url, served_small_archive.asset_url, served_small_archive.manifest
+        )
+        run = stages.prepare_run(run_params(served, tmp_path / "out", bounds=ONE_CHUNK_BOUNDS).to_config())
+        stages.search_stage(run, warn=warnings.append)
+    assert len(warnings) == 1, warnings
+    assert "sentinel-1-grd: no acquisition in 2026-05-01..2026-06-01" in warnings[0]
+    assert "siamese-s2s1-change" in warnings[0]
+    assert run.layout.items.exists()  # a warning, not a refusal
