@@ -235,8 +235,9 @@ def evaluate_change_pair(model: str, folder: Path, out: Path, record: bool) -> d
     pair = read_change_pair(folder)
     p_change = predict_pair(loaded, pair)
     scores = score_pair(loaded, pair, p_change)
-    print(f"fine-tuning check: a copy of {model} fine-tuned on each half of {pair.name}, scored on the other")
-    scores.update(finetune_two_fold(loaded, pair))
+    if loaded.card.task == "change-detection":  # the check fine-tunes a single-head change network
+        print(f"fine-tuning check: {model} fine-tuned on each half of {pair.name}, scored on the other")
+        scores.update(finetune_two_fold(loaded, pair))
     threshold = loaded.card.decision_threshold
     cm = confusion_matrix(p_change >= threshold, pair.changed, 2, pair.labelled)
     out.mkdir(parents=True, exist_ok=True)
@@ -321,6 +322,8 @@ def headline(metrics: dict[str, Any]) -> list[str]:
         name = metrics["pair"]
         for who in ("model", "recalibrated_2fold", "finetuned_2fold", "cva"):
             k = f"{name}.{who}"
+            if f"{k}.f1" not in pair:
+                continue
             auc = f"  AUC {pair[f'{k}.auc']:.3f}" if f"{k}.auc" in pair else ""
             lines.append(
                 f"{k:<27} precision {pair[f'{k}.precision']:.3f}  recall {pair[f'{k}.recall']:.3f}  "
@@ -347,7 +350,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.record and kind != "change-pair":
         raise InputError("--record is for a Landsat change pair; trainers record their own scores")
     out = Path(args.out) if args.out else Path(DEFAULT_OUT) / f"{args.model}-{data.name}"
-    if card.task == "semantic-change-detection":
+    if kind == "change-pair":
+        metrics = evaluate_change_pair(args.model, data, out, args.record)
+    elif card.task == "semantic-change-detection":
         metrics = evaluate_semantic(args.model, data, kind, args, out)
     elif kind == "archive":
         run_out, truth = _run_archive(args.model, data, out, args.workers)
@@ -356,8 +361,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not args.truth:
             raise InputError("a run's output folder is scored against planted truth: give --truth DIR")
         metrics = evaluate_run(args.model, data, Path(args.truth).expanduser().resolve(), out)
-    elif kind == "change-pair":
-        metrics = evaluate_change_pair(args.model, data, out, args.record)
     else:
         metrics = evaluate_worldcereal_folder(args.model, data, out)
     report = {"model": args.model, "data": str(data), "kind": kind, **metrics}

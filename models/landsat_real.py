@@ -187,17 +187,24 @@ def _factor(pair: ChangePair, model: LoadedModel) -> int:
 
 
 def predict_pair(model: LoadedModel, pair: ChangePair) -> np.ndarray:
-    """Change probability ``(H, W)`` float32 on the pair's grid: ``1 - P(no change)`` predicted at the
-    card's resolution (bilinear upsampling) and averaged back over each pair pixel's block.
+    """Change probability ``(H, W)`` float32 on the pair's grid: ``1 - P(no change)`` (a semantic change
+    model's change head) predicted at the card's resolution (bilinear upsampling) and averaged back over
+    each pair pixel's block.
 
     Raises:
-        ModelError: the model is not a change-detection model, or its resolution does not divide the pair's.
+        ModelError: the model is neither a change-detection nor an unconditional semantic change model,
+            or its resolution does not divide the pair's.
     """
-    if model.card.task != "change-detection":
+    from .predict import SEMANTIC_TASK
+
+    card = model.card
+    if card.task not in ("change-detection", SEMANTIC_TASK):
         raise ModelError(
-            f"model {model.card.name!r} is a {model.card.task} model; "
-            "a change pair scores change-detection models"
+            f"model {card.name!r} is a {card.task} model; a change pair scores change-detection models "
+            "and the change head of semantic change models"
         )
+    if card.architecture_args.get("conditional"):
+        raise ModelError(f"model {card.name!r} needs a pre-change land-cover map, which a change pair lacks")
     k = _factor(pair, model)
 
     def at_model_resolution(image: np.ndarray) -> np.ndarray:
@@ -206,9 +213,14 @@ def predict_pair(model: LoadedModel, pair: ChangePair) -> np.ndarray:
 
     days = np.array([(d - np.datetime64("1970-01-01", "D")).astype(np.int64) for d in pair.dates])
     before, after = at_model_resolution(pair.before), at_model_resolution(pair.after)
-    probs = predict_change(model, before, after, days=season_days(model, days))
+    if card.task == SEMANTIC_TASK:
+        from .siamese_semantic import predict_semantic_series
+
+        p = predict_semantic_series(model, np.stack([before, after]), days=season_days(model, days)).change[0]
+    else:
+        p = 1.0 - predict_change(model, before, after, days=season_days(model, days))[0]
     h, w = pair.changed.shape
-    return (1.0 - probs[0]).reshape(h, k, w, k).mean(axis=(1, 3)).astype(np.float32)
+    return p.reshape(h, k, w, k).mean(axis=(1, 3)).astype(np.float32)
 
 
 def cva_magnitude(pair: ChangePair) -> np.ndarray:

@@ -149,6 +149,8 @@ def test_only_change_models_at_a_dividing_resolution_run_on_a_pair(pair_folder: 
     pair = read_change_pair(pair_folder)
     with pytest.raises(ModelError, match="crop_type model; a change pair scores change-detection"):
         predict_pair(registry.get("crop-type-ltae"), pair)
+    with pytest.raises(ModelError, match="needs a pre-change land-cover map"):
+        predict_pair(registry.get("siamese-s2s1-conditional"), pair)
     change = registry.get("siamese-s2s1-change")
     from dataclasses import replace
 
