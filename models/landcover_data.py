@@ -1,7 +1,7 @@
 """Training data of the S2 land-cover model: labelled cubes, class-balanced chips and augmentations.
 
 A labelled cube is an analysis cube's per-period S2 composites with the archive's planted land cover
-(``models.train_croptype.read_landcover``: pixels whose land cover is stable over the season and carry
+(``models.stable_landcover.read_landcover``: pixels whose land cover is stable over the season and carry
 no planted change) mapped onto the model's classes by the card's ``eowatch_landcover`` table. A chip is
 one period of one cube with the ``periods - 1`` periods before it (``landcover.period_history``: NaN
 before the cube's first period): ``(periods, C, size, size)`` bands and ``(size, size)`` labels (-1 = not
@@ -105,7 +105,7 @@ def load_labelled_cube(
         bands: cube variables to stack, in order.
         lut: int64 ``(256,)`` archive land-cover code -> class index (-1 = unlabelled).
     """
-    from .train_croptype import read_landcover
+    from .stable_landcover import read_landcover
 
     with open_cube(cube_path) as cube:
         cover = read_landcover(truth_dir, cube["x"].values, cube["y"].values)

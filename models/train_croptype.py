@@ -25,7 +25,6 @@ import torch
 from torch.nn import functional as F
 
 from eowatch.errors import InputError
-from eowatch.legend import LANDCOVER
 
 from .card import DEFAULT_BANDS, ModelCard
 from .croptype import (
@@ -47,10 +46,11 @@ from .croptype import (
 from .dataset import open_cube
 from .fit import deterministic
 from .metrics import flatten_scores
+from .stable_landcover import landcover_to_crop, read_landcover
 from .temporal import LTAEClassifier
 from .weights import LoadedModel, load_model, record_metrics, save_model
 
-__all__ = ["CropTrainConfig", "evaluate_synthetic", "read_landcover", "sample_cube", "train_croptype_sets"]
+__all__ = ["CropTrainConfig", "evaluate_synthetic", "sample_cube", "train_croptype_sets"]
 
 
 @dataclass(frozen=True)
@@ -116,40 +116,6 @@ class CropTrainConfig:
         return (*self.bands, "ndvi", "s2_valid", "s1_valid")
 
 
-def read_landcover(truth_dir: Path, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Land-cover code ``(y, x)`` uint8 of pixels whose planted land cover is stable over the season and
-    that have no planted change; 0 (nodata) elsewhere. ``x``/``y``: the cube's pixel centres (m)."""
-    import rasterio
-    from rasterio.windows import Window
-
-    layers = {}
-    for key in ("landcover_start", "landcover_end", "change_type"):
-        with rasterio.open(Path(truth_dir) / f"{key}.tif") as src:
-            col = round((x[0] - src.transform.c) / src.transform.a - 0.5)
-            row = round((y[0] - src.transform.f) / src.transform.e - 0.5)
-            if col < 0 or row < 0 or col + len(x) > src.width or row + len(y) > src.height:
-                raise InputError(f"{key} raster in {truth_dir} does not cover the cube grid")
-            layers[key] = src.read(1, window=Window(col, row, len(x), len(y)))
-    stable = (layers["landcover_start"] == layers["landcover_end"]) & (layers["change_type"] == 0)
-    return np.where(stable, layers["landcover_start"], 0).astype(np.uint8)
-
-
-def _landcover_lut() -> np.ndarray:
-    """Lookup table landcover code (0-255) -> crop class code (-1 = unlabelled)."""
-    names = {c: info.name for c, info in CROP_CLASSES.items()}
-    table = LABEL_MAPPING["eowatch_landcover"]
-    lut = np.full(256, -1, dtype=np.int64)
-    for code, name in LANDCOVER.items():
-        target = table.get(name, table["*"])
-        lut[code] = next((c for c, n in names.items() if n == target), -1)
-    return lut
-
-
-def landcover_to_crop(cover: np.ndarray) -> np.ndarray:
-    """Crop class codes (int64, -1 = unlabelled) of archive land-cover codes (any shape; 0 = nodata)."""
-    return _landcover_lut()[cover]
-
-
 def sample_cube(
     cube_path: Path,
     truth_dir: Path,
@@ -179,7 +145,7 @@ def sample_cube(
         block = np.stack(
             [cube[b].isel(x=slice(*columns)).values[:, pix[:, 0], pix[:, 1]] for b in bands], axis=-1
         )  # (T, N, B)
-    labels = _landcover_lut()[cover[pix[:, 0], pix[:, 1]]]
+    labels = landcover_to_crop(cover[pix[:, 0], pix[:, 1]])
     return np.ascontiguousarray(block.transpose(1, 0, 2).astype(np.float32)), labels, months.astype(np.int64)
 
 

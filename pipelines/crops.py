@@ -169,7 +169,7 @@ def crop_confusion(path: Any, spec: CubeSpec, truth_dir: str) -> tuple[np.ndarra
     ``eowatch_landcover`` mapping), and the class names by code."""
     from eowatch.models.confusion import confusion_matrix
     from eowatch.models.croptype import CROP_CLASSES
-    from eowatch.models.train_croptype import landcover_to_crop, read_landcover
+    from eowatch.models.stable_landcover import landcover_to_crop, read_landcover
     from eowatch.pipelines.zarr_store import grid_coords
 
     coords = grid_coords(spec.grid)
@@ -215,7 +215,7 @@ def evaluate_crops(path: Any, spec: CubeSpec, truth_dir: str) -> dict[str, Any]:
 
 def _unmapped_labelled(path: Any, spec: CubeSpec, truth_dir: str) -> int:
     """Labelled truth pixels the map left unmapped (255)."""
-    from eowatch.models.train_croptype import landcover_to_crop, read_landcover
+    from eowatch.models.stable_landcover import landcover_to_crop, read_landcover
     from eowatch.pipelines.zarr_store import grid_coords
 
     coords = grid_coords(spec.grid)

@@ -232,7 +232,7 @@ def landcover_confusion(path: Any, spec: CubeSpec, truth_dir: str) -> tuple[np.n
     from eowatch.models.confusion import confusion_matrix
     from eowatch.models.landcover import landcover_codes_lut
     from eowatch.models.registry import card_of
-    from eowatch.models.train_croptype import read_landcover
+    from eowatch.models.stable_landcover import read_landcover
     from eowatch.pipelines.zarr_store import grid_coords
 
     arr, legend = _open(path)

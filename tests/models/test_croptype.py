@@ -15,8 +15,9 @@ from eowatch.errors import InputError, ModelError
 from eowatch.models import croptype, registry
 from eowatch.models.card import DEFAULT_BANDS, ModelCard
 from eowatch.models.croptype import LABEL_MAPPING, centroids_path, load_centroids
+from eowatch.models.stable_landcover import read_landcover
 from eowatch.models.temporal import LTAEClassifier, month_harmonics
-from eowatch.models.train_croptype import CropTrainConfig, read_landcover, train_croptype_sets
+from eowatch.models.train_croptype import CropTrainConfig, train_croptype_sets
 from eowatch.models.weights import LoadedModel, load_model, save_model
 
 INPUTS = (*DEFAULT_BANDS, "ndvi", "s2_valid", "s1_valid")

@@ -142,7 +142,7 @@ def test_statistics_give_the_area_per_class_and_period(scene: dict, finished: di
 
 
 def test_evaluation_against_the_planted_land_cover(scene: dict, finished: dict) -> None:
-    from eowatch.models.train_croptype import read_landcover
+    from eowatch.models.stable_landcover import read_landcover
     from eowatch.pipelines.zarr_store import grid_coords
 
     found = stage.evaluate_landcover(finished["path"], scene["spec"], str(scene["truth"]))
