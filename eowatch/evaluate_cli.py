@@ -16,6 +16,10 @@ What DATA may be (recognised by its content):
   (``models.landsat_real``) and after fine-tuning on the other image half (``models.landsat_finetune``);
   ``OUT/quicklook.png`` shows the pair, the model's change probability and the
   reference. ``--record`` adds the scores to the model's card (the weights stay byte-identical).
+- **VHR change pairs** (``A/``, ``B/``, ``label/`` PNGs, as LEVIR-CD and DSIFN-CD; a VHR change MODEL):
+  every pair resampled from its pixel size (``--gsd``; known for ``levir_samples`` 0.5 m and
+  ``dsifn_samples`` 2 m) to the card's, scored pooled at the card's threshold beside CVA
+  (``models.vhr_real``).
 
 Metrics: change models get precision, recall, F1, IoU, kappa and OA per pixel and per transition for
 the model and the CVA baseline, and the semantic change scores (SeK, mIoU, per-type F1/IoU) of the change
@@ -38,6 +42,8 @@ import numpy as np
 from eowatch.errors import InputError, ModelError
 
 DEFAULT_OUT = "eowatch-eval"
+#: Task of the VHR change models (``models.vhr_change.VHR_TASK``), scored on VHR change pairs.
+VHR_CHANGE_TASK = "vhr-change-detection"
 #: A run's store scored for a model of each task (change models: ``change.zarr``).
 _STORES = {"crop_type": "crop_type.zarr", "land-cover": "landcover.zarr"}
 #: Tasks whose models ``evaluate_run`` scores (semantic change models: ``evaluate_semantic``).
@@ -58,6 +64,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="Dask workers, when DATA is an archive")
     parser.add_argument(
+        "--gsd", type=float, help="pixel size (m) of VHR change pairs (default: known for LEVIR-CD, DSIFN-CD)"
+    )
+    parser.add_argument(
         "--record",
         action="store_true",
         help="a Landsat change pair only: add the scores to the model's card in the package's weights folder",
@@ -65,7 +74,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def data_kind(path: Path) -> str:
-    """``archive``, ``run``, ``worldcereal`` or ``change-pair`` from what the folder holds.
+    """``archive``, ``run``, ``worldcereal``, ``change-pair`` or ``vhr-pairs`` from what the folder holds.
 
     Raises:
         InputError: the folder does not exist or is none of these.
@@ -83,10 +92,12 @@ def data_kind(path: Path) -> str:
         return "worldcereal"
     if is_change_pair_folder(path):
         return "change-pair"
+    if all((path / sub).is_dir() for sub in ("A", "B", "label")):
+        return "vhr-pairs"
     raise InputError(
         f"{path} is neither a synthetic archive (archive.json + truth/), a run's output folder "
-        "(change.zarr), a WorldCereal folder nor a Landsat change pair (two ENVI images, change.bmp, "
-        "unchanged.bmp)"
+        "(change.zarr), a WorldCereal folder, a Landsat change pair (two ENVI images, change.bmp, "
+        "unchanged.bmp) nor VHR change pairs (A/, B/, label/)"
     )
 
 
@@ -250,6 +261,33 @@ def evaluate_change_pair(model: str, folder: Path, out: Path, record: bool) -> d
     return {"change_pair": scores, "pair": pair.name}
 
 
+def evaluate_vhr_pairs(model: str, folder: Path, gsd_m: float | None, out: Path) -> dict[str, Any]:
+    """A VHR change model on labelled image pairs (``A/``, ``B/``, ``label/``): pooled scores at the
+    card's threshold beside CVA, and the confusion matrix of every pixel."""
+    from eowatch.models.confusion import confusion_matrix, render_confusion
+    from eowatch.models.registry import get
+    from eowatch.models.vhr_real import REAL_DATASETS, cva_masks, predict_pairs, read_pairs, score
+
+    known = {name: gsd for name, gsd in REAL_DATASETS.values()}
+    gsd = gsd_m if gsd_m is not None else known.get(folder.name)
+    if gsd is None or not gsd > 0:
+        raise InputError(f"give the pixel size of the pairs in {folder} with --gsd METRES")
+    loaded = get(model)
+    pairs = read_pairs(folder, gsd)
+    called = predict_pairs(loaded, pairs) >= loaded.card.decision_threshold
+    scores = {
+        **{f"model.{k}": v for k, v in score(called, pairs.labels).items()},
+        **{f"cva.{k}": v for k, v in score(cva_masks(pairs), pairs.labels).items()},
+        "pairs": float(len(pairs.names)),
+        "gsd_m": float(gsd),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    cm = confusion_matrix(called, pairs.labels, 2)
+    title = f"{model}: {folder.name}, {len(pairs.names)} pairs"
+    render_confusion(cm, {0: "no change", 1: "change"}, out / "confusion.png", title)
+    return {"vhr_pairs": scores}
+
+
 def evaluate_semantic(
     model: str, data: Path, kind: str, args: argparse.Namespace, out: Path
 ) -> dict[str, Any]:
@@ -317,6 +355,13 @@ def headline(metrics: dict[str, Any]) -> list[str]:
             f"semantic change: SeK {sem['sek']:.3f}  mIoU {sem['miou']:.3f}  Fscd {sem['fscd']:.3f}  "
             f"binary F1 {sem['binary.f1']:.3f}  change-type SeK {sem['type.sek']:.3f}"
         )
+    vhr = metrics.get("vhr_pairs")
+    if vhr:
+        for who in ("model", "cva"):
+            lines.append(
+                f"{who:<7}precision {vhr[f'{who}.precision']:.3f}  recall {vhr[f'{who}.recall']:.3f}  "
+                f"F1 {vhr[f'{who}.f1']:.3f}  IoU {vhr[f'{who}.iou']:.3f}  ({vhr['pairs']:.0f} pairs pooled)"
+            )
     pair = metrics.get("change_pair")
     if pair:
         name = metrics["pair"]
@@ -345,12 +390,21 @@ def headline(metrics: dict[str, Any]) -> list[str]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     data = Path(args.data).expanduser().resolve()
     card = _card(args.model)  # unknown model: fail before anything runs
-    _check_task(args.model, card.task)
     kind = data_kind(data)
+    if kind == "vhr-pairs" or card.task == VHR_CHANGE_TASK:
+        if (kind, card.task) != ("vhr-pairs", VHR_CHANGE_TASK):
+            raise InputError(
+                "VHR change pairs (A/, B/, label/) score VHR change models, and a VHR change model is "
+                f"scored on them; got {args.model!r} ({card.task}) and {data} ({kind})"
+            )
+    else:
+        _check_task(args.model, card.task)
     if args.record and kind != "change-pair":
         raise InputError("--record is for a Landsat change pair; trainers record their own scores")
     out = Path(args.out) if args.out else Path(DEFAULT_OUT) / f"{args.model}-{data.name}"
-    if kind == "change-pair":
+    if kind == "vhr-pairs":
+        metrics = evaluate_vhr_pairs(args.model, data, args.gsd, out)
+    elif kind == "change-pair":
         metrics = evaluate_change_pair(args.model, data, out, args.record)
     elif card.task == "semantic-change-detection":
         metrics = evaluate_semantic(args.model, data, kind, args, out)

@@ -1,0 +1,71 @@
+"""``eowatch evaluate`` on VHR change pairs (``A/``, ``B/``, ``label/`` PNGs): a small written folder,
+the refusals, and the real LEVIR-CD samples scored as the card records them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eowatch.cli import main
+from eowatch.models import registry
+
+
+def _write_pairs(folder: Path, n: int = 2, size: int = 96) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for sub in ("A", "B", "label"):
+        (folder / sub).mkdir(parents=True)
+    for i in range(n):
+        field = np.clip(rng.normal((90, 120, 70), 8, (size, size, 3)), 0, 255).astype(np.uint8)
+        after = field.copy()
+        after[30:60, 30:60] = (200, 190, 185)  # a new roof
+        label = np.zeros((size, size), np.uint8)
+        label[30:60, 30:60] = 255
+        Image.fromarray(field).save(folder / "A" / f"p{i}.png")
+        Image.fromarray(after).save(folder / "B" / f"p{i}.png")
+        Image.fromarray(label).save(folder / "label" / f"p{i}.png")
+
+
+def test_vhr_pairs_are_scored_pooled_with_their_pixel_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "my_pairs"
+    _write_pairs(folder)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "siamese-vhr-change", str(folder), "--gsd", "1", "--out", str(out)]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["kind"] == "vhr-pairs"
+    scores = report["vhr_pairs"]
+    assert scores["pairs"] == 2 and scores["gsd_m"] == 1.0
+    assert scores["model.tp"] + scores["model.fn"] == 2 * 30 * 30  # pooled over both pairs
+    assert {"model.f1", "cva.f1"} <= scores.keys() and (out / "confusion.png").is_file()
+    assert "pairs pooled" in capsys.readouterr().out
+
+
+def test_vhr_pairs_need_a_pixel_size_and_a_vhr_change_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "my_pairs"
+    _write_pairs(folder, n=1)
+    assert main(["evaluate", "siamese-vhr-change", str(folder)]) != 0
+    assert "--gsd METRES" in capsys.readouterr().err
+    assert main(["evaluate", "siamese-s2s1-change", str(folder), "--gsd", "1"]) != 0
+    assert "score VHR change models" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_levir_samples_through_the_cli_equal_the_card(shared_data: Path, tmp_path: Path) -> None:
+    folder = shared_data / "change" / "levir_samples"
+    if not (folder / "label").is_dir():
+        pytest.skip(f"{folder} is absent")
+    assert main(["evaluate", "siamese-vhr-change", str(folder), "--out", str(tmp_path)]) == 0
+    scores = json.loads((tmp_path / "metrics.json").read_text())["vhr_pairs"]
+    card = registry.get("siamese-vhr-change").card.metrics
+    assert scores["gsd_m"] == 0.5  # known for LEVIR-CD
+    for metric in ("f1", "precision", "recall", "iou"):
+        assert scores[f"model.{metric}"] == pytest.approx(card[f"levir.{metric}"], abs=1e-6)
+        assert scores[f"cva.{metric}"] == pytest.approx(card[f"levir.cva.{metric}"], abs=1e-6)
