@@ -19,15 +19,20 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from eowatch.errors import InputError
 
 from .fit import deterministic, fit_chips
-from .landsat_real import ChangePair, harmonise, predict_pair
+from .landsat_real import (
+    ChangePair,
+    image_halves,
+    inputs_at_model_resolution,
+    predict_pair,
+    resolution_factor,
+)
 from .metrics import binary_scores, roc_auc
-from .predict import preprocess, season_days, with_season
+from .predict import preprocess, with_season
 from .weights import LoadedModel, build_module
 
 __all__ = ["FinetuneConfig", "PairChipDataset", "finetune_two_fold", "network_inputs"]
@@ -64,11 +69,8 @@ class FinetuneConfig:
 
 def network_inputs(model: LoadedModel, pair: ChangePair) -> np.ndarray:
     """float32 ``(2, C', H * k, W * k)``: both dates as the network sees them at the card's resolution."""
-    k = round(pair.gsd_m / model.card.resolution_m)
-    raw = np.stack([harmonise(pair.before, model), harmonise(pair.after, model)])
-    raw = F.interpolate(torch.from_numpy(raw), scale_factor=k, mode="bilinear", align_corners=False).numpy()
-    days = np.array([(d - np.datetime64("1970-01-01", "D")).astype(np.int64) for d in pair.dates])
-    return with_season(model, preprocess(model.card, raw), season_days(model, days)).astype(np.float32)
+    raw, days = inputs_at_model_resolution(model, pair)
+    return with_season(model, preprocess(model.card, raw), days).astype(np.float32)
 
 
 class PairChipDataset:
@@ -148,17 +150,15 @@ def finetune_two_fold(
     """
     from .train import best_threshold
 
-    k = round(pair.gsd_m / model.card.resolution_m)
+    k = resolution_factor(pair, model)
     inputs = network_inputs(model, pair)
     labels10 = np.full(pair.changed.shape, UNLABELLED, np.int64)
     labels10[pair.unchanged], labels10[pair.changed] = 0, 1
     labels10 = np.repeat(np.repeat(labels10, k, axis=0), k, axis=1)
-    half = pair.changed.shape[1] // 2
-    folds = [(0, half), (half, pair.changed.shape[1])]
     called = np.zeros(pair.changed.shape, bool)
     p_out = np.zeros(pair.changed.shape, np.float32)
     out: dict[str, float] = {}
-    for fold, (c0, c1) in enumerate(folds):
+    for fold, (c0, c1) in enumerate(image_halves(pair)):
         data = PairChipDataset(inputs, labels10, (c0 * k, c1 * k), config, seed + fold)
         with deterministic(seed + fold, config.threads):
             tuned = build_module(model.card)

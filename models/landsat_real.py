@@ -51,10 +51,13 @@ __all__ = [
     "ChangePair",
     "cva_magnitude",
     "harmonise",
+    "image_halves",
+    "inputs_at_model_resolution",
     "is_change_pair_folder",
     "predict_pair",
     "quicklook",
     "read_change_pair",
+    "resolution_factor",
     "score_pair",
 ]
 
@@ -129,7 +132,8 @@ def read_change_pair(folder: Path) -> ChangePair:
         raise InputError(
             f"{folder} is not a change pair folder (two ENVI images with headers, {' and '.join(MASK_FILES)})"
         )
-    images = sorted(_images(folder), key=_acquired)
+    (date0, image0), (date1, image1) = sorted((_acquired(image), image) for image in _images(folder))
+    images = (image0, image1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the BMP masks carry no georeferencing
         with rasterio.open(images[0]) as a, rasterio.open(images[1]) as b:
@@ -150,8 +154,7 @@ def read_change_pair(folder: Path) -> ChangePair:
         both = int((changed & unchanged).sum())
         raise InputError(f"{MASK_FILES[0]} and {MASK_FILES[1]} both label {both} px")
     name = folder.name.removeprefix("landsat_")
-    dates = (_acquired(images[0]), _acquired(images[1]))
-    return ChangePair(name, before, after, changed, unchanged, dates, float(gsd), crs)
+    return ChangePair(name, before, after, changed, unchanged, (date0, date1), float(gsd), crs)
 
 
 def harmonise(image: np.ndarray, model: LoadedModel) -> np.ndarray:
@@ -176,7 +179,12 @@ def harmonise(image: np.ndarray, model: LoadedModel) -> np.ndarray:
     return out
 
 
-def _factor(pair: ChangePair, model: LoadedModel) -> int:
+def resolution_factor(pair: ChangePair, model: LoadedModel) -> int:
+    """How many model pixels a pair pixel spans per axis (30 m pair, 10 m model: 3).
+
+    Raises:
+        ModelError: the pair's pixel size is not a whole multiple of the model's.
+    """
     factor = pair.gsd_m / model.card.resolution_m
     if factor < 1 or abs(factor - round(factor)) > 1e-6:
         raise ModelError(
@@ -184,6 +192,21 @@ def _factor(pair: ChangePair, model: LoadedModel) -> int:
             "pixels are not a whole multiple of it"
         )
     return round(factor)
+
+
+def inputs_at_model_resolution(model: LoadedModel, pair: ChangePair) -> tuple[np.ndarray, np.ndarray | None]:
+    """Both dates as raw bands at the card's resolution, float32 ``(2, C, H * k, W * k)`` (``harmonise``,
+    then bilinear upsampling by ``resolution_factor``), and the dates as ``season_days`` gives them."""
+    k = resolution_factor(pair, model)
+    raw = torch.from_numpy(np.stack([harmonise(pair.before, model), harmonise(pair.after, model)]))
+    raw = F.interpolate(raw, scale_factor=k, mode="bilinear", align_corners=False).numpy()
+    return raw, season_days(model, np.array(pair.dates, dtype="datetime64[D]").astype(np.int64))
+
+
+def image_halves(pair: ChangePair) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Column ranges ``[c0, c1)`` of the pair's western and eastern halves (the two-fold checks' folds)."""
+    width = pair.changed.shape[1]
+    return (0, width // 2), (width // 2, width)
 
 
 def predict_pair(model: LoadedModel, pair: ChangePair) -> np.ndarray:
@@ -205,20 +228,14 @@ def predict_pair(model: LoadedModel, pair: ChangePair) -> np.ndarray:
         )
     if card.architecture_args.get("conditional"):
         raise ModelError(f"model {card.name!r} needs a pre-change land-cover map, which a change pair lacks")
-    k = _factor(pair, model)
-
-    def at_model_resolution(image: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(harmonise(image, model))[None]
-        return F.interpolate(x, scale_factor=k, mode="bilinear", align_corners=False)[0].numpy()
-
-    days = np.array([(d - np.datetime64("1970-01-01", "D")).astype(np.int64) for d in pair.dates])
-    before, after = at_model_resolution(pair.before), at_model_resolution(pair.after)
+    k = resolution_factor(pair, model)
+    raw, days = inputs_at_model_resolution(model, pair)
     if card.task == SEMANTIC_TASK:
         from .siamese_semantic import predict_semantic_series
 
-        p = predict_semantic_series(model, np.stack([before, after]), days=season_days(model, days)).change[0]
+        p = predict_semantic_series(model, raw, days=days).change[0]
     else:
-        p = 1.0 - predict_change(model, before, after, days=season_days(model, days))[0]
+        p = 1.0 - predict_change(model, raw[0], raw[1], days=days)[0]
     h, w = pair.changed.shape
     return p.reshape(h, k, w, k).mean(axis=(1, 3)).astype(np.float32)
 
@@ -232,11 +249,11 @@ def _two_fold(p_change: np.ndarray, pair: ChangePair) -> dict[str, float]:
     """Threshold for the best F1 on one half (west/east) applied to the other; pooled scores."""
     from .train import best_threshold
 
-    west = np.zeros_like(pair.changed)
-    west[:, : west.shape[1] // 2] = True
     called = np.zeros_like(pair.changed)
     thresholds = {}
-    for k, fit in enumerate((west, ~west)):
+    for k, (c0, c1) in enumerate(image_halves(pair)):
+        fit = np.zeros_like(pair.changed)
+        fit[:, c0:c1] = True
         thr = best_threshold(p_change, pair.changed, pair.labelled & fit)
         thresholds[f"threshold_fold{k}"] = thr
         called |= ~fit & (p_change >= thr)
