@@ -42,8 +42,6 @@ import numpy as np
 from eowatch.errors import InputError, ModelError
 
 DEFAULT_OUT = "eowatch-eval"
-#: Task of the VHR change models (``models.vhr_change.VHR_TASK``), scored on VHR change pairs.
-VHR_CHANGE_TASK = "vhr-change-detection"
 #: A run's store scored for a model of each task (change models: ``change.zarr``).
 _STORES = {"crop_type": "crop_type.zarr", "land-cover": "landcover.zarr"}
 #: Tasks whose models ``evaluate_run`` scores (semantic change models: ``evaluate_semantic``).
@@ -56,7 +54,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="registered model name (see `eowatch models`)")
     parser.add_argument(
         "data",
-        help="a synthetic archive, a run's output folder, a WorldCereal folder or a Landsat change pair",
+        help="a synthetic archive, a run's output folder, WorldCereal, a Landsat change pair or VHR pairs",
     )
     parser.add_argument("--truth", help="planted-truth folder, for a run's output folder")
     parser.add_argument(
@@ -391,8 +389,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = Path(args.data).expanduser().resolve()
     card = _card(args.model)  # unknown model: fail before anything runs
     kind = data_kind(data)
-    if kind == "vhr-pairs" or card.task == VHR_CHANGE_TASK:
-        if (kind, card.task) != ("vhr-pairs", VHR_CHANGE_TASK):
+    from eowatch.models.vhr_change import VHR_TASK
+
+    if kind == "vhr-pairs" or card.task == VHR_TASK:
+        if (kind, card.task) != ("vhr-pairs", VHR_TASK):
             raise InputError(
                 "VHR change pairs (A/, B/, label/) score VHR change models, and a VHR change model is "
                 f"scored on them; got {args.model!r} ({card.task}) and {data} ({kind})"

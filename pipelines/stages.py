@@ -257,7 +257,11 @@ def progress_logger(info: Logger, what: str) -> Callable[[int, int], None]:
 
 def item_ids(run: Run) -> dict[str, list[str]]:
     """The ids of the run's pinned search results (``search_stage``) per collection."""
-    items = json.loads(run.layout.items.read_text())
+    return ids_by_collection(json.loads(run.layout.items.read_text()))
+
+
+def ids_by_collection(items: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Item ids per collection, in the items' order."""
     ids: dict[str, list[str]] = {}
     for d in items:
         ids.setdefault(d.get("collection", "?"), []).append(d["id"])
@@ -422,7 +426,8 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
     models_found = model_summaries(run)  # writes the models' quicklooks: before the catalog
     render_quicklook(run.layout.cube, run.layout.change, run.spec, run.layout.quicklook)
     catalog = publish_catalog(run.layout, run.config.start, run.config.end)  # after the data it describes
-    ids = item_ids(run)
+    items = json.loads(run.layout.items.read_text())
+    ids = ids_by_collection(items)
     phases = worker_phases(run)
     totals: dict[str, float] = {}
     for per_stage in phases.values():
@@ -450,7 +455,7 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
         "periods": [list(p) for p in run.spec.periods],
         "items": {k: len(v) for k, v in ids.items()},
         # Periods without any acquisition of a collection: the change model's input lacks that sensor.
-        "sensor_gaps": sensor_gaps(json.loads(run.layout.items.read_text()), run.spec),
+        "sensor_gaps": sensor_gaps(items, run.spec),
         "model": run.provenance["model"],
         "changes_found": stats,
         "evaluation": evaluation,
