@@ -62,6 +62,8 @@ class ChangeChipDataset(Dataset):
         s1_dropout: with ``augment``, the probability that a chip's S1 bands (``vv_db``, ``vh_db``) are
             missing on both dates (set to NaN before the labels' observation mask and the validity
             channel are computed): periods without any S1 acquisition, or optical-only input.
+        s1_dropout_per_date: draw ``s1_dropout`` for each date on its own instead (one date without S1
+            is what a month without S1 acquisitions gives the transitions into and out of it).
 
     Items are dicts: ``before``/``after`` float32 ``(C', chip, chip)`` tensors (``C' = C + 1`` with the
     validity channel when normalised, + 2 with the season), ``label`` int64 ``(chip, chip)``
@@ -85,6 +87,7 @@ class ChangeChipDataset(Dataset):
         changed_fraction: float = 0.5,
         season: bool = False,
         s1_dropout: float = 0.0,
+        s1_dropout_per_date: bool = False,
     ) -> None:
         self.cube_path = str(cube_path)
         self.labels = transition_labels(
@@ -102,7 +105,7 @@ class ChangeChipDataset(Dataset):
         self.changed_fraction = changed_fraction
         if not 0.0 <= s1_dropout < 1.0:
             raise InputError(f"s1_dropout must be within [0, 1), got {s1_dropout}")
-        self.s1_dropout = s1_dropout
+        self.s1_dropout, self.s1_dropout_per_date = s1_dropout, s1_dropout_per_date
         self._s1 = [i for i, b in enumerate(bands) if b in S1_BANDS]
         self.middle_days = period_middle_days(period_bounds) if season else None
         self._ds: xr.Dataset | None = None
@@ -168,8 +171,11 @@ class ChangeChipDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, 1, index])
         if self.augment and self.s1_dropout > 0 and self._s1:
             # Drawn from its own stream, so the other augmentations stay those of a run without it.
-            drop = np.random.default_rng([self.seed, self.epoch, 2, index]).random() < self.s1_dropout
-            if drop:
+            stream = np.random.default_rng([self.seed, self.epoch, 2, index])
+            if self.s1_dropout_per_date:
+                for date in np.flatnonzero(stream.random(2) < self.s1_dropout):
+                    raw[date, self._s1] = np.nan
+            elif stream.random() < self.s1_dropout:
                 raw[:, self._s1] = np.nan
         label = self.labels[t - 1, y0 : y0 + self.chip, x0 : x0 + self.chip].astype(np.int64)
         observed = np.isfinite(raw).any(axis=1).all(axis=0)

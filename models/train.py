@@ -78,6 +78,9 @@ class TrainConfig:
     s1_dropout: float = 0.0
     """Probability that a training chip has no S1 on either date (``ChangeChipDataset``'s
     ``s1_dropout``): periods without S1 acquisitions, or optical-only input such as Landsat."""
+    s1_dropout_per_date: bool = False
+    """Draw ``s1_dropout`` for each date of a chip on its own (a month without S1 leaves one date of the
+    transitions into and out of it without S1)."""
     class_weighting: bool = True
     """Weight the loss by inverse square-root class frequency. Without it the rare class (new buildings)
     was never predicted; the over-calling of change it causes is absorbed by the calibrated threshold."""
@@ -205,6 +208,7 @@ def train_change_sets(
                 changed_fraction=config.changed_fraction,
                 season=config.season,
                 s1_dropout=config.s1_dropout,
+                s1_dropout_per_date=config.s1_dropout_per_date,
             )
             for i, (cube_path, truth) in enumerate(sets)
         ]
@@ -342,7 +346,12 @@ def _card(
             f"cube {cube_path}, {periods}; labels from the archive truth rasters "
             f"by eowatch.models.labels.transition_labels; columns >= {split} held out; "
             f"{epochs} epochs x {config.chips_per_epoch} chips of {config.chip} px, seed {seed}"
-            + (f"; no S1 in {config.s1_dropout:.0%} of the chips" if config.s1_dropout > 0 else "")
+            + (
+                f"; no S1 in {config.s1_dropout:.0%} of the "
+                + ("chip dates, drawn per date" if config.s1_dropout_per_date else "chips")
+                if config.s1_dropout > 0
+                else ""
+            )
         ),
         training_command=command or _command(cube_path, "TRUTH_DIR", "OUT_DIR", epochs, seed, config),
     )

@@ -154,3 +154,39 @@ def test_s1_dropout_blanks_both_dates_s1_and_leaves_the_rest_as_without_it(scene
     assert 10 <= blanked <= 30
     with pytest.raises(InputError, match="s1_dropout"):
         make(1.0)
+
+
+def test_s1_dropout_per_date_blanks_one_date_or_both_on_their_own(scene: tuple) -> None:
+    path, truth, bounds = scene
+    s1 = [i for i, b in enumerate(BANDS) if b in ("vv_db", "vh_db")]
+    others = [c for c in range(len(BANDS)) if c not in s1]
+
+    def make(dropout: float) -> ChangeChipDataset:
+        return ChangeChipDataset(
+            path,
+            truth,
+            bounds,
+            chip=8,
+            samples=60,
+            seed=2,
+            augment=True,
+            normalization=NORM,
+            s1_dropout=dropout,
+            s1_dropout_per_date=True,
+        )
+
+    plain, dropped = make(0.0), make(0.5)
+    blanked = {"before": 0, "after": 0}
+    one_date = 0
+    for i in range(60):
+        a, b = plain[i], dropped[i]
+        lost = []
+        for date in ("before", "after"):
+            np.testing.assert_array_equal(a[date][others].numpy(), b[date][others].numpy())
+            if not np.array_equal(a[date].numpy(), b[date].numpy()):
+                assert (b[date][s1].numpy() == 0).all()
+                blanked[date] += 1
+                lost.append(date)
+        one_date += len(lost) == 1
+    assert all(15 <= n <= 45 for n in blanked.values())  # about half of each date, drawn apart
+    assert one_date >= 15
