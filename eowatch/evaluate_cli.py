@@ -5,10 +5,12 @@ What DATA may be (recognised by its content):
 
 - **a synthetic archive** (``eowatch archive make``; has ``archive.json`` and ``truth/``): the archive is
   served on loopback and the monitoring flow runs over it with MODEL (and, for a crop-type MODEL, with it
-  as the run's crop model) into ``OUT/run``; the outputs are scored against the planted truth. Use a seed
+  as the run's crop model, for a VHR MODEL as its VHR change or VHR land-cover model) into ``OUT/run``;
+  the outputs are scored against the planted truth. Use a seed
   the models were not trained on (training used seeds 1-4; the demo's 42 is held out).
 - **a finished run's output folder** (has ``change.zarr``) with ``--truth DIR``: scored as it is, nothing
-  is recomputed; MODEL must be the one the change cube (or crop-type or land-cover map) was made with.
+  is recomputed; MODEL must be the one the change cube (or crop-type, land-cover, VHR change or VHR
+  land-cover map) was made with.
 - **a WorldCereal folder** (``../shared/data/crops/worldcereal``; a crop-type MODEL): the labelled Flanders
   samples and the patch against WorldCereal's own maps (``models.worldcereal``).
 - **a Landsat change pair** (``../shared/data/change/landsat_taizhou``; an S2 change-detection MODEL): two
@@ -16,15 +18,19 @@ What DATA may be (recognised by its content):
   (``models.landsat_real``) and after fine-tuning on the other image half (``models.landsat_finetune``);
   ``OUT/quicklook.png`` shows the pair, the model's change probability and the
   reference. ``--record`` adds the scores to the model's card (the weights stay byte-identical).
-- **VHR change pairs** (``A/``, ``B/``, ``label/`` PNGs, as LEVIR-CD and DSIFN-CD; a VHR change MODEL):
-  every pair resampled from its pixel size (``--gsd``; known for ``levir_samples`` 0.5 m and
-  ``dsifn_samples`` 2 m) to the card's, scored pooled at the card's threshold beside CVA
-  (``models.vhr_real``).
+- **VHR change pairs** (``A/``, ``B/``, ``label/`` PNGs, as LEVIR-CD and DSIFN-CD): every pair resampled
+  from its pixel size (``--gsd``; known for ``levir_samples`` 0.5 m and ``dsifn_samples`` 2 m) to the
+  card's. A VHR change MODEL is scored pooled at the card's threshold beside CVA (``models.vhr_real``);
+  a VHR land-cover MODEL on pairs whose labels are new buildings (LEVIR-CD) by the share of those
+  pixels it calls building after (B) and before (A) construction (``models.vhr_landcover_real``).
 
 Metrics: change models get precision, recall, F1, IoU, kappa and OA per pixel and per transition for
 the model and the CVA baseline, and the semantic change scores (SeK, mIoU, per-type F1/IoU) of the change
 types; crop-type models OA, kappa, macro F1 and per-class F1; S2 land-cover models OA, kappa, mIoU,
-macro F1 and per-class F1/IoU over every period; semantic change models (from/to heads)
+macro F1 and per-class F1/IoU over every period; VHR change models (on a run or an archive) precision,
+recall, F1, IoU and kappa of consecutive VHR dates, and VHR land-cover models OA, kappa, mIoU and
+per-class F1/IoU of every VHR date, against the planted truth (the run summary's ``evaluation``);
+semantic change models (from/to heads)
 SeK, mIoU and Fscd of their from/to maps on the analysis cube (built without a model from an archive, or
 a run's ``cube.zarr``). Files: ``OUT/metrics.json``,
 ``OUT/confusion.png``.
@@ -42,12 +48,20 @@ import numpy as np
 from eowatch.errors import InputError, ModelError
 
 DEFAULT_OUT = "eowatch-eval"
-#: A run's store scored for a model of each task (change models: ``change.zarr``).
-_STORES = {"crop_type": "crop_type.zarr", "land-cover": "landcover.zarr"}
-#: Tasks whose models ``evaluate_run`` scores (semantic change models: ``evaluate_semantic``).
-_EVALUATED_TASKS = ("change-detection", "crop_type", "land-cover")
-#: The monitoring-flow parameter that runs a model of each task (change models: ``model``).
-_STAGE_PARAMETER = {"crop_type": "crop_model", "land-cover": "landcover_model"}
+
+
+def _run_outputs() -> dict[str, tuple[str, str]]:
+    """Per task that ``evaluate_run`` scores (semantic change models: ``evaluate_semantic``): the run's
+    store, and the monitoring-flow parameter that runs the model, which is also the store attribute
+    that names it."""
+    vhr_change, vhr_landcover = vhr_tasks()
+    return {
+        "change-detection": ("change.zarr", "model"),
+        "crop_type": ("crop_type.zarr", "crop_model"),
+        "land-cover": ("landcover.zarr", "landcover_model"),
+        vhr_change: ("vhr_change.zarr", "vhr_change_model"),
+        vhr_landcover: ("vhr_landcover.zarr", "vhr_landcover_model"),
+    }
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,7 +132,7 @@ def _run_archive(model: str, archive: Path, out: Path, workers: int) -> tuple[Pa
     from eowatch.infra.services import PrefectServer, prefect_env
 
     card = _card(model)
-    extra = {_STAGE_PARAMETER.get(card.task, "model"): model}
+    extra = {_run_outputs()[card.task][1]: model}
     run_out = out / "run"
     with ExitStack() as stack:
         served = stack.enter_context(served_archive(archive))
@@ -131,11 +145,19 @@ def _run_archive(model: str, archive: Path, out: Path, workers: int) -> tuple[Pa
     return run_out, archive / "truth"
 
 
+def vhr_tasks() -> tuple[str, str]:
+    """The VHR change and VHR land-cover tasks (``models.vhr_change``, ``models.vhr_landcover``)."""
+    from eowatch.models.vhr_change import VHR_TASK
+    from eowatch.models.vhr_landcover import VHR_LANDCOVER_TASK
+
+    return VHR_TASK, VHR_LANDCOVER_TASK
+
+
 def _check_task(model: str, task: str) -> None:
     """``InputError`` for a model whose task ``eowatch evaluate`` does not score (before anything runs)."""
     from eowatch.models.registry import TRAINING_COMMANDS
 
-    if task not in (*_EVALUATED_TASKS, "semantic-change-detection"):
+    if task not in (*_run_outputs(), "semantic-change-detection"):
         raise InputError(
             f"eowatch evaluate does not score {task} models: a monitoring run with --truth scores "
             f"{model!r} in its summary, and `{TRAINING_COMMANDS.get(model, 'its training command')} "
@@ -143,12 +165,12 @@ def _check_task(model: str, task: str) -> None:
         )
 
 
-def _made_with(store: Path) -> tuple[str | None, dict[str, Any]]:
-    """The model name a store records and its cube spec (from the store's attributes)."""
+def _made_with(store: Path, task: str) -> tuple[str | None, dict[str, Any]]:
+    """The model name a store of a ``task`` model records and its cube spec (from its attributes)."""
     from eowatch.pipelines.zarr_store import read_attrs
 
     attrs = read_attrs(store)
-    model = attrs.get("crop_model") or attrs.get("landcover_model") or attrs.get("model")
+    model = attrs.get(_run_outputs()[task][1])
     if isinstance(model, str):
         model = json.loads(model)
     spec = attrs.get("cube_spec")
@@ -163,14 +185,19 @@ def evaluate_run(model: str, run_out: Path, truth: Path, out: Path) -> dict[str,
 
     card = _card(model)
     _check_task(model, card.task)
-    store = run_out / _STORES.get(card.task, "change.zarr")
+    store = run_out / _run_outputs()[card.task][0]
     if not (store / "zarr.json").is_file():
         raise InputError(f"{run_out} has no {store.name}: the run did not use {model!r}")
-    made_with, spec_dict = _made_with(store)
+    made_with, spec_dict = _made_with(store, card.task)
     if made_with != model:
         raise ModelError(f"{store} was made with model {made_with!r}, not {model!r}")
     if not truth.is_dir():
         raise InputError(f"truth folder {truth} does not exist")
+    if card.task in vhr_tasks():
+        metrics, cm, names, title = _evaluate_vhr_store(model, card.task, store, truth)
+        out.mkdir(parents=True, exist_ok=True)
+        render_confusion(cm, names, out / "confusion.png", title)
+        return metrics
     spec = CubeSpec.from_dict(spec_dict)
     if card.task == "crop_type":
         from eowatch.pipelines.crops import crop_confusion, evaluate_crops
@@ -199,6 +226,70 @@ def evaluate_run(model: str, run_out: Path, truth: Path, out: Path) -> dict[str,
     out.mkdir(parents=True, exist_ok=True)
     render_confusion(cm, names, out / "confusion.png", title)
     return metrics
+
+
+def _evaluate_vhr_store(
+    model: str, task: str, store: Path, truth: Path
+) -> tuple[dict[str, Any], np.ndarray, dict[int, str], str]:
+    """Scores of a run's VHR change or VHR land-cover map against the archive's planted truth (the
+    run summary's ``evaluation``), its pooled confusion matrix, class names and a title."""
+    import xarray as xr
+
+    from eowatch.pipelines.stac_output import store_grid
+    from eowatch.pipelines.zarr_store import zarr_store
+
+    with xr.open_zarr(zarr_store(store, read_only=True), consolidated=True) as ds:
+        grid = store_grid(ds)
+    if task == vhr_tasks()[0]:
+        from eowatch.pipelines.vhr_change import evaluate_vhr_change
+
+        scores = evaluate_vhr_change(store, grid, str(truth))
+        names, key, what = {0: "no change", 1: "change"}, "vhr_change", "change of consecutive VHR dates"
+    else:
+        from eowatch.legend import VHR_LANDCOVER
+        from eowatch.pipelines.vhr_landcover import evaluate_vhr_landcover
+
+        scores = evaluate_vhr_landcover(store, grid, str(truth))
+        names, key, what = dict(VHR_LANDCOVER), "vhr_land_cover", "land cover of every VHR date"
+    return {key: scores}, np.array(scores["confusion"]), names, f"{model}: {what} vs planted truth"
+
+
+def evaluate_vhr_buildings(model: str, folder: Path, gsd_m: float | None, out: Path) -> dict[str, Any]:
+    """A VHR land-cover model on building-change pairs (``A/``, ``B/``, ``label/`` as LEVIR-CD, whose
+    labels are new buildings; ``models.vhr_landcover_real``): on the labelled pixels, the share called
+    building in B (recall of real roofs) and in A (the ground before construction), and the confusion of
+    building vs not on those pixels of A and B."""
+    from eowatch.models.confusion import confusion_matrix, render_confusion
+    from eowatch.models.registry import get
+    from eowatch.models.vhr_landcover_real import BUILDING, building_scores, predict_pair_classes
+    from eowatch.models.vhr_real import read_pairs
+
+    pairs = read_pairs(folder, _pairs_gsd(folder, gsd_m))
+    codes_a, codes_b = predict_pair_classes(get(model), pairs)
+    labelled = pairs.labels.astype(bool)
+    called = np.concatenate([codes_a[labelled], codes_b[labelled]]) == BUILDING
+    is_roof = np.repeat([False, True], int(labelled.sum()))  # A: not yet built; B: a new roof
+    cm = confusion_matrix(called.astype(np.int64), is_roof.astype(np.int64), 2)
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{model}: labelled new-building pixels of {folder.name} in A (before) and B (after)"
+    render_confusion(cm, {0: "not building", 1: "building"}, out / "confusion.png", title)
+    scores = building_scores(codes_a, codes_b, pairs.labels)
+    return {"vhr_buildings": {**scores, "pairs": float(len(pairs.names)), "gsd_m": float(pairs.gsd_m)}}
+
+
+def _pairs_gsd(folder: Path, gsd_m: float | None) -> float:
+    """``--gsd``, else the known pixel size of the LEVIR-CD / DSIFN-CD samples.
+
+    Raises:
+        InputError: neither given nor known.
+    """
+    from eowatch.models.vhr_real import REAL_DATASETS
+
+    known = {name: gsd for name, gsd in REAL_DATASETS.values()}
+    gsd = gsd_m if gsd_m is not None else known.get(folder.name)
+    if gsd is None or not gsd > 0:
+        raise InputError(f"give the pixel size of the pairs in {folder} with --gsd METRES")
+    return float(gsd)
 
 
 def evaluate_worldcereal_folder(model: str, folder: Path, out: Path) -> dict[str, Any]:
@@ -264,20 +355,16 @@ def evaluate_vhr_pairs(model: str, folder: Path, gsd_m: float | None, out: Path)
     card's threshold beside CVA, and the confusion matrix of every pixel."""
     from eowatch.models.confusion import confusion_matrix, render_confusion
     from eowatch.models.registry import get
-    from eowatch.models.vhr_real import REAL_DATASETS, cva_masks, predict_pairs, read_pairs, score
+    from eowatch.models.vhr_real import cva_masks, predict_pairs, read_pairs, score
 
-    known = {name: gsd for name, gsd in REAL_DATASETS.values()}
-    gsd = gsd_m if gsd_m is not None else known.get(folder.name)
-    if gsd is None or not gsd > 0:
-        raise InputError(f"give the pixel size of the pairs in {folder} with --gsd METRES")
     loaded = get(model)
-    pairs = read_pairs(folder, gsd)
+    pairs = read_pairs(folder, _pairs_gsd(folder, gsd_m))
     called = predict_pairs(loaded, pairs) >= loaded.card.decision_threshold
     scores = {
         **{f"model.{k}": v for k, v in score(called, pairs.labels).items()},
         **{f"cva.{k}": v for k, v in score(cva_masks(pairs), pairs.labels).items()},
         "pairs": float(len(pairs.names)),
-        "gsd_m": float(gsd),
+        "gsd_m": float(pairs.gsd_m),
     }
     out.mkdir(parents=True, exist_ok=True)
     cm = confusion_matrix(called, pairs.labels, 2)
@@ -353,6 +440,29 @@ def headline(metrics: dict[str, Any]) -> list[str]:
             f"semantic change: SeK {sem['sek']:.3f}  mIoU {sem['miou']:.3f}  Fscd {sem['fscd']:.3f}  "
             f"binary F1 {sem['binary.f1']:.3f}  change-type SeK {sem['type.sek']:.3f}"
         )
+    vhr_change = metrics.get("vhr_change")
+    if vhr_change:
+        lines.append(
+            f"VHR change: precision {vhr_change['precision']:.3f}  recall {vhr_change['recall']:.3f}  "
+            f"F1 {vhr_change['f1']:.3f}  IoU {vhr_change['iou']:.3f}  kappa {vhr_change['kappa']:.3f}  "
+            f"({len(vhr_change['pairs'])} date pairs pooled)"
+        )
+    vhr_cover = metrics.get("vhr_land_cover")
+    if vhr_cover:
+        lines.append(
+            f"VHR land cover: OA {vhr_cover['oa']:.3f}  kappa {vhr_cover['kappa']:.3f}  "
+            f"mIoU {vhr_cover['miou']:.3f}  ({len(vhr_cover['dates'])} dates pooled)"
+        )
+        lines += [
+            f"  {k:<12} F1 {v['f1']:.3f}  IoU {v['iou']:.3f}" for k, v in vhr_cover["per_class"].items()
+        ]
+    buildings = metrics.get("vhr_buildings")
+    if buildings:
+        lines.append(
+            f"new-building pixels called building: {buildings['building_recall_b']:.3f} after (B), "
+            f"{buildings['building_share_a']:.3f} before (A); other B pixels "
+            f"{buildings['building_share_b_unlabelled']:.3f}  ({buildings['pairs']:.0f} pairs pooled)"
+        )
     vhr = metrics.get("vhr_pairs")
     if vhr:
         for who in ("model", "cva"):
@@ -389,21 +499,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = Path(args.data).expanduser().resolve()
     card = _card(args.model)  # unknown model: fail before anything runs
     kind = data_kind(data)
-    from eowatch.models.vhr_change import VHR_TASK
-
-    if kind == "vhr-pairs" or card.task == VHR_TASK:
-        if (kind, card.task) != ("vhr-pairs", VHR_TASK):
+    if kind == "vhr-pairs":
+        if card.task not in vhr_tasks():
             raise InputError(
-                "VHR change pairs (A/, B/, label/) score VHR change models, and a VHR change model is "
-                f"scored on them; got {args.model!r} ({card.task}) and {data} ({kind})"
+                "VHR change pairs (A/, B/, label/) score VHR change models and VHR land-cover models; "
+                f"{args.model!r} is a {card.task} model"
             )
     else:
         _check_task(args.model, card.task)
     if args.record and kind != "change-pair":
         raise InputError("--record is for a Landsat change pair; trainers record their own scores")
     out = Path(args.out) if args.out else Path(DEFAULT_OUT) / f"{args.model}-{data.name}"
-    if kind == "vhr-pairs":
+    if kind == "vhr-pairs" and card.task == vhr_tasks()[0]:
         metrics = evaluate_vhr_pairs(args.model, data, args.gsd, out)
+    elif kind == "vhr-pairs":
+        metrics = evaluate_vhr_buildings(args.model, data, args.gsd, out)
     elif kind == "change-pair":
         metrics = evaluate_change_pair(args.model, data, out, args.record)
     elif card.task == "semantic-change-detection":

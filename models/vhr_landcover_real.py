@@ -29,9 +29,17 @@ from .vhr_landcover_eval import ColourCentroids
 from .vhr_real import REAL_DATASETS, RealPairs, read_pairs, resample
 from .weights import LoadedModel
 
-__all__ = ["building_scores", "predict_real", "read_levir", "real_building_scores"]
+__all__ = [
+    "BUILDING",
+    "building_scores",
+    "predict_pair_classes",
+    "predict_real",
+    "read_levir",
+    "real_building_scores",
+]
 
-_BUILDING = next(code for code, name in VHR_LANDCOVER.items() if name == "building")
+#: The building class code of ``eowatch.legend.VHR_LANDCOVER``.
+BUILDING = next(code for code, name in VHR_LANDCOVER.items() if name == "building")
 
 
 def read_levir(root: Path) -> RealPairs:
@@ -54,13 +62,18 @@ def predict_real(model: LoadedModel, images: np.ndarray, gsd_m: float) -> np.nda
     return np.stack(out)
 
 
+def predict_pair_classes(model: LoadedModel, pairs: RealPairs) -> tuple[np.ndarray, np.ndarray]:
+    """Class codes uint8 ``(N, H, W)`` of the pairs' A (before) and B (after) images, on the label grid."""
+    return predict_real(model, pairs.before, pairs.gsd_m), predict_real(model, pairs.after, pairs.gsd_m)
+
+
 def building_scores(codes_a: np.ndarray, codes_b: np.ndarray, new_buildings: np.ndarray) -> dict[str, float]:
     """The scores of the module docstring from class maps of A and B and the new-building labels."""
     labelled = new_buildings.astype(bool)
     return {
-        "building_recall_b": float((codes_b[labelled] == _BUILDING).mean()) if labelled.any() else 0.0,
-        "building_share_a": float((codes_a[labelled] == _BUILDING).mean()) if labelled.any() else 0.0,
-        "building_share_b_unlabelled": float((codes_b[~labelled] == _BUILDING).mean()),
+        "building_recall_b": float((codes_b[labelled] == BUILDING).mean()) if labelled.any() else 0.0,
+        "building_share_a": float((codes_a[labelled] == BUILDING).mean()) if labelled.any() else 0.0,
+        "building_share_b_unlabelled": float((codes_b[~labelled] == BUILDING).mean()),
         "n_labelled": float(labelled.sum()),
     }
 
@@ -70,8 +83,7 @@ def real_building_scores(
 ) -> dict[str, float]:
     """``levir.<score>`` of the model and ``levir.baseline.<score>`` of the colour baseline."""
     pairs = read_levir(root)
-    codes_a = predict_real(model, pairs.before, pairs.gsd_m)
-    codes_b = predict_real(model, pairs.after, pairs.gsd_m)
+    codes_a, codes_b = predict_pair_classes(model, pairs)
     out = {f"levir.{k}": v for k, v in building_scores(codes_a, codes_b, pairs.labels).items()}
     if baseline is not None:
         base = building_scores(baseline.predict(pairs.before), baseline.predict(pairs.after), pairs.labels)

@@ -369,6 +369,7 @@ def evaluate_vhr_change(path: Any, grid: GridSpec, truth_dir: str) -> dict[str, 
     return {
         "scope": "VHR pixels of consecutive-date pairs against the planted change state (10 m truth)",
         **_binary(class_scores(total, names)),
+        "confusion": total.tolist(),
         "pairs": per_pair,
     }
 

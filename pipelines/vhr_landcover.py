@@ -254,6 +254,7 @@ def evaluate_vhr_landcover(path: Any, grid: GridSpec, truth_dir: str) -> dict[st
     return {
         "scope": "VHR pixels against the archive's LandCover.ai labels (render_vhr_labels)",
         **_summary(class_scores(total, names)),
+        "confusion": total.tolist(),
         "dates": per_date,
     }
 

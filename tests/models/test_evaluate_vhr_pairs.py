@@ -1,5 +1,6 @@
 """``eowatch evaluate`` on VHR change pairs (``A/``, ``B/``, ``label/`` PNGs): a small written folder,
-the refusals, and the real LEVIR-CD samples scored as the card records them."""
+the refusals, and the real LEVIR-CD samples scored as the cards record them, for the VHR change model
+and (new buildings called building) the VHR land-cover model."""
 
 from __future__ import annotations
 
@@ -57,6 +58,20 @@ def test_vhr_pairs_need_a_pixel_size_and_a_vhr_change_model(
     assert "score VHR change models" in capsys.readouterr().err
 
 
+def test_vhr_land_cover_on_building_pairs_counts_new_roofs_called_building(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "my_pairs"
+    _write_pairs(folder)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "landcover-vhr-unet", str(folder), "--gsd", "1", "--out", str(out)]) == 0
+    scores = json.loads((out / "metrics.json").read_text())["vhr_buildings"]
+    assert scores["n_labelled"] == 2 * 30 * 30 and scores["pairs"] == 2
+    for share in ("building_recall_b", "building_share_a", "building_share_b_unlabelled"):
+        assert 0.0 <= scores[share] <= 1.0
+    assert (out / "confusion.png").is_file() and "called building" in capsys.readouterr().out
+
+
 @pytest.mark.realdata
 def test_levir_samples_through_the_cli_equal_the_card(shared_data: Path, tmp_path: Path) -> None:
     folder = shared_data / "change" / "levir_samples"
@@ -69,3 +84,17 @@ def test_levir_samples_through_the_cli_equal_the_card(shared_data: Path, tmp_pat
     for metric in ("f1", "precision", "recall", "iou"):
         assert scores[f"model.{metric}"] == pytest.approx(card[f"levir.{metric}"], abs=1e-6)
         assert scores[f"cva.{metric}"] == pytest.approx(card[f"levir.cva.{metric}"], abs=1e-6)
+
+
+@pytest.mark.realdata
+def test_levir_samples_buildings_through_the_cli_equal_the_land_cover_card(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    folder = shared_data / "change" / "levir_samples"
+    if not (folder / "label").is_dir():
+        pytest.skip(f"{folder} is absent")
+    assert main(["evaluate", "landcover-vhr-unet", str(folder), "--out", str(tmp_path)]) == 0
+    scores = json.loads((tmp_path / "metrics.json").read_text())["vhr_buildings"]
+    card = registry.get("landcover-vhr-unet").card.metrics
+    for metric in ("building_recall_b", "building_share_a", "building_share_b_unlabelled", "n_labelled"):
+        assert scores[metric] == pytest.approx(card[f"levir.{metric}"], abs=1e-6)

@@ -446,8 +446,21 @@ def test_evaluate_scores_a_finished_run(
     cover = json.loads((cover_out / "metrics.json").read_text())["land_cover"]
     assert cover["oa"] == pytest.approx(finished_run["summary"]["landcover"]["evaluation"]["oa"])
     assert (cover_out / "confusion.png").is_file() and "land cover: OA" in capsys.readouterr().out
-    assert main(["evaluate", "landcover-vhr-unet", str(out), "--truth", str(truth)]) == 2
-    assert "does not score vhr-land-cover models" in capsys.readouterr().err
+
+    vhr_out = tmp_path / "vhr_change"
+    args = ["evaluate", "siamese-vhr-change", str(out), "--truth", str(truth), "--out", str(vhr_out)]
+    assert main(args) == 0
+    vhr = json.loads((vhr_out / "metrics.json").read_text())["vhr_change"]
+    assert vhr == finished_run["summary"]["vhr_change"]["evaluation"]
+    assert (vhr_out / "confusion.png").is_file() and "VHR change: precision" in capsys.readouterr().out
+    if _vhr_landcover_shipped():
+        vhr_cover_out = tmp_path / "vhr_landcover"
+        args = ["evaluate", VHR_LANDCOVER, str(out), "--truth", str(truth), "--out", str(vhr_cover_out)]
+        assert main(args) == 0
+        vhr_cover = json.loads((vhr_cover_out / "metrics.json").read_text())["vhr_land_cover"]
+        assert vhr_cover == finished_run["summary"]["vhr_landcover"]["evaluation"]
+        assert np.array(vhr_cover["confusion"]).sum() == vhr_cover["n_px"]
+        assert "VHR land cover: OA" in capsys.readouterr().out
 
     sem_out = tmp_path / "semantic"
     args = ["evaluate", "siamese-s2s1-semantic", str(out), "--truth", str(truth), "--out", str(sem_out)]
