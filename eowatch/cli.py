@@ -68,6 +68,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-cloud-cover", type=float, default=90.0)
     parser.add_argument("--model", default="siamese-s2s1-change", help="change model (see `eowatch models`)")
     parser.add_argument(
+        "--gap-model",
+        default="auto",
+        help="model for the pixel-transitions where a date has no S1 observation (default auto: the "
+        "change model's gap model, siamese-s2s1-gap-change; '' for none)",
+    )
+    parser.add_argument(
         "--precision",
         choices=("auto", "float32", "bfloat16"),
         default="auto",
@@ -130,6 +136,7 @@ def run_params(args: argparse.Namespace, **extra: Any) -> Any:
         "bounds": args.bounds,
         "resolution": args.resolution,
         "model": args.model,
+        "gap_model": getattr(args, "gap_model", "auto") or None,
         "precision": args.precision,
         "crop_model": args.crop_model or None,
         "vhr_collection": getattr(args, "vhr_collection", None) or None,
@@ -240,9 +247,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else WEIGHTS_DIR
     seeds = [int(s) for s in args.archive_seeds.split(",") if s.strip()]
     crop = args.model == "crop-type-ltae"
-    train = train_croptype_shipped if crop else train_shipped_model
     epochs = args.epochs if args.epochs is not None else (30 if crop else 12)
-    model, scores = train(Path(args.workdir), out, seeds, epochs, args.seed, args.workers)
+    if crop:
+        model, scores = train_croptype_shipped(
+            Path(args.workdir), out, seeds, epochs, args.seed, args.workers
+        )
+    else:
+        model, scores = train_shipped_model(
+            Path(args.workdir), out, seeds, epochs, args.seed, args.workers, name=args.model
+        )
     print(f"saved {model.card.name} v{model.card.version} to {out}")
     for key in sorted(scores):
         print(f"  {key}: {scores[key]:.4f}")
@@ -345,7 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="reproduce a shipped model from synthetic archives")
     train.add_argument(
-        "model", nargs="?", default="siamese-s2s1-change", choices=["siamese-s2s1-change", "crop-type-ltae"]
+        "model",
+        nargs="?",
+        default="siamese-s2s1-change",
+        choices=["siamese-s2s1-change", "siamese-s2s1-gap-change", "crop-type-ltae"],
     )
     train.add_argument("--workdir", default="eowatch-train", help="folder for the training archive and cube")
     train.add_argument("--out", help="weights folder (default: the package's models/weights)")

@@ -22,6 +22,7 @@ from .vhr_landcover import (
 from .weights import ARCHITECTURES, LoadedModel, card_path, load_model
 
 __all__ = [
+    "GAP_MODELS",
     "MODELS",
     "TRAINING_COMMANDS",
     "WEIGHTS_DIR",
@@ -38,6 +39,7 @@ WEIGHTS_DIR: Path = Path(__file__).parent / "weights"
 #: Registered model name -> card file (``<name>.card.json``; the weights file is named in the card).
 MODELS: dict[str, Path] = {
     "siamese-s2s1-change": card_path(WEIGHTS_DIR, "siamese-s2s1-change"),
+    "siamese-s2s1-gap-change": card_path(WEIGHTS_DIR, "siamese-s2s1-gap-change"),
     "crop-type-ltae": card_path(WEIGHTS_DIR, "crop-type-ltae"),
     "siamese-vhr-change": card_path(WEIGHTS_DIR, "siamese-vhr-change"),
     "siamese-s2s1-semantic": card_path(WEIGHTS_DIR, "siamese-s2s1-semantic"),
@@ -46,9 +48,14 @@ MODELS: dict[str, Path] = {
     "landcover-s2-seasonal-unet": card_path(WEIGHTS_DIR, "landcover-s2-seasonal-unet"),
     "landcover-vhr-unet": card_path(WEIGHTS_DIR, "landcover-vhr-unet"),
 }
+#: The gap model of a change model: it decides the pixel-transitions where either date has no S1
+#: observation (a month without S1 acquisitions), which the change model was not trained for
+#: (``pipelines.spec.ChangeSpec.gap_model``).
+GAP_MODELS: dict[str, str] = {"siamese-s2s1-change": "siamese-s2s1-gap-change"}
 #: How to reproduce each registered model's weights (shown when a registered card is not shipped).
 TRAINING_COMMANDS: dict[str, str] = {
     "siamese-s2s1-change": "eowatch train",
+    "siamese-s2s1-gap-change": "eowatch train siamese-s2s1-gap-change",
     "crop-type-ltae": "python -m eowatch.models.train_croptype",
     "siamese-vhr-change": "python -m eowatch.models.train_vhr",
     "siamese-s2s1-semantic": "python -m eowatch.models.train_semantic",

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from eowatch.errors import InputError
 
-from .card import DEFAULT_BANDS, ModelCard, change_classes
+from .card import DEFAULT_BANDS, S1_BANDS, ModelCard, change_classes
 from .dataset import IGNORE_INDEX, ChangeChipDataset, open_cube, read_truth
 from .fit import BatchLoss, deterministic, fit_chips
 from .labels import ever_changed, period_middle_days, transition_labels
@@ -30,6 +30,7 @@ from .siamese import SiameseChangeNet
 from .weights import LoadedModel, load_model, save_model
 
 __all__ = [
+    "RECIPES",
     "TrainConfig",
     "best_threshold",
     "evaluate_block",
@@ -85,11 +86,31 @@ class TrainConfig:
     """Weight the loss by inverse square-root class frequency. Without it the rare class (new buildings)
     was never predicted; the over-calling of change it causes is absorbed by the calibrated threshold."""
 
+    gap_validation: bool = False
+    """Validate (and calibrate the threshold) with S1 removed from every other date, so each transition
+    has one date without S1: the condition a gap model (``ChangeSpec.gap_model``) serves. Both ways of
+    choosing the dates (even or odd periods without S1) are pooled."""
+
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise InputError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if min(self.chip, self.chips_per_epoch, self.batch_size, self.threads) < 1 or not self.lr > 0:
             raise InputError("chip, chips_per_epoch, batch_size, threads and lr must be positive")
+
+
+#: The recipes of the shipped change models (``eowatch train NAME``): the change model, and its gap model,
+#: trained with S1 missing on single dates and validated (threshold included) with S1 missing on every
+#: other date.
+RECIPES: dict[str, TrainConfig] = {
+    "siamese-s2s1-change": TrainConfig(),
+    "siamese-s2s1-gap-change": TrainConfig(
+        name="siamese-s2s1-gap-change",
+        version="0.1.0",
+        s1_dropout=0.5,
+        s1_dropout_per_date=True,
+        gap_validation=True,
+    ),
+}
 
 
 def period_bounds(times: np.ndarray) -> list[tuple[np.datetime64, np.datetime64]]:
@@ -223,7 +244,8 @@ def train_change_sets(
         names = ", ".join(f"{Path(c).parent.name}/{Path(c).name}" for c, _ in sets)
         card = _card(model, norm, config, names, bounds, split, command, epochs, seed)
         loaded = LoadedModel(model.eval(), card)
-        blocks = [_val_block(loaded, c, t, bounds, (split, width_px)) for c, t in sets]
+        gaps = (0, 1) if config.gap_validation else (None,)
+        blocks = [_val_block(loaded, c, t, bounds, (split, width_px), g) for c, t in sets for g in gaps]
         scores = _pooled_scores(blocks)
     scores.update({f"train.loss_epoch{i + 1}": v for i, v in enumerate(history)})
     card = replace(card, decision_threshold=scores["val.decision_threshold"])
@@ -258,13 +280,17 @@ def _val_block(
     truth: Mapping[str, np.ndarray],
     bounds: list[tuple[np.datetime64, np.datetime64]],
     columns: tuple[int, int],
+    s1_gap_parity: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Change probability, most likely change type, labels and validity on a column block (T-1, y, x)."""
+    """Change probability, most likely change type, labels and validity on a column block (T-1, y, x);
+    with ``s1_gap_parity`` 0 or 1, the S1 bands of the even or odd periods are removed first."""
     c0, c1 = columns
     x0 = max(c0 - model.module.receptive_field // 2, 0)
     labels = transition_labels(truth["change_type"], truth["change_start"], truth["change_end"], bounds)
     with open_cube(cube_path) as cube:
         block = np.stack([cube[b].isel(x=slice(x0, c1)).values for b in model.card.bands], axis=1)
+    if s1_gap_parity is not None:
+        block[s1_gap_parity::2, [i for i, b in enumerate(model.card.bands) if b in S1_BANDS]] = np.nan
     observed = np.isfinite(block).any(axis=1)[:, :, c0 - x0 :]  # (T, y, x)
     days = season_days(model, period_middle_days(bounds))
     probs = predict_change_series(model, block, days=days)[..., c0 - x0 :]  # (T-1, K, y, x)
@@ -350,6 +376,11 @@ def _card(
                 f"; no S1 in {config.s1_dropout:.0%} of the "
                 + ("chip dates, drawn per date" if config.s1_dropout_per_date else "chips")
                 if config.s1_dropout > 0
+                else ""
+            )
+            + (
+                "; validated and calibrated with S1 removed from every other date"
+                if config.gap_validation
                 else ""
             )
         ),

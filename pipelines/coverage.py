@@ -41,15 +41,26 @@ def sensor_gaps(items: Sequence[dict[str, Any]], spec: CubeSpec) -> dict[str, li
 
 
 def sensor_gap_warning(
-    gaps: dict[str, list[str]], spec: CubeSpec, model: str, bands: Sequence[str]
+    gaps: dict[str, list[str]],
+    spec: CubeSpec,
+    model: str,
+    bands: Sequence[str],
+    gap_model: str | None = None,
 ) -> str | None:
     """The warning for a change model that reads a sensor with gaps: the transitions into and out of an
-    empty period are predicted without that sensor's bands. None when the model does not read it."""
+    empty period are predicted without that sensor's bands, by ``gap_model`` when the run has one. None
+    when the model does not read it."""
     sar = {f"{b}_db" for b in spec.s1_bands}
     if spec.s1_collection in gaps and sar & set(bands):
+        months = f"{spec.s1_collection}: no acquisition in {', '.join(gaps[spec.s1_collection])}; "
+        if gap_model:
+            return (
+                months + f"the changes into and out of those periods are decided by the gap model "
+                f"{gap_model} (trained with S1 missing on a date; less accurate than {model} with S1, "
+                "docs/models.md, 'Without S1')"
+            )
         return (
-            f"{spec.s1_collection}: no acquisition in {', '.join(gaps[spec.s1_collection])}; "
-            f"{model} reads S1 on both dates of a transition, so the changes into and out of those "
-            "periods are predicted without it and are unreliable (docs/models.md, 'Without S1')"
+            months + f"{model} reads S1 on both dates of a transition, so the changes into and out of "
+            "those periods are predicted without it and are unreliable (docs/models.md, 'Without S1')"
         )
     return None

@@ -4,8 +4,12 @@ Each chunk is read with a halo of at least the model's receptive radius, so the 
 the result of whole-image inference on its pixels (no seams). The model is loaded once per worker
 process (``models.registry.get`` is cached) and pinned to the worker's device (its GPU when it has one);
 the chunk's periods go through the tiled engine (``models.engine``) together, each period encoded once.
-Besides the model, two unsupervised baselines are written: change-vector analysis on the optical
-composites and the VV log-ratio on SAR.
+With a gap model (``ChangeSpec.gap_model``), the pixel-transitions where a date has no S1 observation
+(``s1_gap_transitions``: a month without S1 acquisitions over the pixel) take that model's
+probabilities and its card's threshold instead, and ``s1_gap`` marks them; the gap model runs only on
+chunks that have such a pixel, over the same halo window, so chunk results still equal whole-image
+inference. Besides the model, two unsupervised baselines are written: change-vector analysis on the
+optical composites and the VV log-ratio on SAR.
 """
 
 from __future__ import annotations
@@ -69,6 +73,14 @@ def change_variables() -> dict[str, tuple[np.dtype, Any, dict[str, Any]]]:
             {"long_name": "VV backscatter log-ratio, after minus before", "units": "dB"},
         ),
         "sar_mask": (u8, 0, {"long_name": "unsupervised SAR log-ratio change mask"}),
+        "s1_gap": (
+            u8,
+            0,
+            {
+                "long_name": "decided by the gap model: a date of the transition has no S1 observation",
+                "flag_values": [0, 1],
+            },
+        ),
     }
 
 
@@ -115,6 +127,21 @@ def change_probabilities(
     return predict_change_series(model, bands, region=crop, config=config, days=days)
 
 
+def s1_gap_transitions(bands: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Where a transition has an S1 gap: bool ``(period - 1, y, x)``, True where both dates have data and
+    either lacks an S1 band among ``names`` (the bands of ``bands``, ``(period, C, y, x)``, NaN = none).
+
+    A transition with no data on a date is no gap: it has no probability to decide.
+    """
+    from eowatch.models.card import S1_BANDS
+
+    s1 = [i for i, n in enumerate(names) if n in S1_BANDS]
+    observed = np.isfinite(bands).any(axis=1)
+    s1_observed = np.isfinite(bands[:, s1]).all(axis=1) if s1 else observed
+    both = observed[:-1] & observed[1:]
+    return both & ~(s1_observed[:-1] & s1_observed[1:])
+
+
 def infer_region(
     key: ChunkKey,
     spec: CubeSpec,
@@ -141,8 +168,19 @@ def infer_region(
     bands = x[:, [channel[b] for b in model.card.bands]]
     days = season_days(model, spec.middle_days)
     probs = change_probabilities(model, bands, (cy, cx), precision, days)  # (T-1, K, h, w)
+    threshold = np.float32(
+        change.threshold if change.threshold is not None else model.card.decision_threshold
+    )
+    gap = s1_gap_transitions(bands[:, :, cy, cx], model.card.bands) if change.gap_model else None
+    if gap is not None and gap.any():
+        gap_model = get(change.gap_model)
+        pin_module(gap_model.module, worker_device())
+        gap_days = season_days(gap_model, spec.middle_days)
+        gap_probs = change_probabilities(gap_model, bands, (cy, cx), precision, gap_days)
+        probs = np.where(gap[:, None], gap_probs, probs)
+        if change.threshold is None:
+            threshold = np.where(gap, np.float32(gap_model.card.decision_threshold), threshold)
     p_change = (1.0 - probs[:, 0]).astype(np.float32)
-    threshold = change.threshold if change.threshold is not None else model.card.decision_threshold
     mask = (p_change >= threshold).astype(np.uint8)
     ctype = (np.argmax(probs[:, 1:], axis=1) + 1).astype(np.uint8) * mask
 
@@ -158,6 +196,8 @@ def infer_region(
         "cva_probability": cva_p,
         "cva_mask": (np.nan_to_num(mag, nan=0.0) >= change.cva_threshold).astype(np.uint8),
     }
+    if gap is not None:
+        out["s1_gap"] = gap.astype(np.uint8)
     if sar:
         vv = x[:, channel["vv_db"], cy, cx]
         lr = np.stack([log_ratio_db(vv[t - 1], vv[t]) for t in range(1, len(vv))]).astype(np.float32)
@@ -184,14 +224,19 @@ def infer_batch(keys: Sequence[tuple[int, int]], inputs: InferenceInputs) -> lis
     )
 
 
-def init_change(layout: RunLayout, spec: CubeSpec, provenance: dict[str, Any]) -> Path:
-    """Create the change cube's staging store (metadata only) unless it already exists."""
+def init_change(
+    layout: RunLayout, spec: CubeSpec, provenance: dict[str, Any], gap_model: str | None = None
+) -> Path:
+    """Create the change cube's staging store (metadata only) unless it already exists; with a
+    ``gap_model`` it has ``s1_gap``, the pixel-transitions that model decided."""
     path = layout.staging("change")
     if not (path / "zarr.json").exists():
         starts = [np.datetime64(a, "ns") for a, _ in spec.periods]
         variables = change_variables()
         if not spec.s1_collection:
             variables = {k: v for k, v in variables.items() if not k.startswith("sar_")}
+        if not gap_model:
+            variables.pop("s1_gap")
         create_template(
             path,
             spec.grid,

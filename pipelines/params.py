@@ -74,6 +74,43 @@ def check_model(name: str, variables: tuple[str, ...], resolution_m: float) -> N
     check_inputs(card, variables, resolution_m)
 
 
+def resolve_gap_model(gap_model: str | None, model: str) -> str | None:
+    """The gap model a run uses: ``auto`` is the change model's shipped gap model (``models.registry.
+    GAP_MODELS``; none when it has none or reads no S1), empty or None is none, else the name given."""
+    if not gap_model:
+        return None
+    if gap_model != "auto":
+        return gap_model
+    from eowatch.models.card import S1_BANDS, ModelCard
+    from eowatch.models.registry import GAP_MODELS, card_file_of
+
+    partner = GAP_MODELS.get(model)
+    if partner is None or not card_file_of(partner).is_file() or not card_file_of(model).is_file():
+        return None
+    reads_s1 = any(b in S1_BANDS for b in ModelCard.read(card_file_of(model)).bands)
+    return partner if reads_s1 else None
+
+
+def check_gap_model(name: str, model: str) -> None:
+    """The gap model ``name`` is a shipped change-detection model that reads exactly the change model
+    ``model``'s bands (it runs on the same window), and ``model`` reads S1. Reads cards only.
+
+    Raises:
+        ModelError: unknown or unshipped, another task, other bands, or a change model without S1.
+    """
+    from eowatch.models.card import S1_BANDS
+
+    card = _card_of_task(name, "change-detection", "change-detection")
+    main = _card_of_task(model, card.task, "change-detection")
+    if card.bands != main.bands:
+        raise ModelError(
+            f"gap model {name!r} reads bands {', '.join(card.bands)}; the change model {model!r} reads "
+            f"{', '.join(main.bands)}: a gap model must read the change model's bands"
+        )
+    if not any(b in S1_BANDS for b in main.bands):
+        raise ModelError(f"change model {model!r} reads no S1 band: a gap model has no S1 gap to fill")
+
+
 def check_crop_model(name: str, spec: Any) -> None:
     """The crop-type model ``name`` is registered, shipped, a crop-type model, and fits the cube ``spec``
     (bands, resolution, at least one period in a month it was trained on). Reads the card only.
@@ -232,6 +269,11 @@ class MonitorParams(BaseModel):
     threshold: float | None = Field(
         None, gt=0, lt=1, description="Change probability threshold (default: the model card's)"
     )
+    gap_model: str | None = Field(
+        "auto",
+        description="Model for the pixel-transitions where a date has no S1 observation (auto: the change "
+        "model's gap model, siamese-s2s1-gap-change for siamese-s2s1-change; empty: none)",
+    )
     precision: Precision = Field(
         "auto",
         description="Change-model inference precision: auto is float32 on CPU and bf16 autocast on CUDA; "
@@ -319,6 +361,9 @@ class MonitorParams(BaseModel):
             )
         spec = self.to_config().cube_spec()  # grid, CRS, size and periods, before any service is touched
         check_model(self.model, spec.variables, spec.grid.resolution)
+        gap_model = resolve_gap_model(self.gap_model, self.model)
+        if gap_model is not None:
+            check_gap_model(gap_model, self.model)
         if self.crop_model is not None:
             check_crop_model(self.crop_model, spec)
         if self.vhr_change_model is not None:
@@ -361,7 +406,12 @@ class MonitorParams(BaseModel):
             s2_collection=self.s2_collection,
             s1_collection=self.s1_collection,
             vhr_collection=self.vhr_collection,
-            change=ChangeSpec(model=self.model, threshold=self.threshold, precision=self.precision),
+            change=ChangeSpec(
+                model=self.model,
+                threshold=self.threshold,
+                precision=self.precision,
+                gap_model=resolve_gap_model(self.gap_model, self.model),
+            ),
             crop_model=self.crop_model,
             vhr_change_model=self.vhr_change_model,
             landcover_model=self.landcover_model,

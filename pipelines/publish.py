@@ -25,7 +25,8 @@ NO_OBSERVATION_GREY = (128, 128, 128)
 
 
 def change_statistics(change_path: Location, spec: CubeSpec) -> dict[str, Any]:
-    """Changed area (km²) per change type and per period, streamed chunk by chunk.
+    """Changed area (km²) per change type and per period, streamed chunk by chunk; with a gap model,
+    the area (km²) per period that it decided (``s1_gap_km2``).
 
     A pixel's type over the run is the type of its first detected change.
     """
@@ -34,6 +35,8 @@ def change_statistics(change_path: Location, spec: CubeSpec) -> dict[str, Any]:
     n_t = cube["change_mask"].shape[0]
     by_type = dict.fromkeys(CHANGE_TYPES, 0)
     by_period = np.zeros(n_t, np.int64)
+    gap_by_period = np.zeros(n_t, np.int64)
+    has_gap = "s1_gap" in cube
     cva_px = 0
     for key in spec.grid.chunks():
         ys, xs = spec.grid.chunk_slices(key)
@@ -46,13 +49,20 @@ def change_statistics(change_path: Location, spec: CubeSpec) -> dict[str, Any]:
             if code:
                 by_type[code] += int((first_type == code).sum())
         cva_px += int(np.asarray(cube["cva_mask"][:, ys, xs]).any(0).sum())
+        if has_gap:
+            gap_by_period += np.asarray(cube["s1_gap"][:, ys, xs]).reshape(n_t, -1).sum(1, dtype=np.int64)
     after = [a for a, _ in spec.periods[1:]]
-    return {
+    stats = {
         "changed_km2": round(sum(v for k, v in by_type.items() if k) * px_km2, 4),
         "by_type_km2": {CHANGE_TYPES[k]: round(v * px_km2, 4) for k, v in by_type.items() if k},
         "by_period_km2": {p: round(int(v) * px_km2, 4) for p, v in zip(after, by_period, strict=True)},
         "cva_baseline_changed_km2": round(cva_px * px_km2, 4),
     }
+    if has_gap:
+        stats["s1_gap_km2"] = {
+            p: round(int(v) * px_km2, 4) for p, v in zip(after, gap_by_period, strict=True) if v
+        }
+    return stats
 
 
 def quicklook_step(spec: CubeSpec) -> int:

@@ -93,6 +93,11 @@ class Region(BaseModel):
         description="Optional VHR land-cover model mapped over each VHR date of a window, e.g. "
         "landcover-vhr-unet (needs collections.vhr)",
     )
+    gap_model: str | None = Field(
+        "auto",
+        description="Model for the pixel-transitions where a date has no S1 observation (auto: the change "
+        "model's gap model; null: none)",
+    )
     semantic_change_model: str | None = Field(
         None,
         description="Optional semantic change model run over consecutive periods of a window, e.g. "
@@ -202,6 +207,7 @@ class Region(BaseModel):
             s1_collection=self.collections.s1,
             vhr_collection=self.collections.vhr,
             model=self.model,
+            gap_model=self.gap_model,
             precision=self.precision,
             crop_model=self.crop_model,
             vhr_change_model=self.vhr_change_model,

@@ -148,7 +148,11 @@ class ChangeSpec:
     """Registry name of the change model."""
     threshold: float | None = None
     """Change probability at or above which a pixel is marked changed; None uses the threshold the
-    model card was calibrated with."""
+    model card was calibrated with (a gap model's own card threshold on the pixels it decides)."""
+    gap_model: str | None = None
+    """Registry name of the model that decides the pixel-transitions where the change model reads S1 and
+    either date has no S1 observation (a month without S1 acquisitions); None lets the change model
+    decide them too."""
     cva_threshold: float = 0.12
     """Change-vector magnitude (reflectance units) of the unsupervised optical baseline's 50 % point."""
     sar_threshold_db: float = 3.0

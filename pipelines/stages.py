@@ -94,6 +94,9 @@ def prepare_run(config: MonitorConfig, with_model: bool = True) -> Run:
         check_inputs(card, spec.variables, spec.grid.resolution)
         model_info = {"name": card.name, "version": card.version, "sha256": card.weights_sha256}
     stage_models = _stage_model_info(config) if with_model else {}
+    if with_model and config.change.gap_model:
+        gap = card_of(config.change.gap_model)
+        stage_models["gap_model"] = {"name": gap.name, "version": gap.version, "sha256": gap.weights_sha256}
     out = check_output_location(config.out)
     # Where the catalog and the assets are served from is not what the run computes: not in the token.
     served_from = ("out", "truth_dir", "stac_url", "asset_stores")
@@ -211,7 +214,8 @@ def _sensor_gap_warning(run: Run, items: list[dict[str, Any]]) -> str | None:
     from eowatch.models.registry import card_of
 
     gaps = sensor_gaps(items, run.spec)
-    return sensor_gap_warning(gaps, run.spec, model["name"], card_of(model["name"]).bands)
+    bands = card_of(model["name"]).bands
+    return sensor_gap_warning(gaps, run.spec, model["name"], bands, run.config.change.gap_model)
 
 
 def check_assets(run: Run, items: list[dict[str, Any]]) -> None:
@@ -382,14 +386,11 @@ def prepare_change(run: Run) -> change_stage.InferenceInputs:
     """
     from eowatch.models.registry import get
 
-    model = get(run.config.change.model)
-    halo = (
-        run.config.change.halo
-        if run.config.change.halo is not None
-        else model.card.receptive_field_px // 2 + 1
-    )
+    change = run.config.change
+    models = [get(change.model), *([get(change.gap_model)] if change.gap_model else [])]
+    halo = change.halo if change.halo is not None else max(m.card.receptive_field_px for m in models) // 2 + 1
     prov = {**run.provenance, "stac_items": item_ids(run), "halo_px": halo}
-    store = change_stage.init_change(run.layout, run.spec, prov)
+    store = change_stage.init_change(run.layout, run.spec, prov, change.gap_model)
     return change_stage.InferenceInputs(
         cube_spec=run.spec.to_dict(),
         change=run.config.change,

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from eowatch.errors import InputError
+
 log = logging.getLogger("eowatch")
 
 TRAIN_ARCHIVE_SEEDS = (1, 2, 3, 4)
@@ -34,16 +36,26 @@ def build_training_cube(archive_dir: Path, out: Path, workers: int = 2) -> Path:
 
 
 def train_shipped_model(
-    workdir: Path, weights_dir: Path, archive_seeds: Sequence[int], epochs: int, seed: int, workers: int = 2
+    workdir: Path,
+    weights_dir: Path,
+    archive_seeds: Sequence[int],
+    epochs: int,
+    seed: int,
+    workers: int = 2,
+    name: str = "siamese-s2s1-change",
 ) -> tuple[Any, dict[str, float]]:
-    """Archives → cubes → training; writes ``<weights_dir>/<name>.safetensors`` and its card.
+    """Archives → cubes → training of the change model ``name`` (a key of ``models.train.RECIPES``);
+    writes ``<weights_dir>/<name>.safetensors`` and its card.
 
     Several archive seeds act as several "years": scenes, events, weather and clouds all differ, which is
     what the model must generalise over.
     """
     from eowatch.demo import ensure_archive
     from eowatch.models.dataset import open_cube, read_truth
-    from eowatch.models.train import train_change_sets
+    from eowatch.models.train import RECIPES, train_change_sets
+
+    if name not in RECIPES:
+        raise InputError(f"no training recipe for {name!r}; change models: {', '.join(RECIPES)}")
 
     sets = []
     for s in archive_seeds:
@@ -53,9 +65,10 @@ def train_shipped_model(
             truth = read_truth(archive / "truth", ds["x"].values, ds["y"].values)
         sets.append((cube, truth))
     seeds = ",".join(str(s) for s in archive_seeds)
-    command = f"eowatch train --archive-seeds {seeds} --epochs {epochs} --seed {seed}"
-    log.info(f"training on {len(sets)} cubes")
-    return train_change_sets(sets, weights_dir, epochs, seed, command=command)
+    which = "" if name == "siamese-s2s1-change" else f" {name}"  # the default model's recorded command
+    command = f"eowatch train{which} --archive-seeds {seeds} --epochs {epochs} --seed {seed}"
+    log.info(f"training {name} on {len(sets)} cubes")
+    return train_change_sets(sets, weights_dir, epochs, seed, RECIPES[name], command=command)
 
 
 CROPTYPE_ARCHIVE_SEEDS = TRAIN_ARCHIVE_SEEDS

@@ -277,15 +277,20 @@ def test_a_resumed_run_refuses_items_that_changed_under_the_same_id(
         search([d for d in items if d["id"] != target["id"]])
 
 
-def test_a_month_without_s1_warns_that_its_transitions_lack_s1(
-    served_small_archive: Any, small_archive: Path, tmp_path: Path
+def test_a_month_without_s1_warns_and_the_gap_model_decides_its_transitions(
+    served_small_archive: Any, small_archive: Path, prefect_server: Any, tmp_path: Path
 ) -> None:
     """The small archive without its May S1 scenes: the search stage warns (the change model reads S1),
-    names the month, and the run goes on; the summary's ``sensor_gaps`` comes from the same function."""
+    names the month and the gap model, and the run goes on; the summary's ``sensor_gaps`` comes from the
+    same function. The transitions into and out of May are decided by the gap model (``s1_gap``), the
+    others by the change model."""
+    import xarray as xr
+
     from eowatch.archive import load_collections, load_items
     from eowatch.infra.services import StacApiServer
     from eowatch.pipelines import stages
-    from tests.reliability.conftest import ONE_CHUNK_BOUNDS, run_params
+    from flows import monitor
+    from tests.reliability.conftest import ONE_CHUNK_BOUNDS, THREADS, run_params
 
     items = [
         d
@@ -299,7 +304,19 @@ def test_a_month_without_s1_warns_that_its_transitions_lack_s1(
         )
         run = stages.prepare_run(run_params(served, tmp_path / "out", bounds=ONE_CHUNK_BOUNDS).to_config())
         stages.search_stage(run, warn=warnings.append)
-    assert len(warnings) == 1, warnings
-    assert "sentinel-1-grd: no acquisition in 2026-05-01..2026-06-01" in warnings[0]
-    assert "siamese-s2s1-change" in warnings[0]
-    assert run.layout.items.exists()  # a warning, not a refusal
+        assert len(warnings) == 1, warnings
+        assert "sentinel-1-grd: no acquisition in 2026-05-01..2026-06-01" in warnings[0]
+        assert "gap model siamese-s2s1-gap-change" in warnings[0]
+        assert run.layout.items.exists()  # a warning, not a refusal
+        params = run_params(served, tmp_path / "out", bounds=ONE_CHUNK_BOUNDS)
+        summary = monitor(params, THREADS)
+    assert summary["status"] == "complete"
+    assert summary["sensor_gaps"] == {"sentinel-1-grd": ["2026-05-01..2026-06-01"]}
+    gap_km2 = summary["changes_found"]["s1_gap_km2"]
+    assert sorted(gap_km2) == ["2026-05-01", "2026-06-01"]  # into and out of May (by the later period)
+    with xr.open_zarr(tmp_path / "out" / "change.zarr") as change:
+        gap = change["s1_gap"].values.astype(bool)
+        months = [str(t)[:7] for t in change["time"].values]
+        assert change.attrs["stage_models"]  # the gap model's weights are in the provenance
+    for t, month in enumerate(months):
+        assert gap[t].mean() > 0.9 if month in ("2026-05", "2026-06") else not gap[t].any()
