@@ -157,7 +157,7 @@ def test_monitor_region_checks_its_input_before_running(tmp_path: Path) -> None:
     regions = str(tmp_path / "regions.yaml")
     with pytest.raises(InputError, match="give both start and end dates, or neither"):
         monitor_region.fn("adhoc", start=D(2026, 4, 1), regions_file=regions)
-    known = r"unknown model 'nope'; registered change models: siamese-s2s1-change$"
+    known = r"unknown model 'nope'; registered change models: siamese-s2s1-change, siamese-s2s1-gap-change$"
     with pytest.raises(InputError, match=known):
         monitor_region.fn("adhoc", regions_file=regions, model="nope")
     with pytest.raises(InputError, match="no region 'nowhere'"):
