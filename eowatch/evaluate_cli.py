@@ -403,98 +403,6 @@ def evaluate_semantic(
     return evaluate_semantic_cube(model, cube, truth, out)
 
 
-def headline(metrics: dict[str, Any]) -> list[str]:
-    """The lines ``eowatch evaluate`` prints."""
-    lines = []
-    change = metrics.get("change")
-    if change:
-        for who in ("model", "cva_baseline"):
-            for view in ("per_pixel", "per_transition"):
-                s = change[who][view]
-                lines.append(
-                    f"{who:<13}{view:<15} precision {s['precision']:.3f}  recall {s['recall']:.3f}  "
-                    f"F1 {s['f1']:.3f}  IoU {s['iou']:.3f}  kappa {s['kappa']:.3f}  OA {s['oa']:.4f}"
-                )
-        sem = change["semantic"]
-        lines.append(f"semantic change: SeK {sem['sek']:.3f}  mIoU {sem['miou']:.3f}  OA {sem['oa']:.4f}")
-        lines += [
-            f"  {k:<16} F1 {v:.3f}  IoU {sem['iou_by_type'][k]:.3f}" for k, v in sem["f1_by_type"].items()
-        ]
-    crops = metrics.get("crop_type")
-    if crops:
-        lines.append(
-            f"crop type: OA {crops['oa']:.3f}  kappa {crops['kappa']:.3f}  macro F1 {crops['macro_f1']:.3f}"
-        )
-        lines += [f"  {k:<16} F1 {v:.3f}" for k, v in crops["f1_by_class"].items()]
-    cover = metrics.get("land_cover")
-    if cover:
-        lines.append(
-            f"land cover: OA {cover['oa']:.3f}  kappa {cover['kappa']:.3f}  mIoU {cover['miou']:.3f}  "
-            f"macro F1 {cover['macro_f1']:.3f}"
-        )
-        iou = cover["iou_by_class"]
-        lines += [f"  {k:<24} F1 {v:.3f}  IoU {iou[k]:.3f}" for k, v in cover["f1_by_class"].items()]
-    sem = metrics.get("semantic_change")
-    if sem:
-        lines.append(
-            f"semantic change: SeK {sem['sek']:.3f}  mIoU {sem['miou']:.3f}  Fscd {sem['fscd']:.3f}  "
-            f"binary F1 {sem['binary.f1']:.3f}  change-type SeK {sem['type.sek']:.3f}"
-        )
-    vhr_change = metrics.get("vhr_change")
-    if vhr_change:
-        lines.append(
-            f"VHR change: precision {vhr_change['precision']:.3f}  recall {vhr_change['recall']:.3f}  "
-            f"F1 {vhr_change['f1']:.3f}  IoU {vhr_change['iou']:.3f}  kappa {vhr_change['kappa']:.3f}  "
-            f"({len(vhr_change['pairs'])} date pairs pooled)"
-        )
-    vhr_cover = metrics.get("vhr_land_cover")
-    if vhr_cover:
-        lines.append(
-            f"VHR land cover: OA {vhr_cover['oa']:.3f}  kappa {vhr_cover['kappa']:.3f}  "
-            f"mIoU {vhr_cover['miou']:.3f}  ({len(vhr_cover['dates'])} dates pooled)"
-        )
-        lines += [
-            f"  {k:<12} F1 {v['f1']:.3f}  IoU {v['iou']:.3f}" for k, v in vhr_cover["per_class"].items()
-        ]
-    buildings = metrics.get("vhr_buildings")
-    if buildings:
-        lines.append(
-            f"new-building pixels called building: {buildings['building_recall_b']:.3f} after (B), "
-            f"{buildings['building_share_a']:.3f} before (A); other B pixels "
-            f"{buildings['building_share_b_unlabelled']:.3f}  ({buildings['pairs']:.0f} pairs pooled)"
-        )
-    vhr = metrics.get("vhr_pairs")
-    if vhr:
-        for who in ("model", "cva"):
-            lines.append(
-                f"{who:<7}precision {vhr[f'{who}.precision']:.3f}  recall {vhr[f'{who}.recall']:.3f}  "
-                f"F1 {vhr[f'{who}.f1']:.3f}  IoU {vhr[f'{who}.iou']:.3f}  ({vhr['pairs']:.0f} pairs pooled)"
-            )
-    pair = metrics.get("change_pair")
-    if pair:
-        name = metrics["pair"]
-        for who in ("model", "recalibrated_2fold", "finetuned_2fold", "cva"):
-            k = f"{name}.{who}"
-            if f"{k}.f1" not in pair:
-                continue
-            auc = f"  AUC {pair[f'{k}.auc']:.3f}" if f"{k}.auc" in pair else ""
-            lines.append(
-                f"{k:<27} precision {pair[f'{k}.precision']:.3f}  recall {pair[f'{k}.recall']:.3f}  "
-                f"F1 {pair[f'{k}.f1']:.3f}  kappa {pair[f'{k}.kappa']:.3f}{auc}"
-            )
-    wc = metrics.get("worldcereal")
-    if wc:
-        for prefix in (
-            "flanders.model",
-            "flanders.ndvi_centroid",
-            "flanders.majority",
-            "worldcereal_patch.model",
-        ):
-            if f"{prefix}.oa" in wc:
-                lines.append(f"{prefix:<28} OA {wc[f'{prefix}.oa']:.3f}  kappa {wc[f'{prefix}.kappa']:.3f}")
-    return lines
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     data = Path(args.data).expanduser().resolve()
     card = _card(args.model)  # unknown model: fail before anything runs
@@ -530,6 +438,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = {"model": args.model, "data": str(data), "kind": kind, **metrics}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    from eowatch.evaluate_report import headline
+
     for line in headline(metrics):
         print(line)
     print(f"metrics: {out / 'metrics.json'}\nconfusion matrix: {out / 'confusion.png'}")
