@@ -172,7 +172,8 @@ def vhr_tally(run: Run, items: Sequence[dict[str, Any]], notes: Notes) -> Tally:
 
 
 def change_tally(run: Run, device: str = "cpu") -> Tally:
-    """``inference.infer_region`` per chunk: a halo window of the cube, the model's windows, baselines.
+    """``inference.infer_region`` per chunk: a halo window of the cube, the model's windows, baselines;
+    with a gap model, every chunk is counted as if it had an S1 gap (an upper bound).
 
     The model runs through ``models.engine`` (``default_config`` for ``device``): windows of at most
     ``tile`` px plus its halo, ``batch_windows`` at a time, every period encoded once per window.
@@ -197,7 +198,11 @@ def change_tally(run: Run, device: str = "cpu") -> Tally:
     variables = change_variables()
     if not spec.s1_collection:
         variables = {k: v for k, v in variables.items() if not k.startswith("sar_")}
+    if not change.gap_model:
+        variables.pop("s1_gap")
     out_px = (t - 1) * sum(dt.itemsize for dt, _, _ in variables.values())
+    # a chunk with an S1 gap also holds the gap model's probabilities (engine output, crop) and the merge
+    gap_probs = 3 * 4 * (t - 1) * classes if change.gap_model else 0
     tally = Tally()
     for key in grid.chunks():
         ry, rx, cy, cx = halo_window(grid, key, halo)
@@ -211,7 +216,7 @@ def change_tally(run: Run, device: str = "cpu") -> Tally:
         # the network's input over the halo window, then per window: every period's input and features,
         # and one transition's difference, concatenation and head output at a time
         network = 4 * t * inputs_ch * hh * ww + 4 * window_px * (t * (inputs_ch + width) + 5 * width)
-        outputs = out_px * px + 2 * 4 * (t - 1) * classes * px  # variables + probabilities (engine, crop)
+        outputs = out_px * px + 2 * 4 * (t - 1) * classes * px + gap_probs * px  # variables + probabilities
         task = round(CHANGE_WORKING_SET * (read + network + outputs)) + CHANGE_TASK_FIXED_BYTES
         tally.add(read, out_px * grid.chunk**2, (t - 1) * px, task, t, (hh, ww))
     return tally
