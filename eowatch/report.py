@@ -35,6 +35,11 @@ def print_summary(summary: dict[str, Any]) -> None:
             print(f"{label + ':':<20}{out[key]}")
     for collection, periods in (summary.get("sensor_gaps") or {}).items():
         print(f"{'Sensor gap:':<20}no {collection} acquisition in {', '.join(periods)}")
+    gap_km2 = ch.get("s1_gap_km2") or {}
+    if gap_km2:
+        gap_model = (summary.get("gap_model") or {}).get("name", "the gap model")
+        decided = ", ".join(f"{period} {km2:.2f} km²" for period, km2 in gap_km2.items())
+        print(f"{'Without S1:':<20}decided by {gap_model}: {decided}")
     if ch:
         print(f"Area processed: {summary['area_km2']:.2f} km²; changed (model): {ch['changed_km2']:.3f} km²")
         for name, km2 in ch["by_type_km2"].items():

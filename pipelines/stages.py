@@ -458,6 +458,7 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
         # Periods without any acquisition of a collection: the change model's input lacks that sensor.
         "sensor_gaps": sensor_gaps(items, run.spec),
         "model": run.provenance["model"],
+        **({"gap_model": gap} if (gap := run.provenance.get("stage_models", {}).get("gap_model")) else {}),
         "changes_found": stats,
         "evaluation": evaluation,
         **models_found,

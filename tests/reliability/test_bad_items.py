@@ -278,7 +278,11 @@ def test_a_resumed_run_refuses_items_that_changed_under_the_same_id(
 
 
 def test_a_month_without_s1_warns_and_the_gap_model_decides_its_transitions(
-    served_small_archive: Any, small_archive: Path, prefect_server: Any, tmp_path: Path
+    served_small_archive: Any,
+    small_archive: Path,
+    prefect_server: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     """The small archive without its May S1 scenes: the search stage warns (the change model reads S1),
     names the month and the gap model, and the run goes on; the summary's ``sensor_gaps`` comes from the
@@ -289,6 +293,7 @@ def test_a_month_without_s1_warns_and_the_gap_model_decides_its_transitions(
     from eowatch.archive import load_collections, load_items
     from eowatch.infra.services import StacApiServer
     from eowatch.pipelines import stages
+    from eowatch.report import print_summary
     from flows import monitor
     from tests.reliability.conftest import ONE_CHUNK_BOUNDS, THREADS, run_params
 
@@ -312,11 +317,14 @@ def test_a_month_without_s1_warns_and_the_gap_model_decides_its_transitions(
         summary = monitor(params, THREADS)
     assert summary["status"] == "complete"
     assert summary["sensor_gaps"] == {"sentinel-1-grd": ["2026-05-01..2026-06-01"]}
+    assert summary["gap_model"]["name"] == "siamese-s2s1-gap-change"
     gap_km2 = summary["changes_found"]["s1_gap_km2"]
     assert sorted(gap_km2) == ["2026-05-01", "2026-06-01"]  # into and out of May (by the later period)
     with xr.open_zarr(tmp_path / "out" / "change.zarr") as change:
         gap = change["s1_gap"].values.astype(bool)
         months = [str(t)[:7] for t in change["time"].values]
         assert change.attrs["stage_models"]  # the gap model's weights are in the provenance
+    print_summary(summary)
+    assert "Without S1:         decided by siamese-s2s1-gap-change: 2026-05-01" in capsys.readouterr().out
     for t, month in enumerate(months):
         assert gap[t].mean() > 0.9 if month in ("2026-05", "2026-06") else not gap[t].any()
