@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from eowatch import __version__
-from eowatch.errors import CatalogError, StorageError
+from eowatch.errors import CatalogError, EowatchError, StorageError
 from eowatch.pipelines import cube as cube_stage
 from eowatch.pipelines import inference as change_stage
 from eowatch.pipelines.dask_map import map_batches
@@ -203,6 +203,43 @@ def search_stage(run: Run, info: Logger = log.info, warn: Logger = log.warning) 
     run.layout.work.mkdir(parents=True, exist_ok=True)
     write_atomic(run.layout.items, json.dumps(items))
     return run.layout.items
+
+
+def items_token(items: list[dict[str, Any]]) -> str:
+    """A token of search results, ids and content (``search.item_content``), in no particular order."""
+    from eowatch.pipelines.search import item_content
+
+    return stable_token(sorted(stable_token(item_content(d)) for d in items))
+
+
+def catalog_drift(run: Run, info: Logger = log.info) -> str | None:
+    """For a finished run: what the catalog returns now that it did not when the run searched (item
+    counts per collection, or contents changed under the same ids), as a warning; None when unchanged,
+    or for a summary from before ``items_token`` was recorded.
+
+    The finished output stays as it is (a re-run is a no-op); the warning says how to include the change.
+    A catalog that cannot be searched now is reported through ``info``, not raised: a finished run needs
+    no catalog.
+    """
+    summary = json.loads(run.layout.summary.read_text()) if run.layout.summary.exists() else {}
+    then = summary.get("items_token")
+    if not then:
+        return None
+    try:
+        items = search_items(run, lambda _msg: None)
+    except EowatchError as exc:
+        info(f"could not check the catalog for changes since this run finished: {exc}")
+        return None
+    if items_token(items) == then:
+        return None
+    before, now = summary.get("items", {}), {k: len(v) for k, v in ids_by_collection(items).items()}
+    counts = {c: (before.get(c, 0), now.get(c, 0)) for c in sorted(before.keys() | now.keys())}
+    moved = [f"{c} {a} → {b} items" for c, (a, b) in counts.items() if a != b]
+    what = ", ".join(moved) or "item contents changed under the same ids"
+    return (
+        f"the catalog has changed since this run finished ({what}); its output is kept as it was "
+        "(a finished run is not recomputed): run again into another output folder to include the change"
+    )
 
 
 def _sensor_gap_warning(run: Run, items: list[dict[str, Any]]) -> str | None:
@@ -455,6 +492,8 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
         "grid": run.spec.grid.to_dict(),
         "periods": [list(p) for p in run.spec.periods],
         "items": {k: len(v) for k, v in ids.items()},
+        # What the catalog returned, content included: a re-run compares it (``catalog_drift``).
+        "items_token": items_token(items),
         # Periods without any acquisition of a collection: the change model's input lacks that sensor.
         "sensor_gaps": sensor_gaps(items, run.spec),
         "model": run.provenance["model"],

@@ -277,7 +277,7 @@ def test_a_resumed_run_refuses_items_that_changed_under_the_same_id(
         search([d for d in items if d["id"] != target["id"]])
 
 
-def test_a_month_without_s1_warns_and_the_gap_model_decides_its_transitions(
+def test_a_month_without_s1_is_decided_by_the_gap_model_and_its_scenes_arriving_later_are_noticed(
     served_small_archive: Any,
     small_archive: Path,
     prefect_server: Any,
@@ -287,7 +287,8 @@ def test_a_month_without_s1_warns_and_the_gap_model_decides_its_transitions(
     """The small archive without its May S1 scenes: the search stage warns (the change model reads S1),
     names the month and the gap model, and the run goes on; the summary's ``sensor_gaps`` comes from the
     same function. The transitions into and out of May are decided by the gap model (``s1_gap``), the
-    others by the change model."""
+    others by the change model. When the May scenes reach the catalog after the run finished, a re-run
+    is still a no-op but ``catalog_drift`` says what changed (the finished run is reused for this)."""
     import xarray as xr
 
     from eowatch.archive import load_collections, load_items
@@ -315,6 +316,8 @@ def test_a_month_without_s1_warns_and_the_gap_model_decides_its_transitions(
         assert run.layout.items.exists()  # a warning, not a refusal
         params = run_params(served, tmp_path / "out", bounds=ONE_CHUNK_BOUNDS)
         summary = monitor(params, THREADS)
+        finished = stages.prepare_run(params.to_config())
+        assert stages.catalog_drift(finished) is None  # the catalog it ran on is unchanged
     assert summary["status"] == "complete"
     assert summary["sensor_gaps"] == {"sentinel-1-grd": ["2026-05-01..2026-06-01"]}
     assert summary["gap_model"]["name"] == "siamese-s2s1-gap-change"
@@ -328,3 +331,17 @@ def test_a_month_without_s1_warns_and_the_gap_model_decides_its_transitions(
     assert "Without S1:         decided by siamese-s2s1-gap-change: 2026-05-01" in capsys.readouterr().out
     for t, month in enumerate(months):
         assert gap[t].mean() > 0.9 if month in ("2026-05", "2026-06") else not gap[t].any()
+
+    # The May S1 scenes appear in the catalog after the run finished: a re-run says so and stays a no-op.
+    full = stages.prepare_run(
+        run_params(served_small_archive, tmp_path / "out", bounds=ONE_CHUNK_BOUNDS).to_config()
+    )
+    assert full.token == finished.token and full.is_complete()
+    drift = stages.catalog_drift(full)
+    assert drift is not None and "the catalog has changed since this run finished (sentinel-1-grd " in drift
+    assert "another output folder" in drift
+    notes: list[str] = []
+    assert (
+        stages.catalog_drift(finished, notes.append) is None
+    )  # its catalog server is gone: noted, not raised
+    assert len(notes) == 1 and "could not check the catalog" in notes[0]
