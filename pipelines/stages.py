@@ -197,8 +197,7 @@ def search_stage(run: Run, info: Logger = log.info, warn: Logger = log.warning) 
                 f"{len(changed)} changed{example}); start it again in another output folder"
             )
         info("resuming: the catalog returned the same items as the first attempt")
-    gap_warning = _sensor_gap_warning(run, items)
-    if gap_warning:
+    for gap_warning in _sensor_gap_warnings(run, items):
         warn(gap_warning)
     run.layout.work.mkdir(parents=True, exist_ok=True)
     write_atomic(run.layout.items, json.dumps(items))
@@ -242,17 +241,25 @@ def catalog_drift(run: Run, info: Logger = log.info) -> str | None:
     )
 
 
-def _sensor_gap_warning(run: Run, items: list[dict[str, Any]]) -> str | None:
+def _sensor_gap_warnings(run: Run, items: list[dict[str, Any]]) -> list[str]:
+    """The sensor-gap warnings of the run's change model (with its gap model) and of its semantic change
+    model, which has no gap model."""
+    from eowatch.models.registry import card_of
     from eowatch.pipelines.coverage import sensor_gap_warning, sensor_gaps
 
     model = run.provenance.get("model")
     if not model:
-        return None
-    from eowatch.models.registry import card_of
-
+        return []
     gaps = sensor_gaps(items, run.spec)
-    bands = card_of(model["name"]).bands
-    return sensor_gap_warning(gaps, run.spec, model["name"], bands, run.config.change.gap_model)
+    found = [
+        sensor_gap_warning(
+            gaps, run.spec, model["name"], card_of(model["name"]).bands, run.config.change.gap_model
+        )
+    ]
+    semantic = run.config.semantic_change_model
+    if semantic:
+        found.append(sensor_gap_warning(gaps, run.spec, semantic, card_of(semantic).bands))
+    return [w for w in found if w]
 
 
 def check_assets(run: Run, items: list[dict[str, Any]]) -> None:

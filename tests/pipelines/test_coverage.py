@@ -39,3 +39,5 @@ def test_a_period_without_s1_is_a_gap_by_solar_day() -> None:
     assert "siamese-s2s1-change" in warning and "unreliable" in warning
     assert sensor_gap_warning(gaps, spec, "optical-only", ("blue", "red")) is None
     assert sensor_gap_warning({}, spec, "siamese-s2s1-change", ("vv_db",)) is None
+    with_gap_model = sensor_gap_warning(gaps, spec, "siamese-s2s1-change", ("vv_db",), "gap-net")
+    assert with_gap_model is not None and "decided by the gap model gap-net" in with_gap_model

@@ -314,6 +314,12 @@ def test_a_month_without_s1_is_decided_by_the_gap_model_and_its_scenes_arriving_
         assert "sentinel-1-grd: no acquisition in 2026-05-01..2026-06-01" in warnings[0]
         assert "gap model siamese-s2s1-gap-change" in warnings[0]
         assert run.layout.items.exists()  # a warning, not a refusal
+        semantic = "siamese-s2s1-semantic"  # no gap model: its own warning
+        extra = {"bounds": ONE_CHUNK_BOUNDS, "semantic_change_model": semantic}
+        sem_run = stages.prepare_run(run_params(served, tmp_path / "sem", **extra).to_config())
+        sem_warnings: list[str] = []
+        stages.search_stage(sem_run, warn=sem_warnings.append)
+        assert len(sem_warnings) == 2 and f"{semantic} reads S1" in sem_warnings[1]
         params = run_params(served, tmp_path / "out", bounds=ONE_CHUNK_BOUNDS)
         summary = monitor(params, THREADS)
         finished = stages.prepare_run(params.to_config())
