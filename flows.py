@@ -159,7 +159,9 @@ def monitor(params: MonitorParams, cluster: ClusterConfig | None = None) -> dict
     run = stages.prepare_run(params.to_config())
     if run.is_complete():
         logger.info(f"run {run.token} is already complete at {run.layout.change}; nothing to do")
-        drift = stages.catalog_drift(run, logger.info)
+        from eowatch.pipelines.drift import catalog_drift
+
+        drift = catalog_drift(run, logger.info)
         if drift:
             logger.warning(drift)
         return stages.existing_summary(run)

@@ -1,5 +1,5 @@
 """Sensor gaps: the periods of a run in which a collection has no acquisition at all (from the searched
-items), and the warning a run gives when its change model reads that sensor."""
+items), and the warnings a run gives when its change or semantic change model reads that sensor."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 
 from eowatch.operators.periods import assign_periods
 from eowatch.pipelines.cube import item_solar_day
-from eowatch.pipelines.spec import CubeSpec
+from eowatch.pipelines.spec import CubeSpec, MonitorConfig
 
-__all__ = ["periods_without", "sensor_gap_warning", "sensor_gaps"]
+__all__ = ["periods_without", "run_sensor_gap_warnings", "sensor_gap_warning", "sensor_gaps"]
 
 
 def periods_without(
@@ -64,3 +64,23 @@ def sensor_gap_warning(
             "those periods are predicted without it and are unreliable (docs/models.md, 'Without S1')"
         )
     return None
+
+
+def run_sensor_gap_warnings(
+    items: Sequence[dict[str, Any]], spec: CubeSpec, change_model: str | None, config: MonitorConfig
+) -> list[str]:
+    """The sensor-gap warnings of a run: its change model's ``change_model`` (with the run's gap model;
+    None for a run without one, e.g. a training cube) and its semantic change model's, which has no gap
+    model. Reads model cards only."""
+    from eowatch.models.registry import card_of
+
+    if not change_model:
+        return []
+    gaps = sensor_gaps(items, spec)
+    found = [
+        sensor_gap_warning(gaps, spec, change_model, card_of(change_model).bands, config.change.gap_model)
+    ]
+    semantic = config.semantic_change_model
+    if semantic:
+        found.append(sensor_gap_warning(gaps, spec, semantic, card_of(semantic).bands))
+    return [w for w in found if w]

@@ -90,6 +90,17 @@ def read_window(cube: zarr.Group, names: Sequence[str], ys: slice, xs: slice) ->
         return np.stack([np.asarray(cube[n][:, ys, xs], dtype=np.float32) for n in names], axis=1)
 
 
+def default_halo(change: ChangeSpec) -> int:
+    """Pixels read around each chunk: ``change.halo``, else just over the widest receptive radius of the
+    change model and its gap model (from their cards), so chunk results equal whole-image inference."""
+    from eowatch.models.registry import card_of
+
+    if change.halo is not None:
+        return change.halo
+    names = [change.model, *([change.gap_model] if change.gap_model else [])]
+    return max(card_of(name).receptive_field_px for name in names) // 2 + 1
+
+
 def halo_window(grid: GridSpec, key: ChunkKey, halo: int) -> tuple[slice, slice, slice, slice]:
     """Read slices (clipped to the grid) and the crop slices that recover the chunk from them."""
     h, w = grid.shape

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from eowatch.pipelines.assets import resolve_asset_keys
 from eowatch.pipelines.cube import cube_variables
-from eowatch.pipelines.inference import change_variables, halo_window
+from eowatch.pipelines.inference import change_variables, default_halo, halo_window
 from eowatch.pipelines.plan_reads import (
     AssetReads,
     Footprints,
@@ -186,7 +186,7 @@ def change_tally(run: Run, device: str = "cpu") -> Tally:
     spec, grid, change = run.spec, run.spec.grid, run.config.change
     card = card_of(change.model)
     arch = card.architecture_args
-    halo = change.halo if change.halo is not None else card.receptive_field_px // 2 + 1
+    halo = default_halo(change)
     channels = len(dict.fromkeys([*card.bands, *spec.s2_bands, *(["vv_db"] if spec.s1_collection else [])]))
     t, inputs_ch, width, classes = (
         len(spec.periods),

@@ -224,6 +224,20 @@ def item_content(item: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def item_tokens(items: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Item id -> token of its ``item_content``: equal tokens, same data."""
+    from eowatch.pipelines.spec import stable_token
+
+    return {str(d["id"]): stable_token(item_content(d)) for d in items}
+
+
+def items_token(items: Iterable[Mapping[str, Any]]) -> str:
+    """One token of search results, ids and content (``item_tokens``), in no particular order."""
+    from eowatch.pipelines.spec import stable_token
+
+    return stable_token(sorted(item_tokens(items).items()))
+
+
 def item_sort_key(item: Mapping[str, Any]) -> tuple[str, str, str]:
     """Deterministic order: collection, acquisition time (ISO string), id."""
     props = item.get("properties", {})

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from eowatch import __version__
-from eowatch.errors import CatalogError, EowatchError, StorageError
+from eowatch.errors import CatalogError, StorageError
 from eowatch.pipelines import cube as cube_stage
 from eowatch.pipelines import inference as change_stage
 from eowatch.pipelines.dask_map import map_batches
@@ -181,13 +181,14 @@ def search_stage(run: Run, info: Logger = log.info, warn: Logger = log.warning) 
     Raises:
         CatalogError: a resumed run's search returns other items, or changed ones, than its first attempt.
     """
-    from eowatch.pipelines.search import item_content
+    from eowatch.pipelines.coverage import run_sensor_gap_warnings
+    from eowatch.pipelines.search import item_tokens
 
     items = search_items(run, info)
     check_assets(run, items)  # malformed items and hrefs outside the asset stores fail before any read
     if run.layout.items.exists():
-        pinned = {d["id"]: stable_token(item_content(d)) for d in json.loads(run.layout.items.read_text())}
-        now = {d["id"]: stable_token(item_content(d)) for d in items}
+        pinned = item_tokens(json.loads(run.layout.items.read_text()))
+        now = item_tokens(items)
         changed = sorted(i for i in pinned.keys() & now.keys() if pinned[i] != now[i])
         if pinned.keys() != now.keys() or changed:
             example = f", e.g. {changed[0]!r} changed" if changed else ""
@@ -197,69 +198,13 @@ def search_stage(run: Run, info: Logger = log.info, warn: Logger = log.warning) 
                 f"{len(changed)} changed{example}); start it again in another output folder"
             )
         info("resuming: the catalog returned the same items as the first attempt")
-    for gap_warning in _sensor_gap_warnings(run, items):
+    model = run.provenance.get("model")
+    change_model = model["name"] if model else None
+    for gap_warning in run_sensor_gap_warnings(items, run.spec, change_model, run.config):
         warn(gap_warning)
     run.layout.work.mkdir(parents=True, exist_ok=True)
     write_atomic(run.layout.items, json.dumps(items))
     return run.layout.items
-
-
-def items_token(items: list[dict[str, Any]]) -> str:
-    """A token of search results, ids and content (``search.item_content``), in no particular order."""
-    from eowatch.pipelines.search import item_content
-
-    return stable_token(sorted(stable_token(item_content(d)) for d in items))
-
-
-def catalog_drift(run: Run, info: Logger = log.info) -> str | None:
-    """For a finished run: what the catalog returns now that it did not when the run searched (item
-    counts per collection, or contents changed under the same ids), as a warning; None when unchanged,
-    or for a summary from before ``items_token`` was recorded.
-
-    The finished output stays as it is (a re-run is a no-op); the warning says how to include the change.
-    A catalog that cannot be searched now is reported through ``info``, not raised: a finished run needs
-    no catalog.
-    """
-    summary = json.loads(run.layout.summary.read_text()) if run.layout.summary.exists() else {}
-    then = summary.get("items_token")
-    if not then:
-        return None
-    try:
-        items = search_items(run, lambda _msg: None)
-    except EowatchError as exc:
-        info(f"could not check the catalog for changes since this run finished: {exc}")
-        return None
-    if items_token(items) == then:
-        return None
-    before, now = summary.get("items", {}), {k: len(v) for k, v in ids_by_collection(items).items()}
-    counts = {c: (before.get(c, 0), now.get(c, 0)) for c in sorted(before.keys() | now.keys())}
-    moved = [f"{c} {a} → {b} items" for c, (a, b) in counts.items() if a != b]
-    what = ", ".join(moved) or "item contents changed under the same ids"
-    return (
-        f"the catalog has changed since this run finished ({what}); its output is kept as it was "
-        "(a finished run is not recomputed): run again into another output folder to include the change"
-    )
-
-
-def _sensor_gap_warnings(run: Run, items: list[dict[str, Any]]) -> list[str]:
-    """The sensor-gap warnings of the run's change model (with its gap model) and of its semantic change
-    model, which has no gap model."""
-    from eowatch.models.registry import card_of
-    from eowatch.pipelines.coverage import sensor_gap_warning, sensor_gaps
-
-    model = run.provenance.get("model")
-    if not model:
-        return []
-    gaps = sensor_gaps(items, run.spec)
-    found = [
-        sensor_gap_warning(
-            gaps, run.spec, model["name"], card_of(model["name"]).bands, run.config.change.gap_model
-        )
-    ]
-    semantic = run.config.semantic_change_model
-    if semantic:
-        found.append(sensor_gap_warning(gaps, run.spec, semantic, card_of(semantic).bands))
-    return [w for w in found if w]
 
 
 def check_assets(run: Run, items: list[dict[str, Any]]) -> None:
@@ -431,8 +376,8 @@ def prepare_change(run: Run) -> change_stage.InferenceInputs:
     from eowatch.models.registry import get
 
     change = run.config.change
-    models = [get(change.model), *([get(change.gap_model)] if change.gap_model else [])]
-    halo = change.halo if change.halo is not None else max(m.card.receptive_field_px for m in models) // 2 + 1
+    get(change.model)  # the weights are checked here, before any task starts
+    halo = change_stage.default_halo(change)
     prov = {**run.provenance, "stac_items": item_ids(run), "halo_px": halo}
     store = change_stage.init_change(run.layout, run.spec, prov, change.gap_model)
     return change_stage.InferenceInputs(
@@ -462,6 +407,7 @@ def publish_stage(run: Run, timings: dict[str, float], info: Logger = log.info) 
     # model_stages builds on this module's Run and helpers: imported here, not at the top (a cycle).
     from eowatch.pipelines.coverage import sensor_gaps
     from eowatch.pipelines.model_stages import model_outputs, model_summaries
+    from eowatch.pipelines.search import items_token
 
     t0 = time.perf_counter()
     stats = change_statistics(run.layout.change, run.spec)

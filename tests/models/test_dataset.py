@@ -120,23 +120,31 @@ def test_read_truth_cuts_the_cube_window(scene: tuple, tmp_path: Path) -> None:
     assert got["change_start"].dtype == np.int32
 
 
-def test_s1_dropout_blanks_both_dates_s1_and_leaves_the_rest_as_without_it(scene: tuple) -> None:
+def _augmented_chips(
+    scene: tuple, samples: int, s1_dropout: float, per_date: bool = False
+) -> ChangeChipDataset:
+    """8 px augmented chips of the scene with ``s1_dropout`` (both dates, or ``per_date``), seed 2."""
     path, truth, bounds = scene
+    return ChangeChipDataset(
+        path,
+        truth,
+        bounds,
+        chip=8,
+        samples=samples,
+        seed=2,
+        augment=True,
+        normalization=NORM,
+        s1_dropout=s1_dropout,
+        s1_dropout_per_date=per_date,
+    )
+
+
+def test_s1_dropout_blanks_both_dates_s1_and_leaves_the_rest_as_without_it(scene: tuple) -> None:
     s1 = [i for i, b in enumerate(BANDS) if b in ("vv_db", "vh_db")]
     assert s1, "the synthetic scene has S1 bands"
 
     def make(dropout: float) -> ChangeChipDataset:
-        return ChangeChipDataset(
-            path,
-            truth,
-            bounds,
-            chip=8,
-            samples=40,
-            seed=2,
-            augment=True,
-            normalization=NORM,
-            s1_dropout=dropout,
-        )
+        return _augmented_chips(scene, 40, dropout)
 
     plain, dropped = make(0.0), make(0.5)
     validity = len(BANDS)  # the validity channel follows the bands
@@ -157,25 +165,9 @@ def test_s1_dropout_blanks_both_dates_s1_and_leaves_the_rest_as_without_it(scene
 
 
 def test_s1_dropout_per_date_blanks_one_date_or_both_on_their_own(scene: tuple) -> None:
-    path, truth, bounds = scene
     s1 = [i for i, b in enumerate(BANDS) if b in ("vv_db", "vh_db")]
     others = [c for c in range(len(BANDS)) if c not in s1]
-
-    def make(dropout: float) -> ChangeChipDataset:
-        return ChangeChipDataset(
-            path,
-            truth,
-            bounds,
-            chip=8,
-            samples=60,
-            seed=2,
-            augment=True,
-            normalization=NORM,
-            s1_dropout=dropout,
-            s1_dropout_per_date=True,
-        )
-
-    plain, dropped = make(0.0), make(0.5)
+    plain, dropped = (_augmented_chips(scene, 60, p, per_date=True) for p in (0.0, 0.5))
     blanked = {"before": 0, "after": 0}
     one_date = 0
     for i in range(60):

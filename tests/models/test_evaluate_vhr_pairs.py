@@ -72,13 +72,23 @@ def test_vhr_land_cover_on_building_pairs_counts_new_roofs_called_building(
     assert (out / "confusion.png").is_file() and "called building" in capsys.readouterr().out
 
 
-@pytest.mark.realdata
-def test_levir_samples_through_the_cli_equal_the_card(shared_data: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def levir(shared_data: Path) -> Path:
+    """The LEVIR-CD samples folder of the shared data (skips when absent)."""
     folder = shared_data / "change" / "levir_samples"
     if not (folder / "label").is_dir():
         pytest.skip(f"{folder} is absent")
-    assert main(["evaluate", "siamese-vhr-change", str(folder), "--out", str(tmp_path)]) == 0
-    scores = json.loads((tmp_path / "metrics.json").read_text())["vhr_pairs"]
+    return folder
+
+
+def _evaluate(model: str, folder: Path, out: Path, kind: str) -> dict:
+    assert main(["evaluate", model, str(folder), "--out", str(out)]) == 0
+    return json.loads((out / "metrics.json").read_text())[kind]
+
+
+@pytest.mark.realdata
+def test_levir_samples_through_the_cli_equal_the_card(levir: Path, tmp_path: Path) -> None:
+    scores = _evaluate("siamese-vhr-change", levir, tmp_path, "vhr_pairs")
     card = registry.get("siamese-vhr-change").card.metrics
     assert scores["gsd_m"] == 0.5  # known for LEVIR-CD
     for metric in ("f1", "precision", "recall", "iou"):
@@ -88,13 +98,9 @@ def test_levir_samples_through_the_cli_equal_the_card(shared_data: Path, tmp_pat
 
 @pytest.mark.realdata
 def test_levir_samples_buildings_through_the_cli_equal_the_land_cover_card(
-    shared_data: Path, tmp_path: Path
+    levir: Path, tmp_path: Path
 ) -> None:
-    folder = shared_data / "change" / "levir_samples"
-    if not (folder / "label").is_dir():
-        pytest.skip(f"{folder} is absent")
-    assert main(["evaluate", "landcover-vhr-unet", str(folder), "--out", str(tmp_path)]) == 0
-    scores = json.loads((tmp_path / "metrics.json").read_text())["vhr_buildings"]
+    scores = _evaluate("landcover-vhr-unet", levir, tmp_path, "vhr_buildings")
     card = registry.get("landcover-vhr-unet").card.metrics
     for metric in ("building_recall_b", "building_share_a", "building_share_b_unlabelled", "n_labelled"):
         assert scores[metric] == pytest.approx(card[f"levir.{metric}"], abs=1e-6)

@@ -294,6 +294,7 @@ def test_a_month_without_s1_is_decided_by_the_gap_model_and_its_scenes_arriving_
     from eowatch.archive import load_collections, load_items
     from eowatch.infra.services import StacApiServer
     from eowatch.pipelines import stages
+    from eowatch.pipelines.drift import catalog_drift
     from eowatch.report import print_summary
     from flows import monitor
     from tests.reliability.conftest import ONE_CHUNK_BOUNDS, THREADS, run_params
@@ -323,7 +324,7 @@ def test_a_month_without_s1_is_decided_by_the_gap_model_and_its_scenes_arriving_
         params = run_params(served, tmp_path / "out", bounds=ONE_CHUNK_BOUNDS)
         summary = monitor(params, THREADS)
         finished = stages.prepare_run(params.to_config())
-        assert stages.catalog_drift(finished) is None  # the catalog it ran on is unchanged
+        assert catalog_drift(finished) is None  # the catalog it ran on is unchanged
     assert summary["status"] == "complete"
     assert summary["sensor_gaps"] == {"sentinel-1-grd": ["2026-05-01..2026-06-01"]}
     assert summary["gap_model"]["name"] == "siamese-s2s1-gap-change"
@@ -343,11 +344,9 @@ def test_a_month_without_s1_is_decided_by_the_gap_model_and_its_scenes_arriving_
         run_params(served_small_archive, tmp_path / "out", bounds=ONE_CHUNK_BOUNDS).to_config()
     )
     assert full.token == finished.token and full.is_complete()
-    drift = stages.catalog_drift(full)
+    drift = catalog_drift(full)
     assert drift is not None and "the catalog has changed since this run finished (sentinel-1-grd " in drift
     assert "another output folder" in drift
     notes: list[str] = []
-    assert (
-        stages.catalog_drift(finished, notes.append) is None
-    )  # its catalog server is gone: noted, not raised
+    assert catalog_drift(finished, notes.append) is None  # its catalog server is gone: noted, not raised
     assert len(notes) == 1 and "could not check the catalog" in notes[0]
